@@ -1,0 +1,1 @@
+"""Package data shipped with isoapp (importable as ``isoapp.resources``)."""
