@@ -1,0 +1,6 @@
+"""Network building blocks shared by the methods."""
+
+from .blocks import count_parameters, init_kaiming
+from .unet import UNet
+
+__all__ = ["UNet", "count_parameters", "init_kaiming"]

@@ -1,0 +1,81 @@
+"""The run context handed to every method: device, precision, seed, events and cancellation."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled
+from .device import autocast, resolve_device
+from .events import Event, EventCallback, ignore_events
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class RunContext:
+    """Everything a method needs from its caller besides the data.
+
+    Parameters
+    ----------
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
+    amp
+        Use mixed precision on CUDA (ignored on the CPU).
+    seed
+        Seeds python, numpy and torch; methods draw from :attr:`rng`.
+    emit
+        Receives :mod:`isoapp.engine.events` objects.
+    should_stop
+        Polled between steps; when it returns True the work checkpoints and raises
+        :class:`isoapp.errors.Cancelled`.
+    work_dir
+        Where checkpoints go; ``None`` disables checkpointing.
+    resume
+        Continue from the checkpoint in ``work_dir`` if one exists.
+    """
+
+    device: torch.device | str = "auto"
+    amp: bool = True
+    seed: int = 0
+    emit: EventCallback = ignore_events
+    should_stop: Callable[[], bool] = _never
+    work_dir: Path | None = None
+    resume: bool = False
+    preview_every: int = 0
+    rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)
+        if self.work_dir is not None:
+            self.work_dir = Path(self.work_dir)
+        self.rng = np.random.default_rng(self.seed)
+        seed_everything(self.seed)
+
+    @property
+    def use_amp(self) -> bool:
+        return bool(self.amp and self.device.type == "cuda")
+
+    def autocast(self):
+        return autocast(self.device, self.use_amp)
+
+    def send(self, event: Event) -> None:
+        self.emit(event)
+
+    def check_stop(self) -> None:
+        """Raise :class:`Cancelled` if the caller asked to stop."""
+        if self.should_stop():
+            raise Cancelled("stopped on request")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,191 @@
+"""The training loop every method uses: schedule, events, ETA, checkpoints, resume, cancel.
+
+A method supplies ``step_fn(step) -> dict`` that performs one optimisation step (one or more
+optimisers, e.g. for GANs) and returns scalar losses; the loop does the rest. Everything whose
+state matters for an exact resume (networks, optimisers, schedulers, numpy generators) is passed
+in ``state`` and saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled
+from .checkpoint import load_safe, save_atomic
+from .config import TrainConfig
+from .context import RunContext
+from .events import PreviewEvent, ProgressEvent, StageEvent
+
+log = logging.getLogger(__name__)
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: float | None = None,
+                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """AdamW (Adam when ``weight_decay`` is 0) with the config's learning rate."""
+    lr = cfg.lr if lr is None else lr
+    if cfg.weight_decay > 0:
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to ``lr_min_fraction`` (or constant)."""
+    warm = min(cfg.warmup_steps, max(steps - 1, 0))
+    floor = cfg.lr_min_fraction
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        t = (step - warm) / max(steps - warm, 1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class LoopResult:
+    """What :func:`train_loop` returns."""
+
+    steps_done: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+    @property
+    def final_loss(self) -> float | None:
+        for h in reversed(self.history):
+            if "loss" in h:
+                return h["loss"]
+        return None
+
+
+def _state_dicts(state: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, obj in state.items():
+        if isinstance(obj, np.random.Generator):
+            out[name] = {"numpy_bitgen": _np_state_to_tensors(obj.bit_generator.state)}
+        else:
+            out[name] = obj.state_dict()
+    return out
+
+
+def _np_state_to_tensors(st: dict) -> dict:
+    # numpy PCG64 state holds 128-bit ints; store them as decimal strings (weights_only-safe).
+    return {"bit_generator": st["bit_generator"], "state": {k: str(v) for k, v in st["state"].items()},
+            "has_uint32": int(st.get("has_uint32", 0)), "uinteger": int(st.get("uinteger", 0))}
+
+
+def _np_state_from(saved: dict) -> dict:
+    return {"bit_generator": saved["bit_generator"], "state": {k: int(v) for k, v in saved["state"].items()},
+            "has_uint32": saved["has_uint32"], "uinteger": saved["uinteger"]}
+
+
+def _load_state_dicts(state: dict[str, Any], saved: dict[str, Any]) -> None:
+    for name, obj in state.items():
+        if name not in saved:
+            raise KeyError(f"checkpoint lacks {name!r}")
+        if isinstance(obj, np.random.Generator):
+            obj.bit_generator.state = _np_state_from(saved[name]["numpy_bitgen"])
+        else:
+            obj.load_state_dict(saved[name])
+
+
+def train_loop(
+    ctx: RunContext,
+    *,
+    stage: str,
+    steps: int,
+    step_fn: Callable[[int], dict[str, float]],
+    state: dict[str, Any],
+    cfg: TrainConfig,
+    val_fn: Callable[[], float] | None = None,
+    preview_fn: Callable[[], dict[str, np.ndarray]] | None = None,
+) -> LoopResult:
+    """Run ``steps`` optimisation steps with events, checkpoints and cancellation.
+
+    Parameters
+    ----------
+    ctx
+        Device, events, ``should_stop`` and the checkpoint folder (``ctx.work_dir``).
+    stage
+        Name of this loop; the checkpoint is ``work_dir / f"{stage}.ckpt"``, so several stages of a
+        method resume independently.
+    steps
+        Total steps of this stage.
+    step_fn
+        Performs one step; returns a dict with at least ``"loss"``.
+    state
+        Objects with ``state_dict``/``load_state_dict`` (modules, optimisers, schedulers, GradScalers)
+        or ``np.random.Generator`` instances; all are checkpointed. Include the samplers' generators
+        so that a resumed run draws the same patches as an uninterrupted one.
+    cfg
+        Checkpoint, validation and preview intervals.
+    val_fn
+        Returns a validation loss (called every ``cfg.val_every`` steps and at the end).
+    preview_fn
+        Returns planes for a :class:`PreviewEvent` (every ``cfg.preview_every`` steps).
+
+    Raises
+    ------
+    Cancelled
+        When ``ctx.should_stop()`` turns True; a checkpoint is written first.
+    """
+    ckpt = ctx.work_dir / f"{stage}.ckpt" if ctx.work_dir is not None else None
+    start, history = 0, []
+    if ckpt is not None and ctx.resume and ckpt.is_file():
+        saved = load_safe(ckpt, map_location=ctx.device)
+        try:
+            _load_state_dicts(state, saved["state"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            log.warning("checkpoint %s does not match this run (%s); starting %s from scratch", ckpt, exc, stage)
+        else:
+            start, history = int(saved["step"]), list(saved["history"])
+            torch.set_rng_state(saved["torch_rng"])
+            log.info("resuming %s from step %d of %d (%s)", stage, start, steps, ckpt)
+
+    def save(step: int) -> None:
+        if ckpt is None:
+            return
+        save_atomic({"step": step, "state": _state_dicts(state), "history": history,
+                     "torch_rng": torch.get_rng_state()}, ckpt)
+
+    ctx.send(StageEvent(stage, f"training {steps} steps" + (f" (resumed at {start})" if start else "")))
+    t0 = time.perf_counter()
+    val_loss = None
+    for step in range(start, steps):
+        if ctx.should_stop():
+            save(step)
+            raise Cancelled(f"{stage} stopped at step {step} of {steps}; checkpoint saved" if ckpt else
+                            f"{stage} stopped at step {step} of {steps}")
+        logs = step_fn(step)
+        done = step + 1
+        record = {"step": done, **{k: float(v) for k, v in logs.items()}}
+        if val_fn is not None and (done % cfg.val_every == 0 or done == steps):
+            val_loss = float(val_fn())
+            record["val_loss"] = val_loss
+        history.append(record)
+        elapsed = time.perf_counter() - t0
+        rate = elapsed / (done - start)
+        ctx.send(ProgressEvent(stage, done, steps, loss=record.get("loss"), val_loss=val_loss,
+                               eta_s=rate * (steps - done), elapsed_s=elapsed,
+                               extra={k: v for k, v in record.items() if k not in ("step", "loss", "val_loss")}))
+        if preview_fn is not None and cfg.preview_every and (done % cfg.preview_every == 0 or done == steps):
+            ctx.send(PreviewEvent(stage, done, preview_fn()))
+        if done % cfg.checkpoint_every == 0 and done < steps:
+            save(done)
+    save(steps)
+    secs = time.perf_counter() - t0
+    if steps > start:
+        log.info("%s: %d steps in %.1f s (%.3f s/step), final loss %s", stage, steps - start, secs,
+                 secs / (steps - start), history[-1].get("loss") if history else None)
+    return LoopResult(steps_done=steps, history=history, seconds=secs, resumed_from=start)

@@ -1,0 +1,208 @@
+"""IsoNet / CARE-isotropic (Weigert et al. 2017; CSBDeep's isotropic reconstruction).
+
+Training pairs come from the lateral planes of the stack itself: each plane is blurred with the
+PSF rotated into the lateral plane (``full``) or with the split PSF (``split``: the part of the
+rotated PSF not already present laterally), subsampled along that axis by the anisotropy factor
+and interpolated back. A residual U-Net (IsoNet-2) or an SRCNN-like net (IsoNet-1) learns to undo
+it. At prediction time the stack is interpolated along z, every xz and yz plane is restored and
+the two results are fused (geometric mean by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import psf as psfmod
+from ..degrade import fft_convolve, sample_along, upsample
+from ..engine.context import RunContext
+from ..engine.sampler import PatchSampler, augment, foreground_mask
+from ..engine.tiling import predict_tiled, receptive_field
+from ..engine.trainer import make_optimizer, make_scheduler, train_loop
+from ..errors import ModelError
+from ..nets import UNet
+from ..nets.blocks import SRCNN
+from .base import Method, register
+
+log = logging.getLogger(__name__)
+
+MAX_TRAIN_PLANES = 96
+
+
+class IsoNetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arch: Literal["isonet2", "isonet1"] = "isonet2"
+    psf_mode: Literal["full", "split"] = "split"
+    depth: int = Field(2, ge=1, le=4)
+    n_filters: int = Field(32, ge=4, le=128)
+    fusion: Literal["geometric", "arithmetic"] = "geometric"
+    loss: Literal["l1", "l2"] = "l1"
+    tile: int | None = Field(None, ge=32, description="plane tile edge for prediction; None = whole planes")
+
+
+def degrade_rows(patches: np.ndarray, factor: float, phase: np.ndarray, margin: int) -> np.ndarray:
+    """Subsample blurred patches along rows at ``phase + i*factor`` and interpolate back.
+
+    ``patches`` is ``(B, P + 2*margin, W)``; the result is ``(B, P, W)`` (the margin rows keep the
+    interpolation inside known samples).
+    """
+    b, n, _ = patches.shape
+    out = []
+    rows = np.arange(margin, n - margin, dtype=np.float64)
+    for i in range(b):
+        m = int((n - 1 - phase[i]) // factor) + 1
+        pos = phase[i] + np.arange(m) * factor
+        coarse = sample_along(patches[i], pos, axis=0, order=1)
+        out.append(sample_along(coarse, (rows - phase[i]) / factor, axis=0, order=1))
+    return np.stack(out)
+
+
+@register
+class IsoNet(Method):
+    """IsoNet-1/2 trained on the stack's own lateral planes."""
+
+    name = "isonet"
+    description = "IsoNet / CARE-isotropic: PSF-based self-supervision from lateral planes"
+    Params = IsoNetParams
+    uses_psf = True
+    presets = {
+        "fast": {"train": {"steps": 300, "batch_size": 8, "patch_size": 64, "lr": 1e-3, "val_every": 100,
+                           "checkpoint_every": 100, "preview_every": 50},
+                 "params": {"n_filters": 16, "depth": 2}},
+        "balanced": {"train": {"steps": 2000, "batch_size": 16, "patch_size": 96, "lr": 4e-4},
+                     "params": {"n_filters": 32, "depth": 2}},
+        "quality": {"train": {"steps": 10000, "batch_size": 32, "patch_size": 128, "lr": 4e-4},
+                    "params": {"n_filters": 64, "depth": 3}},
+    }
+
+    def __init__(self, config, psf=None) -> None:
+        super().__init__(config, psf)
+        p = self.params
+        net = SRCNN(2) if p.arch == "isonet1" else UNet(2, depth=p.depth, n_filters=p.n_filters, residual=True)
+        self.nets = {"net": net}
+        self._halo: int | None = None
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.nets["net"]
+
+    def kernel(self) -> np.ndarray:
+        """The 2D degradation kernel, its axial extent along rows (axis 0)."""
+        if self.psf is None:
+            raise ModelError("IsoNet needs a PSF to train (give --psf FILE, --psf-fwhm Z Y X or optics)")
+        return psfmod.isonet_kernels(self.psf, mode=self.params.psf_mode, axis="y")
+
+    # ---------------------------------------------------------------- training
+    def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
+        cfg = self.config.train
+        F = self.factor
+        rng = ctx.rng
+        nz = vol.shape[0]
+        z_idx = np.unique(np.linspace(0, nz - 1, min(nz, MAX_TRAIN_PLANES)).round().astype(int))
+        planes = np.ascontiguousarray(vol[z_idx], np.float32)
+        k = self.kernel()
+        blurred = {0: fft_convolve(planes, k, axes=(-2, -1)), 1: fft_convolve(planes, k.T, axes=(-2, -1))}
+        margin = int(math.ceil(F))
+        P = min(cfg.patch_size, *[s - 2 * margin for s in planes.shape[1:]])
+        P = max(8, P // 8 * 8)
+        size = P + 2 * margin
+        n_val = max(1, len(z_idx) // 10) if len(z_idx) >= 5 else 0
+        mask = foreground_mask(planes)
+        train_s = PatchSampler(planes, (size, size), rng, foreground_fraction=cfg.foreground_fraction,
+                               index_range=(0, len(z_idx) - n_val), mask=mask)
+
+        def batch(sampler: PatchSampler, n: int, g: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            xs, ys = [], []
+            for _ in range(n):
+                corner = sampler.corner()
+                orient = int(g.integers(2))
+                clean = sampler.crop(corner)
+                blur = sampler.crop(corner, blurred[orient])
+                if orient:  # degraded along columns: bring that axis onto rows
+                    clean, blur = clean.T, blur.T
+                xs.append(blur)
+                ys.append(clean[margin:-margin, margin:-margin])
+            xs = degrade_rows(np.stack(xs), F, g.uniform(0, F, n), margin)[:, :, margin:-margin]
+            ys = np.stack(ys)
+            xs, ys = augment([xs, ys], g, rotate=False, flip_axes=(-2, -1))  # flips commute with the PSF
+            return (torch.from_numpy(xs).unsqueeze(1).to(ctx.device), torch.from_numpy(ys).unsqueeze(1).to(ctx.device))
+
+        val = None
+        if n_val:
+            vs = PatchSampler(planes, (size, size), np.random.default_rng(ctx.seed + 1),
+                              index_range=(len(z_idx) - n_val, len(z_idx)), mask=mask,
+                              foreground_fraction=cfg.foreground_fraction)
+            val = batch(vs, min(32, 4 * cfg.batch_size), np.random.default_rng(ctx.seed + 2))
+
+        net = self.net.to(ctx.device)
+        opt = make_optimizer(net.parameters(), cfg)
+        sched = make_scheduler(opt, cfg, cfg.steps)
+        loss_fn = nnf.l1_loss if self.params.loss == "l1" else nnf.mse_loss
+        preview_src = upsample(vol, F, axis=0, order=1)
+
+        def step(_: int) -> dict[str, float]:
+            net.train()
+            x, y = batch(train_s, cfg.batch_size, rng)
+            with ctx.autocast():
+                loss = loss_fn(net(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            return {"loss": loss.item(), "lr": sched.get_last_lr()[0]}
+
+        def validate() -> float:
+            net.eval()
+            with torch.no_grad(), ctx.autocast():
+                return float(loss_fn(net(val[0]).float(), val[1]))
+
+        def preview() -> dict[str, np.ndarray]:
+            net.eval()
+            cy, cx = preview_src.shape[1] // 2, preview_src.shape[2] // 2
+            return {"xz": self._restore_planes(preview_src[:, cy, :][None], ctx)[0],
+                    "yz": self._restore_planes(preview_src[:, :, cx][None], ctx)[0]}
+
+        train_loop(ctx, stage="isonet", steps=cfg.steps, step_fn=step,
+                   state={"net": net, "opt": opt, "sched": sched, "rng": rng}, cfg=cfg,
+                   val_fn=validate if val is not None else None, preview_fn=preview)
+        self._halo = None
+
+    # ---------------------------------------------------------------- prediction
+    def halo(self) -> int:
+        if self._halo is None:
+            self._halo = receptive_field(self.net, 2)
+        return self._halo
+
+    def _restore_planes(self, planes: np.ndarray, ctx: RunContext) -> np.ndarray:
+        net = self.net.to(ctx.device).eval()
+        return predict_tiled(net, planes, ndim=2, tile=self.params.tile, halo=self.halo(),
+                             divisor=getattr(net, "divisor", 1), device=ctx.device, amp=ctx.use_amp,
+                             should_stop=ctx.should_stop)
+
+    def predict(self, vol: np.ndarray, ctx: RunContext, slab: int = 32) -> np.ndarray:
+        from ..engine.events import ProgressEvent
+
+        up = upsample(vol, self.factor, axis=0, order=1)
+        nzo, ny, nx = up.shape
+        out = np.empty_like(up)
+        total = ny + nx
+        for y0 in range(0, ny, slab):  # xz planes: (Y, Z', X)
+            planes = np.ascontiguousarray(up[:, y0:y0 + slab, :].transpose(1, 0, 2))
+            out[:, y0:y0 + slab, :] = self._restore_planes(planes, ctx).transpose(1, 0, 2)
+            ctx.send(ProgressEvent("restore", min(y0 + slab, ny), total))
+        for x0 in range(0, nx, slab):  # yz planes: (X, Z', Y), fused in place
+            planes = np.ascontiguousarray(up[:, :, x0:x0 + slab].transpose(2, 0, 1))
+            b = self._restore_planes(planes, ctx).transpose(1, 2, 0)
+            a = out[:, :, x0:x0 + slab]
+            if self.params.fusion == "geometric":
+                out[:, :, x0:x0 + slab] = np.sqrt(np.clip(a, 0, None) * np.clip(b, 0, None))
+            else:
+                out[:, :, x0:x0 + slab] = 0.5 * (a + b)
+            ctx.send(ProgressEvent("restore", ny + min(x0 + slab, nx), total))
+        return out
