@@ -81,6 +81,10 @@ class Method(ABC):
     def parameter_count(self) -> int:
         return sum(p.numel() for net in self.nets.values() for p in net.parameters())
 
+    def report(self) -> dict[str, Any]:
+        """Method-specific figures for ``bench`` and logs (e.g. the FWHM of a learned PSF)."""
+        return {"parameters": self.parameter_count()}
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Tensors besides network weights to save with the model (e.g. a learned PSF)."""
         return {}
