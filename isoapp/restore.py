@@ -142,6 +142,7 @@ def restore(
     resume: bool = False,
     emit: EventCallback = ignore_events,
     should_stop: Callable[[], bool] | None = None,
+    preview_position: tuple[int, int] | None = None,
 ) -> RestoreResult:
     """Restore isotropic resolution of ``volume``.
 
@@ -167,6 +168,8 @@ def restore(
         Checkpoint folder (``resume=True`` continues from it).
     emit, should_stop
         Event callback and cancellation poll (see :class:`RunContext`).
+    preview_position
+        ``(y, x)`` where live previews cut the xz/yz planes (the GUI's cursor).
 
     Returns
     -------
@@ -203,7 +206,8 @@ def restore(
         raise InputError(f"the PSF must be 3D (Z, Y, X), got shape {psf_iso.shape}")
 
     ctx = RunContext(device=device, seed=seed, emit=emit, should_stop=should_stop or (lambda: False),
-                     work_dir=Path(work_dir) if work_dir else None, resume=resume)
+                     work_dir=Path(work_dir) if work_dir else None, resume=resume,
+                     preview_position=preview_position)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     out_blocks: dict[tuple[int, int], np.ndarray] = {}

@@ -40,6 +40,8 @@ class RunContext:
         Where checkpoints go; ``None`` disables checkpointing.
     resume
         Continue from the checkpoint in ``work_dir`` if one exists.
+    preview_position
+        ``(y, x)`` at which live previews show the xz and yz planes (default: the centre).
     """
 
     device: torch.device | str = "auto"
@@ -49,7 +51,7 @@ class RunContext:
     should_stop: Callable[[], bool] = _never
     work_dir: Path | None = None
     resume: bool = False
-    preview_every: int = 0
+    preview_position: tuple[int, int] | None = None
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,13 @@ class RunContext:
 
     def autocast(self):
         return autocast(self.device, self.use_amp)
+
+    def preview_yx(self, ny: int, nx: int) -> tuple[int, int]:
+        """The (y, x) where live previews cut the xz and yz planes: the caller's cursor or the centre."""
+        if self.preview_position is None:
+            return ny // 2, nx // 2
+        y, x = self.preview_position
+        return min(max(int(y), 0), ny - 1), min(max(int(x), 0), nx - 1)
 
     def send(self, event: Event) -> None:
         self.emit(event)

@@ -164,7 +164,7 @@ class IsoNet(Method):
 
         def preview() -> dict[str, np.ndarray]:
             net.eval()
-            cy, cx = preview_src.shape[1] // 2, preview_src.shape[2] // 2
+            cy, cx = ctx.preview_yx(*preview_src.shape[1:])
             return {"xz": self._restore_planes(preview_src[:, cy, :][None], ctx)[0],
                     "yz": self._restore_planes(preview_src[:, :, cx][None], ctx)[0]}
 
