@@ -18,13 +18,17 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 
 
-def foreground_mask(vol: np.ndarray, *, percentile: float = 90.0, smooth: float = 2.0) -> np.ndarray:
-    """Boolean mask of voxels whose smoothed intensity exceeds the ``percentile`` threshold."""
+def foreground_mask(vol: np.ndarray, *, level: float = 0.2, smooth: float = 2.0) -> np.ndarray:
+    """Voxels whose smoothed intensity lies above ``level`` of the way from background to signal.
+
+    Background and signal are the 5th and 99.9th percentiles of the smoothed volume (CSBDeep's
+    patch filter works the same way, relative to the maximum).
+    """
     sm = ndimage.uniform_filter(vol.astype(np.float32, copy=False), size=max(1, int(2 * smooth + 1)))
-    lo, hi = np.percentile(sm, [5, percentile])
+    lo, hi = np.percentile(sm, [5, 99.9])
     if hi <= lo:  # flat image: everything counts
         return np.ones(vol.shape, bool)
-    return sm > hi
+    return sm > lo + level * (hi - lo)
 
 
 class PatchSampler:

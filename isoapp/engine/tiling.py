@@ -2,8 +2,9 @@
 
 Tiles overlap by at least the network's receptive-field radius (``halo``); each output voxel is
 taken from the tile in which it lies farthest from a cut (``blend="crop"``), which makes tiled and
-whole-volume predictions agree to floating-point precision. ``blend="linear"`` averages overlaps
-with linear ramps instead (for GAN generators, where it hides seams). Tile origins are multiples
+whole-volume predictions agree to floating-point precision. ``blend="linear"`` discards a border cut of
+half the halo at each inner tile edge and averages the rest of the overlap with linear ramps (for
+GAN generators, where it hides seams, as Park et al.'s border cut and overlap do). Tile origins are multiples
 of ``divisor`` so that pooling grids line up with the whole-volume case. On a CUDA
 out-of-memory error the tile is halved and the prediction retried.
 """
@@ -65,10 +66,14 @@ def _pad_to(x: torch.Tensor, divisor: int, ndim: int) -> tuple[torch.Tensor, lis
 
 
 def _ramp(n: int, lo_cut: bool, hi_cut: bool, width: int) -> np.ndarray:
+    """Blend weights along one axis: at a cut side, zero over ``width // 2`` (the border cut, where the
+    tile edge contaminates the output), then a linear ramp up to one over the rest of ``width``."""
     w = np.ones(n, np.float32)
     width = min(width, n // 2)
+    cut = width // 2
+    ramp = width - cut
+    r = np.concatenate([np.zeros(cut, np.float32), (np.arange(ramp, dtype=np.float32) + 1) / (ramp + 1)])
     if width > 0:
-        r = (np.arange(width, dtype=np.float32) + 1) / (width + 1)
         if lo_cut:
             w[:width] = r
         if hi_cut:

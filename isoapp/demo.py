@@ -1,0 +1,98 @@
+"""``isoapp demo``: the whole job on a built-in phantom, no user data needed.
+
+A tubes phantom (after Park et al.) is degraded 4x along z, restored with the chosen method
+(IsoNet, fast preset, by default), and compared with linear interpolation and Richardson–Lucy
+against the ground truth. The input, restored and ground-truth TIFFs, an orthoview PNG and a
+metrics JSON are written to the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .engine.events import EventCallback, ignore_events
+from .errors import OutputError
+
+log = logging.getLogger(__name__)
+
+DEMO_SHAPE = (49, 128, 128)
+DEMO_FACTOR = 4.0
+
+
+def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", preset: str = "fast",
+             steps: int | None = None, device: str = "auto", seed: int = 0,
+             shape: tuple[int, int, int] = DEMO_SHAPE, emit: EventCallback = ignore_events) -> dict:
+    """Run the demo and return ``{"methods": {name: metrics}, "files": {...}, ...}``.
+
+    The reference for the metrics is the phantom blurred by the isotropic (lateral) PSF: the best
+    any restoration can recover from the lateral information.
+    """
+    from .io import write_volume
+    from .metrics import compute_metrics
+    from .phantoms import make_phantom
+    from .render import orthoview_png
+    from .restore import restore
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder; choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ph = make_phantom("tubes", shape, factor=DEMO_FACTOR, seed=seed)
+    ref = ph.gt_iso.data
+    # the true PSF of the phantom (total axial sigma_z, lateral sigma_iso, in GT pixels)
+    fwhm = phantom_psf_fwhm(ph)
+    runs = [("linear", {}), ("rl", {"psf": {"kind": "gaussian", "fwhm_um": fwhm}}),
+            (method, {"psf": {"kind": "gaussian", "fwhm_um": fwhm}, "preset": preset, "steps": steps})]
+    results, volumes = {}, {}
+    for name, kw in runs:
+        res = restore(ph.degraded, name, device=device, seed=seed, emit=emit, **kw)
+        n = min(res.volume.shape[0], ref.shape[0])
+        m = compute_metrics(ref[:n], res.volume.data[:n])
+        m.update(train_seconds=round(res.train_seconds, 2), restore_seconds=round(res.restore_seconds, 2))
+        results[name] = m
+        volumes[name] = res.volume
+    files = {
+        "input": write_volume(ph.degraded.with_data(ph.degraded.data, name="input"), out / "input.tif"),
+        "restored": write_volume(volumes[method], out / f"restored_{method}.tif"),
+        "ground_truth": write_volume(ph.gt_iso, out / "ground_truth.tif"),
+    }
+    files["orthoview"] = orthoview_png(
+        out / "orthoview.png",
+        [("input (linear)", volumes["linear"].data), (f"restored ({method})", volumes[method].data),
+         ("ground truth", ref)],
+        voxel_sizes=[volumes["linear"].voxel_size, volumes[method].voxel_size, ph.gt_iso.voxel_size])
+    summary = {"phantom": "tubes", "shape": list(shape), "factor": DEMO_FACTOR, "method": method,
+               "preset": preset, "reference": "ground truth blurred by the isotropic lateral PSF",
+               "gain_over_linear_db": results[method]["psnr"] - results["linear"]["psnr"],
+               "methods": results, "seconds": round(time.perf_counter() - t0, 1),
+               "files": {k: str(v) for k, v in files.items()}}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def phantom_psf_fwhm(ph) -> tuple[float, float, float]:
+    """The (z, y, x) FWHM in µm of the blur a phantom's degraded input carries."""
+    from .psf import sigma_to_fwhm
+
+    p = ph.params
+    if "psf_fwhm_um" in p:
+        return tuple(float(v) for v in p["psf_fwhm_um"])
+    d = ph.gt.voxel_size
+    s_iso = float(p.get("sigma_iso", 1.0))
+    s_z = float(p.get("sigma_z", 4.0))  # the phantom's sigma_z is the total axial blur
+    return (sigma_to_fwhm(s_z) * d[0], sigma_to_fwhm(s_iso) * d[1], sigma_to_fwhm(s_iso) * d[2])
+
+
+def format_table(summary: dict) -> str:
+    """A short markdown table of the demo's metrics."""
+    rows = ["| method | PSNR (dB) | SSIM | MS-SSIM | train (s) | restore (s) |", "|---|---|---|---|---|---|"]
+    for name, m in summary["methods"].items():
+        rows.append(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['ms_ssim']:.3f} | "
+                    f"{m['train_seconds']:.1f} | {m['restore_seconds']:.1f} |")
+    return "\n".join(rows)
