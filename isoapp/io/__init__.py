@@ -427,7 +427,7 @@ def plan_conversion(volume: Volume, dtype: str) -> tuple[Callable[[np.ndarray], 
         offset = -lo * scale
         mode = "linear"
         text = (f"{out} output: intensities rescaled linearly from [{lo:g}, {hi:g}] to [0, {top}] "
-                f"(stored = value * {scale:.6g} + {offset:.6g})")
+                f"(stored = value * {scale:.6g} {'-' if offset < 0 else '+'} {abs(offset):.6g})")
         log.warning("%s: %s; write float32 to keep the original values", volume.name, text)
     info = {"dtype": str(out), "mode": mode, "input_min": lo, "input_max": hi, "scale": scale,
             "offset": offset, "text": text}

@@ -1,0 +1,18 @@
+"""Shared pytest fixtures. Keep fixtures small: the suite runs on 2 CPU cores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded random generator, so failures reproduce."""
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def small_stack(rng: np.random.Generator) -> np.ndarray:
+    """A small float32 ZYX stack (6, 16, 20) with values in [0, 1000)."""
+    return (rng.random((6, 16, 20)) * 1000).astype(np.float32)
