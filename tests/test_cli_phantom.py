@@ -104,3 +104,10 @@ def test_console_entry_point(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert read_volume(inp).shape == (9, 32, 32)
+
+
+def test_cli_kinds_match_phantom_module():
+    from isoapp.cli.cmd_phantom import KINDS as CLI_KINDS
+    from isoapp.phantoms import KINDS
+
+    assert tuple(CLI_KINDS) == tuple(KINDS)

@@ -11,10 +11,13 @@ from ..errors import OutputError
 log = logging.getLogger(__name__)
 
 
+# The phantom kinds, listed here so that building the parser does not import scipy
+# (tests/test_cli_phantom.py checks that this equals isoapp.phantoms.KINDS).
+KINDS = ("tubes", "beads", "nuclei", "membranes")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``phantom`` sub-command."""
-    from ..phantoms import KINDS
-
     p = subparsers.add_parser(
         "phantom",
         help="make a synthetic volume with ground truth (tubes, beads, nuclei, membranes)",
