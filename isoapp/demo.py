@@ -13,7 +13,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 
 from .engine.events import EventCallback, ignore_events
 from .errors import OutputError
@@ -45,8 +44,7 @@ def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", pre
     t0 = time.perf_counter()
     ph = make_phantom("tubes", shape, factor=DEMO_FACTOR, seed=seed)
     ref = ph.gt_iso.data
-    # the true PSF of the phantom (total axial sigma_z, lateral sigma_iso, in GT pixels)
-    fwhm = phantom_psf_fwhm(ph)
+    fwhm = ph.psf_fwhm_um()
     runs = [("linear", {}), ("rl", {"psf": {"kind": "gaussian", "fwhm_um": fwhm}}),
             (method, {"psf": {"kind": "gaussian", "fwhm_um": fwhm}, "preset": preset, "steps": steps})]
     results, volumes = {}, {}
@@ -74,19 +72,6 @@ def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", pre
                "files": {k: str(v) for k, v in files.items()}}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
-
-
-def phantom_psf_fwhm(ph) -> tuple[float, float, float]:
-    """The (z, y, x) FWHM in µm of the blur a phantom's degraded input carries."""
-    from .psf import sigma_to_fwhm
-
-    p = ph.params
-    if "psf_fwhm_um" in p:
-        return tuple(float(v) for v in p["psf_fwhm_um"])
-    d = ph.gt.voxel_size
-    s_iso = float(p.get("sigma_iso", 1.0))
-    s_z = float(p.get("sigma_z", 4.0))  # the phantom's sigma_z is the total axial blur
-    return (sigma_to_fwhm(s_z) * d[0], sigma_to_fwhm(s_iso) * d[1], sigma_to_fwhm(s_iso) * d[2])
 
 
 def format_table(summary: dict) -> str:

@@ -57,6 +57,19 @@ class Phantom:
     degraded: Volume
     params: dict[str, Any] = field(default_factory=dict)
 
+    def psf_fwhm_um(self, sigma_z_scale: float = 1.0) -> tuple[float, float, float]:
+        """The ``(z, y, x)`` FWHM in µm of the total blur the degraded input carries.
+
+        ``sigma_z`` is the total axial sigma and ``sigma_iso`` the lateral one (gt pixels).
+        ``sigma_z_scale`` mis-models the axial width on purpose (e.g. 1.5 for a PSF 50% off).
+        """
+        from .psf import sigma_to_fwhm
+
+        d = self.gt.voxel_size
+        s_iso = float(self.params["sigma_iso"])
+        s_z = float(self.params["sigma_z"]) * sigma_z_scale
+        return (sigma_to_fwhm(s_z) * d[0], sigma_to_fwhm(s_iso) * d[1], sigma_to_fwhm(s_iso) * d[2])
+
 
 # ----------------------------------------------------------------------------- helpers
 def _smooth_field(rng: np.random.Generator, shape: Sequence[int], cell: float) -> np.ndarray:
