@@ -97,7 +97,7 @@ def phantom_shape(size: int, factor: float) -> tuple[int, int, int]:
 
 def evaluate(ph, restored: np.ndarray, voxel_size) -> dict:
     """Quality figures of ``restored`` against phantom ``ph`` (on the gt grid)."""
-    from .metrics import bead_fwhm, compute_metrics, segment, seg_score, tube_fwhm_mismatch
+    from .metrics import bead_fwhm, compute_metrics, seg_score, segment, tube_fwhm_mismatch
 
     n = min(restored.shape[0], ph.gt.shape[0])
     ref = ph.gt_iso.data[:n]

@@ -13,7 +13,6 @@ import logging
 import time
 from pathlib import Path
 
-
 from .engine.events import EventCallback, ignore_events
 from .errors import OutputError
 

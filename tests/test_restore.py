@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from isoapp.degrade import output_length
+from isoapp.engine.config import PSFSpec
 from isoapp.errors import Cancelled, ConfigError, InputError, ModelError
 from isoapp.metrics import psnr
 from isoapp.phantoms import make_phantom
 from isoapp.restore import psf_on_input_grid, resolve_psf, restore
-from isoapp.engine.config import PSFSpec
 from isoapp.volume import Volume
 
 torch.set_num_threads(2)

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import ConfigError, ModelError
+from ..degrade import output_length
 from ..engine.checkpoint import load_safe, save_atomic
 from ..engine.config import RunConfig, TrainConfig, validated
 from ..engine.context import RunContext
-from ..degrade import output_length
+from ..errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class Method(ABC):
         """Tensors besides network weights to save with the model (e.g. a learned PSF)."""
         return {}
 
-    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`extra_state` saved."""
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`extra_state` saved (nothing by default)."""
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``weights.pt`` (state dicts only) to ``directory``."""
