@@ -499,3 +499,15 @@ def isonet_kernels(psf3d: np.ndarray, mode: Literal["full", "split"] = "full", a
         h_iso = np.clip(p[p.shape[0] // 2], 0.0, None)
         return split_psf(h_rot, h_iso / h_iso.sum())
     raise ConfigError(f"mode must be 'full' or 'split', got {mode!r}")
+
+
+def psf_on_input_grid(psf_iso: np.ndarray, factor: float) -> np.ndarray:
+    """Resample an isotropic-grid PSF to the input's z step (``factor`` lateral pixels)."""
+    from .degrade import sample_along
+
+    n = psf_iso.shape[0]
+    c = n // 2
+    k = int((n // 2) // factor)
+    pos = c + np.arange(-k, k + 1) * factor
+    out = np.clip(sample_along(np.asarray(psf_iso, np.float32), pos, axis=0, order=1), 0, None)
+    return (out / out.sum()).astype(np.float32)

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from . import psf as psfmod
-from .degrade import sample_along
 from .engine.config import PSFSpec, check_factor, validated
 from .engine.context import RunContext
 from .engine.events import EventCallback, StageEvent, ignore_events
@@ -99,16 +98,6 @@ def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np
         log.info("no PSF given: assuming a Gaussian PSF with FWHM %.3g x %.3g x %.3g µm (z, y, x); "
                  "pass --psf-fwhm or --psf for better results", *fwhm)
     return psfmod.gaussian_psf_from_fwhm(fwhm, iso)
-
-
-def psf_on_input_grid(psf_iso: np.ndarray, factor: float) -> np.ndarray:
-    """Resample an isotropic-grid PSF to the input's z step (``factor`` lateral pixels)."""
-    n = psf_iso.shape[0]
-    c = n // 2
-    k = int((n // 2) // factor)
-    pos = c + np.arange(-k, k + 1) * factor
-    out = np.clip(sample_along(psf_iso, pos, axis=0, order=1), 0, None)
-    return (out / out.sum()).astype(np.float32)
 
 
 def normalize(x: np.ndarray) -> tuple[np.ndarray, float, float]:

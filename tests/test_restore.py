@@ -11,7 +11,8 @@ from isoapp.engine.config import PSFSpec
 from isoapp.errors import Cancelled, ConfigError, InputError, ModelError
 from isoapp.metrics import psnr
 from isoapp.phantoms import make_phantom
-from isoapp.restore import psf_on_input_grid, resolve_psf, restore
+from isoapp.psf import psf_on_input_grid
+from isoapp.restore import resolve_psf, restore
 from isoapp.volume import Volume
 
 torch.set_num_threads(2)

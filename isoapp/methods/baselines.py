@@ -13,6 +13,7 @@ from ..degrade import upsample
 from ..engine.context import RunContext
 from ..engine.events import ProgressEvent
 from ..errors import Cancelled
+from ..psf import psf_on_input_grid
 from .base import Method, register
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,6 @@ class RichardsonLucy(Method):
         """Deconvolution needs no training."""
 
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
-        from ..restore import psf_on_input_grid
-
         psf = psf_on_input_grid(self.psf, self.factor)
         deconv = richardson_lucy(vol, psf, self.params.iterations, ctx)
         order = 1 if self.params.interpolation == "linear" else 3
