@@ -1,0 +1,242 @@
+"""Before/after comparison: side by side, wipe or toggle; a disagreement map between methods; metrics.
+
+"Before" is the input interpolated linearly onto the output grid (the same z sampling as the
+restored stack), so both views share shape and calibration and their cursors are linked 1:1.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..degrade import upsample
+from ..restore import NORM_PERCENTILES
+from ..volume import Volume
+from .orthoview import OrthoView
+
+log = logging.getLogger(__name__)
+
+MODES = ("Side by side", "Wipe", "Toggle", "Disagreement")
+METRIC_KEYS = ("psnr", "ssim", "ms_ssim", "nrmse")
+
+
+def interpolated_input(volume: Volume, factor: float) -> Volume:
+    """The input on the output grid (linear along z): the 'before' of a comparison."""
+    data = upsample(np.asarray(volume.data, np.float32), factor, axis=len(volume.axes) - 3, order=1)
+    dz, dy, dx = volume.voxel_size
+    return volume.with_data(data, voxel_size=(dz / factor, dy, dx), name=f"{volume.name}_interpolated")
+
+
+def _normalised(a: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(a, NORM_PERCENTILES)
+    return (a - lo) / max(hi - lo, 1e-12)
+
+
+def disagreement(volumes: list[np.ndarray]) -> np.ndarray:
+    """Per-voxel standard deviation across percentile-normalised results (|a - b| / 2 for two)."""
+    stack = np.stack([_normalised(np.asarray(v, np.float32)) for v in volumes])
+    return stack.std(axis=0).astype(np.float32)
+
+
+class ComparePanel(QWidget):
+    """Shows the results of the runs in this session against the interpolated input."""
+
+    metricsChanged = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.before: Volume | None = None
+        self.results: dict[str, Volume] = {}
+        self.reference: Volume | None = None
+        self.metrics: dict[str, dict] = {}
+
+        self.result_box = QComboBox(self)
+        self.result_box.currentIndexChanged.connect(self._refresh)
+        self.mode = QComboBox(self)
+        self.mode.addItems(MODES)
+        self.mode.currentIndexChanged.connect(self._refresh)
+        self.wipe = QSlider(Qt.Orientation.Horizontal, self)
+        self.wipe.setRange(0, 100)
+        self.wipe.setValue(50)
+        self.wipe.valueChanged.connect(self._refresh_single)
+        self.toggle = QCheckBox("show restored", self)
+        self.toggle.setChecked(True)
+        self.toggle.toggled.connect(self._refresh_single)
+        bar = QHBoxLayout()
+        for w in (QLabel("Result", self), self.result_box, QLabel("View", self), self.mode, self.wipe,
+                  self.toggle):
+            bar.addWidget(w)
+        bar.addStretch(1)
+
+        self.left = OrthoView(self, title="Before (input, linear interpolation)")
+        self.right = OrthoView(self, title="After (restored)", controls=False)
+        self.left.displayChanged.connect(self.right.set_display)
+        self.single = OrthoView(self, title=" ")
+        self.diff = OrthoView(self, title="Disagreement between methods (std of normalised results)",
+                              lut="inferno")
+        self.single.volumeChanged.connect(self._refresh_single)
+        self._linking = False
+        for a, b in ((self.left, self.right), (self.right, self.left)):
+            a.cursorChanged.connect(lambda *_c, a=a, b=b: self._link(a, b))
+        pair = QWidget(self)
+        pl = QHBoxLayout(pair)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.left, 1)
+        pl.addWidget(self.right, 1)
+        self.stack = QStackedWidget(self)
+        for w in (pair, self.single, self.diff):
+            self.stack.addWidget(w)
+        self.empty = QLabel("Run Train && Restore to compare before and after.", self)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.stack.addWidget(self.empty)
+
+        self.table = QTableWidget(0, len(METRIC_KEYS) + 1, self)
+        self.table.setHorizontalHeaderLabels(["stack", "PSNR (dB)", "SSIM", "MS-SSIM", "NRMSE"])
+        self.table.setMaximumHeight(130)
+        self.table.setVisible(False)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addLayout(bar)
+        lay.addWidget(self.stack, 1)
+        lay.addWidget(self.table)
+        self._refresh()
+
+    # ------------------------------------------------------------------ data
+    def set_input(self, volume: Volume | None) -> None:
+        """A new input invalidates every result."""
+        self._input = volume
+        self.before = None
+        self.results.clear()
+        self.metrics.clear()
+        with_block = self.result_box.blockSignals(True)
+        self.result_box.clear()
+        self.result_box.blockSignals(with_block)
+        self._refresh()
+
+    def add_result(self, label: str, result: Volume, factor: float) -> None:
+        if self.before is None or self.before.shape != result.shape:
+            self.before = interpolated_input(self._input, factor)
+        self.results[label] = result
+        if self.result_box.findText(label) < 0:
+            self.result_box.addItem(label)
+        self.result_box.setCurrentText(label)
+        if self.reference is not None:
+            self.compute_metrics()
+        self._refresh()
+
+    def current_result(self) -> Volume | None:
+        return self.results.get(self.result_box.currentText())
+
+    def comparable(self) -> list[str]:
+        """Labels of results with the current result's shape (for the disagreement map)."""
+        cur = self.current_result()
+        return [k for k, v in self.results.items() if cur is not None and v.shape == cur.shape]
+
+    # ------------------------------------------------------------------ display
+    def _link(self, src: OrthoView, dst: OrthoView) -> None:
+        if self._linking:
+            return
+        self._linking = True
+        try:
+            dst.set_cursor(*src.cursor)
+        finally:
+            self._linking = False
+
+    def _refresh(self, *_args) -> None:
+        res = self.current_result()
+        mode = self.mode.currentText()
+        self.wipe.setVisible(mode == "Wipe")
+        self.toggle.setVisible(mode == "Toggle")
+        if res is None or self.before is None:
+            self.stack.setCurrentWidget(self.empty)
+            return
+        if mode == "Side by side":
+            cursor = self.right.cursor if self.right.data is not None else None
+            self.left.set_volume(self.before)
+            self.right.set_volume(res, levels=self.left.levels())
+            self.right.set_display(self.left.lut.currentText(), *self.left.levels())
+            if cursor is not None:
+                self.right.set_cursor(*cursor)
+            self.stack.setCurrentIndex(0)
+        elif mode == "Disagreement":
+            labels = self.comparable()
+            if len(labels) < 2:
+                self.empty.setText("A disagreement map needs results of two or more methods on the same grid:\n"
+                                   "run another method, then choose Disagreement.")
+                self.stack.setCurrentWidget(self.empty)
+                return
+            res_vols = [self.results[k] for k in labels]
+            maps = [disagreement([np.asarray(v.channel(c, t).data) for v in res_vols])
+                    for t in range(res.n_timepoints) for c in range(res.n_channels)]
+            data = maps[0] if res.axes == "ZYX" else np.stack(maps).reshape(res.shape)
+            self.diff.title.setText(f"<b>Disagreement (std of normalised results) between {', '.join(labels)}</b>")
+            self.diff.set_volume(res.with_data(data, name="disagreement"))
+            self.stack.setCurrentIndex(2)
+        else:
+            self.single.set_volume(res)
+            self.stack.setCurrentIndex(1)
+            self._refresh_single()
+
+    def _refresh_single(self, *_args) -> None:
+        res = self.current_result()
+        if res is None or self.before is None or self.single.volume is None:
+            return
+        mode = self.mode.currentText()
+        c, t = self.single.channel.currentData() or (0, 0)
+        before = np.asarray(self.before.channel(c, t).data)
+        if mode == "Wipe":
+            self.single.title.setText("<b>Wipe: before (left) | restored (right)</b>")
+            self.single.data = before
+            self.single.set_wipe(np.asarray(res.channel(c, t).data), self.wipe.value() / 100)
+        elif mode == "Toggle":
+            show = self.toggle.isChecked()
+            self.single.title.setText("<b>Restored</b>" if show else "<b>Before (interpolated input)</b>")
+            self.single.data = np.asarray(res.channel(c, t).data) if show else before
+            self.single.set_wipe(None)
+
+    # ------------------------------------------------------------------ metrics
+    def set_reference(self, reference: Volume | None) -> None:
+        self.reference = reference
+        self.compute_metrics()
+
+    def compute_metrics(self) -> None:
+        """Metrics of every result (and the interpolated input) against the reference."""
+        from ..errors import InputError
+        from ..metrics import compute_metrics
+
+        self.metrics.clear()
+        ref = self.reference
+        if ref is None:
+            self.table.setVisible(False)
+            return
+        rows = ([("input (linear interpolation)", self.before)] if self.before is not None else [])
+        rows += list(self.results.items())
+        if rows and all(v.shape != ref.shape for _, v in rows):
+            raise InputError(f"the reference {ref.name} has shape {ref.shape} but the restored stacks have "
+                             f"{rows[0][1].shape}; load a ground truth on the output grid (z step dz/F)")
+        for label, vol in rows:
+            if vol.shape == ref.shape:
+                self.metrics[label] = compute_metrics(np.asarray(ref.data, np.float32),
+                                                      np.asarray(vol.data, np.float32))
+        self.table.setRowCount(len(self.metrics))
+        for r, (label, m) in enumerate(self.metrics.items()):
+            self.table.setItem(r, 0, QTableWidgetItem(label))
+            for c, key in enumerate(METRIC_KEYS, start=1):
+                self.table.setItem(r, c, QTableWidgetItem(f"{m[key]:.4g}"))
+        self.table.resizeColumnsToContents()
+        self.table.setVisible(bool(self.metrics) or ref is not None)
+        self.metricsChanged.emit()

@@ -1,0 +1,158 @@
+"""Background restoration: a QObject worker in a QThread that only relays the core's events.
+
+:class:`RestoreWorker` calls :func:`isoapp.restore.restore` and turns its events into signals;
+it never touches a widget. :class:`RunController` owns the thread and its lifetime. Every
+QThread made here is tracked so that tests can check none is left running.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import weakref
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from ..engine.events import LogEvent, PreviewEvent, ProgressEvent, StageEvent
+from ..errors import Cancelled
+from ..volume import Volume
+from .dialogs import describe_exception
+
+log = logging.getLogger(__name__)
+
+_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
+
+
+def live_threads() -> list[QThread]:
+    """QThreads started by the GUI that are still running."""
+    out = []
+    for t in list(_THREADS):
+        try:
+            if t.isRunning():
+                out.append(t)
+        except RuntimeError:  # C++ object already deleted
+            continue
+    return out
+
+
+def restore_accepts(name: str) -> bool:
+    """Whether :func:`isoapp.restore.restore` takes the keyword ``name`` (e.g. ``preview_position``)."""
+    from ..restore import restore
+
+    return name in inspect.signature(restore).parameters
+
+
+class RestoreWorker(QObject):
+    """Runs one ``restore()`` call; lives in a worker thread.
+
+    Signals
+    -------
+    stage(str, str), progress(ProgressEvent), preview(PreviewEvent), log(str, str)
+        Relayed core events.
+    finished(RestoreResult), failed(str, str), cancelled(str)
+        Exactly one of them ends the run; ``done`` follows it.
+    """
+
+    stage = Signal(str, str)
+    progress = Signal(object)
+    preview = Signal(object)
+    log = Signal(str, str)
+    finished = Signal(object)
+    failed = Signal(str, str)
+    cancelled = Signal(str)
+    done = Signal()
+
+    def __init__(self, volume: Volume, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.volume = volume
+        self.options = dict(options)
+        self._stop = threading.Event()
+        self.completed = False  # set just before ``done``
+
+    def stop(self) -> None:
+        """Ask the run to stop at the next step (thread-safe)."""
+        self._stop.set()
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def _emit(self, event: Any) -> None:
+        if isinstance(event, ProgressEvent):
+            self.progress.emit(event)
+        elif isinstance(event, PreviewEvent):
+            self.preview.emit(event)
+        elif isinstance(event, StageEvent):
+            self.stage.emit(event.stage, event.description)
+        elif isinstance(event, LogEvent):
+            self.log.emit(event.level, event.message)
+
+    @Slot()
+    def run(self) -> None:
+        from ..restore import restore
+
+        try:
+            result = restore(self.volume, emit=self._emit, should_stop=self.should_stop, **self.options)
+        except Cancelled as exc:
+            log.info("run cancelled: %s", exc)
+            self.cancelled.emit(str(exc))
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a dialog, never a crash
+            message, details = describe_exception(exc)
+            if details:
+                log.error("restoration failed:\n%s", details)
+            self.failed.emit(message, details)
+        else:
+            self.finished.emit(result)
+        finally:
+            self.completed = True
+            self.done.emit()
+
+
+class RunController(QObject):
+    """Starts a :class:`RestoreWorker` in its own QThread and cleans up after it."""
+
+    thread_finished = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.worker: RestoreWorker | None = None
+        self.thread: QThread | None = None
+
+    def is_running(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    def start(self, worker: RestoreWorker) -> None:
+        if self.is_running():
+            raise RuntimeError("a run is already in progress")
+        thread = QThread()
+        thread.setObjectName("isoapp-restore")
+        _THREADS.add(thread)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        # quit from the worker thread itself so the thread ends as soon as run() returns
+        worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+        thread.finished.connect(self._on_thread_finished)
+        self.worker, self.thread = worker, thread
+        thread.start()
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        """Block until the thread has ended; False if it is still running after ``timeout_ms``."""
+        if self.thread is None:
+            return True
+        return bool(self.thread.wait(timeout_ms))
+
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Stop and wait (used when the window closes)."""
+        self.stop()
+        ok = self.wait(timeout_ms)
+        if not ok:
+            log.error("the restoration thread did not stop within %d s", timeout_ms // 1000)
+        return ok
+
+    def _on_thread_finished(self) -> None:
+        self.thread_finished.emit()
