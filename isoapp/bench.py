@@ -89,8 +89,11 @@ def parse_spec(spec: str) -> tuple[str, float]:
 
 
 def phantom_shape(size: int, factor: float) -> tuple[int, int, int]:
-    """A (Z, Y, X) ground-truth shape whose z grid the restore grid reproduces exactly."""
-    nz_in = max(3, int(round(size / factor)) + 1)
+    """The ground-truth shape for ``--size S``: about S/4 + 1 planes of S x S (65x256x256 for S=256).
+
+    The plane count is trimmed so that the restore grid of the degraded input lands exactly on it.
+    """
+    nz_in = max(3, int(np.floor((size // 4) / factor)) + 1)
     nz = int(np.floor((nz_in - 1) * factor)) + 1
     return (nz, size, size)
 

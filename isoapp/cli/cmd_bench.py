@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "NAME or NAME:wrongpsf (PSF methods given an axial sigma 50%% too large).")
     p.add_argument("--methods", type=_csv, help="comma-separated; default: every available method")
     p.add_argument("--phantoms", type=_csv, default=["tubes", "beads", "nuclei"])
-    p.add_argument("--size", type=int, default=128, help="lateral size S; the phantom is (S/F+1 planes)xSxS "
-                                                         "in the input (default 128)")
+    p.add_argument("--size", type=int, default=128, help="phantom size S: the ground truth is (S/4+1)xSxS, e.g. "
+                                                         "65x256x256 for 256 (default 128)")
     p.add_argument("--factor", type=float, default=4.0)
     p.add_argument("--out", help="folder for bench.json and bench.md")
     p.add_argument("--preset", default="fast")
