@@ -1,0 +1,478 @@
+"""Self-Vision (He et al., Photonics Research 2023): a tiny 3D network trained zero-shot on the input.
+
+Two modes (``axes``):
+
+``z`` (isotropic restoration; default)
+    The stack is upsampled along z only. The pairs come from the lateral axes, where the stack
+    has its full resolution: a 3D crop is interpolated linearly along z onto the lateral pixel
+    grid, one lateral axis (y or x, at random) becomes the network's "z" axis, is blurred by a
+    Gaussian of ``blur_sigma`` pixels and sampled every ``F`` pixels (the network input); the
+    same crop sampled every ``F / r`` pixels is the target (``r = ceil(F)``). ``blur_sigma``
+    (the axial blur beyond the lateral one) is estimated from the input itself when not given:
+    the sigma whose blurred lateral profiles, sampled every ``F`` pixels, have the same
+    neighbour correlation as the measured z profiles (this assumes statistically isotropic
+    structure; noise biases it low). The z axis of the stack's own data therefore sets the
+    degradation, and its lateral structure sets the target.
+``zyx`` (the seed's laterally and axially undersampled scans)
+    Zero-shot super-resolution in all axes: crops of the stack are blurred by ``blur_sigma``
+    (default 0: point sampling, as in a sparse scan) and sampled every ``F`` voxels along every
+    axis; the crop itself (every ``F / r`` voxels) is the target. The output grid grows by ``F``
+    in every axis and all three voxel sizes are divided by ``F``.
+
+Augmentation is applied to the clean crop before the synthetic degradation, so it commutes with
+it: flips along every axis and transpositions that keep the degraded axes (z mode: the two
+non-degraded axes of the network may be swapped; zyx mode: y and x may be swapped).
+
+Inference runs the network over the whole volume in one pass when the activation memory is
+below a quarter of the free memory, else through :func:`isoapp.engine.tiling.predict_tiled`;
+an optional geometric self-ensemble averages the 8 (or 4) symmetries of the lateral plane;
+iterative back-projection then makes the estimate consistent with the input:
+``Y <- Y + step * upsample(X - subsample(blur(Y)))``, at most ``back_projection_iters`` times and
+stopping once the RMS residual reaches the noise level estimated from the input (Donoho's MAD
+of the finest diagonal Haar details), since fitting the noise only adds it back. Training
+uses a fixed validation batch drawn from the same stack (a convergence monitor, not a held-out
+set: there is nothing else to hold out). Non-integer factors: the network
+upsamples by ``ceil(F)``; its output (position ``j / ceil(F)``) is interpolated linearly onto the
+restore grid (positions ``k / F``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
+
+from ..degrade import output_length, sample_along, upsample
+from ..engine.context import RunContext
+from ..engine.events import ProgressEvent
+from ..engine.sampler import PatchSampler
+from ..engine.tiling import predict_tiled
+from ..engine.trainer import make_optimizer, make_scheduler, train_loop
+from ..errors import InputError
+from ..nets.selfvision import SelfVisionNet, linear_upsample
+from .base import Method, register
+
+log = logging.getLogger(__name__)
+
+ESTIMATE_WINDOW = 384  # lateral window (px) used to estimate the axial blur
+MEMORY_SHARE = 0.25  # whole-volume inference when activations take less than this share of free memory
+
+
+class SelfVisionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    axes: Literal["z", "zyx"] = "z"
+    upsampler: Literal["subpixel", "nearest_conv"] = "subpixel"
+    n_features: int = Field(16, ge=4, le=64, description="extraction/expansion channels")
+    n_shrink: int = Field(8, ge=2, le=64, description="channels of the middle layers")
+    n_middle: int = Field(4, ge=1, le=16, description="number of 3x3x3 middle layers")
+    groups: int = Field(1, ge=1, le=16, description="groups of the middle convolutions")
+    shrink_kernel: Literal[1, 3] = 1
+    up_kernel: Literal[1, 3] = 3
+    residual: bool = True
+    loss: Literal["l1", "l2"] = "l1"
+    blur_sigma: float | None = Field(None, ge=0, le=30, description="extra Gaussian sigma (output-grid px) "
+                                     "before subsampling; None: estimated from z (z mode), 0 (zyx mode)")
+    self_ensemble: bool = False
+    ensemble_size: Literal[4, 8] = 8
+    back_projection_iters: int = Field(5, ge=0, le=100, description="most back-projection iterations")
+    back_projection_step: float = Field(1.0, gt=0, le=2)
+    back_projection_stop: Literal["noise", "none"] = Field(
+        "noise", description="stop when the residual reaches the estimated noise level, or never")
+    tile: int | None = Field(None, ge=16, description="tile edge for inference; None: automatic")
+
+
+# ---------------------------------------------------------------------------- degradation model
+def _lag_corr(v: np.ndarray, lag: float, axis: int) -> float:
+    """Pearson correlation of ``v`` with itself shifted by ``lag`` (fractional: interpolated)."""
+    def at(k: int) -> float:
+        n = v.shape[axis]
+        if k <= 0:
+            return 1.0
+        if k >= n:
+            return 0.0
+        a = np.take(v, np.arange(n - k), axis=axis)
+        b = np.take(v, np.arange(k, n), axis=axis)
+        a = a - a.mean()
+        b = b - b.mean()
+        den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+        return float((a * b).sum()) / den if den > 0 else 1.0
+
+    lo = int(math.floor(lag))
+    t = lag - lo
+    return at(lo) if t < 1e-9 else (1 - t) * at(lo) + t * at(lo + 1)
+
+
+def estimate_axial_sigma(vol: np.ndarray, factor: float, max_sigma: float | None = None) -> float:
+    """Extra axial blur (lateral pixels) that makes lateral profiles look like the z profiles.
+
+    The correlation of neighbouring z planes (``F`` lateral pixels apart) is matched by the
+    correlation, at a lag of ``F`` pixels, of the lateral profiles blurred by a Gaussian of the
+    returned sigma (bisection; both lateral axes averaged).
+    """
+    nz, ny, nx = vol.shape
+    y0, x0 = max(0, (ny - ESTIMATE_WINDOW) // 2), max(0, (nx - ESTIMATE_WINDOW) // 2)
+    v = np.ascontiguousarray(vol[:, y0:y0 + ESTIMATE_WINDOW, x0:x0 + ESTIMATE_WINDOW], np.float32)
+    target = _lag_corr(v, 1.0, 0)
+    hi = max_sigma if max_sigma is not None else 3.0 * factor
+
+    def lateral(s: float) -> float:
+        out = []
+        for ax in (1, 2):
+            b = ndimage.gaussian_filter1d(v, s, axis=ax, mode="reflect") if s > 0 else v
+            out.append(_lag_corr(b, factor, ax))
+        return float(np.mean(out))
+
+    if lateral(0.0) >= target:
+        return 0.0
+    if lateral(hi) <= target:
+        return hi
+    lo = 0.0
+    for _ in range(20):
+        mid = 0.5 * (lo + hi)
+        if lateral(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _blur(a: np.ndarray, sigma: float, axes: tuple[int, ...]) -> np.ndarray:
+    for ax in axes:
+        if sigma > 0:
+            a = ndimage.gaussian_filter1d(a, sigma, axis=ax, mode="reflect")
+    return a
+
+
+def degrade_along(y: np.ndarray, factor: float, sigma: float, axes: tuple[int, ...], n_in: tuple[int, ...]) -> np.ndarray:
+    """The forward model on the restore grid: blur along ``axes`` and keep positions ``i * F``."""
+    out = _blur(np.asarray(y, np.float32), sigma, axes)
+    for ax in axes:
+        out = sample_along(out, np.arange(n_in[ax]) * factor, axis=ax, order=1)
+    return out
+
+
+def noise_sigma(vol: np.ndarray) -> float:
+    """Gaussian noise level of ``vol`` (Donoho's MAD of the finest diagonal Haar details of the planes)."""
+    v = np.asarray(vol, np.float32)
+    ny, nx = v.shape[1] // 2 * 2, v.shape[2] // 2 * 2
+    a, b = v[:, 0:ny:2, 0:nx:2], v[:, 0:ny:2, 1:nx:2]
+    c, d = v[:, 1:ny:2, 0:nx:2], v[:, 1:ny:2, 1:nx:2]
+    hh = 0.5 * (a - b - c + d)
+    return float(np.median(np.abs(hh)) / 0.6745)
+
+
+def back_project(y: np.ndarray, x: np.ndarray, factor: float, sigma: float, axes: tuple[int, ...],
+                 iters: int, step: float = 1.0, noise: float = 0.0) -> tuple[np.ndarray, int]:
+    """Iterative back-projection (Irani & Peleg): make ``degrade(y)`` match the input ``x``.
+
+    Stops early when the RMS residual falls to the noise level ``noise`` (discrepancy principle:
+    fitting the noise only adds it back). Returns the estimate and the iterations done.
+    """
+    y = np.array(y, np.float32, copy=True)
+    done = 0
+    for _ in range(iters):
+        res = x - degrade_along(y, factor, sigma, axes, x.shape)
+        if noise > 0 and float(np.sqrt(np.mean(res * res))) <= noise:
+            break
+        for ax in axes:
+            res = upsample(res, factor, axis=ax, order=1)
+        y += step * res
+        done += 1
+    return y, done
+
+
+# ---------------------------------------------------------------------------- training pairs
+class PairMaker:
+    """Draws (input, target) crops from the stack for zero-shot training.
+
+    Shapes: input ``(p_0, p_1, p_2)``, target ``r`` times larger along the degraded axes (network
+    axes; z mode: axis 0 only).
+    """
+
+    def __init__(self, vol: np.ndarray, factor: float, mode: str, sigma: float, patch: int,
+                 rng: np.random.Generator, foreground_fraction: float = 0.9) -> None:
+        self.F, self.r, self.mode, self.sigma = factor, math.ceil(factor - 1e-9), mode, sigma
+        self.integer = abs(factor - round(factor)) < 1e-9
+        self.m = int(math.ceil(3 * sigma)) + 1
+        nz, ny, nx = vol.shape
+
+        def deg_len(p: int) -> int:  # source voxels for p input samples (+ phase and blur margins)
+            return int(math.ceil(self.F * (p + 1))) + 2 * self.m + 1
+
+        def max_p(n: int) -> int:
+            return int((n - 2 * self.m - 1) / self.F) - 1
+
+        if mode == "z":
+            self.p_lat = min(patch, ny, nx, output_length(nz, factor))
+            want = max(4, math.ceil(patch / self.r))
+            self.p_deg = min(want, max_p(min(ny, nx)))
+            if self.p_deg < 3 or self.p_lat < 8:
+                raise InputError(f"the stack {vol.shape} is too small for Self-Vision training at factor {factor:g} "
+                                 f"(axial blur {sigma:.2g} px): it needs at least {deg_len(3)} px laterally and "
+                                 "3 planes; use a larger stack or a smaller --factor")
+            s_lat = max(deg_len(self.p_deg), self.p_lat)
+            cz = min(nz, int(math.ceil((self.p_lat - 1) / self.F)) + 2)
+            size = (cz, s_lat, s_lat)
+        else:
+            want = max(6, patch // 2)
+            self.p_axes = [min(want, max_p(n)) for n in vol.shape]
+            if min(self.p_axes) < 3:
+                raise InputError(f"the stack {vol.shape} is too small for zyx Self-Vision at factor {factor:g}: "
+                                 f"each axis needs at least {deg_len(3)} voxels; use --axes z or a smaller factor")
+            size = tuple(deg_len(p) for p in self.p_axes)
+        self.sampler = PatchSampler(vol, size, rng, foreground_fraction=foreground_fraction)
+        self.rng = rng
+
+    def _positions(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """Target and input sample positions (source voxels) along a degraded axis."""
+        phase = float(self.rng.integers(int(self.F))) if self.integer else float(self.rng.uniform(0, self.F))
+        t = self.m + phase + (self.F / self.r) * np.arange(self.r * p)
+        return t, t[:: self.r]
+
+    def pair(self) -> tuple[np.ndarray, np.ndarray]:
+        g = self.rng
+        src = self.sampler.crop(self.sampler.corner()).astype(np.float32)
+        if self.mode == "z":
+            if g.random() < 0.5:  # x instead of y becomes the degraded axis
+                src = src.transpose(0, 2, 1)
+            o0 = int(g.integers(src.shape[2] - self.p_lat + 1))
+            src = src[:, :, o0:o0 + self.p_lat]
+            z_room = (src.shape[0] - 1) - (self.p_lat - 1) / self.F
+            z0 = float(g.uniform(0, max(z_room, 0.0)))
+            src = sample_along(src, z0 + np.arange(self.p_lat) / self.F, axis=0, order=1)  # lateral grid
+            src = src.transpose(1, 0, 2)  # (degraded lateral, z, other lateral)
+            if g.random() < 0.5:
+                src = src.transpose(0, 2, 1)
+            deg_axes = (0,)
+        else:
+            if g.random() < 0.5:
+                src = src.transpose(0, 2, 1)
+            deg_axes = (0, 1, 2)
+        for ax in range(3):
+            if g.random() < 0.5:
+                src = np.flip(src, axis=ax)
+        src = np.ascontiguousarray(src)
+        blurred = _blur(src, self.sigma, deg_axes)
+        tgt, inp = src, blurred
+        for ax in deg_axes:
+            p = self.p_deg if self.mode == "z" else self.p_axes[ax]
+            t, ti = self._positions(p)
+            tgt = sample_along(tgt, t, axis=ax, order=1)
+            inp = sample_along(inp, ti, axis=ax, order=1)
+        return inp, tgt
+
+    def batch(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.pair() for _ in range(n)]
+        xs = torch.from_numpy(np.stack([p[0] for p in pairs])).unsqueeze(1)
+        ys = torch.from_numpy(np.stack([p[1] for p in pairs])).unsqueeze(1)
+        return xs.to(device), ys.to(device)
+
+
+# ---------------------------------------------------------------------------- the method
+def _free_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+@register
+class SelfVision(Method):
+    """Self-Vision: a tiny FSRCNN-like 3D network trained zero-shot on the stack itself."""
+
+    name = "selfvision"
+    description = "Self-Vision: lightweight zero-shot 3D super-resolution (axial or all axes)"
+    Params = SelfVisionParams
+    presets = {
+        "fast": {"train": {"steps": 200, "batch_size": 4, "patch_size": 32, "lr": 3e-3, "val_every": 50,
+                           "checkpoint_every": 50, "preview_every": 50, "warmup_steps": 10},
+                 "params": {"n_shrink": 8, "n_middle": 3}},
+        "balanced": {"train": {"steps": 1500, "batch_size": 8, "patch_size": 48, "lr": 1e-3, "warmup_steps": 50},
+                     "params": {"n_shrink": 12, "n_middle": 4, "self_ensemble": True}},
+        "quality": {"train": {"steps": 6000, "batch_size": 16, "patch_size": 64, "lr": 1e-3, "warmup_steps": 100},
+                    "params": {"n_shrink": 12, "n_middle": 6, "groups": 2, "shrink_kernel": 3,
+                               "self_ensemble": True}},
+    }
+
+    def __init__(self, config, psf=None) -> None:
+        super().__init__(config, psf)
+        p = self.params
+        r = math.ceil(self.factor - 1e-9)
+        self.scale = (r, 1, 1) if p.axes == "z" else (r, r, r)
+        self.nets = {"net": SelfVisionNet(self.scale, n_features=p.n_features, n_shrink=p.n_shrink,
+                                          n_middle=p.n_middle, groups=p.groups, shrink_kernel=p.shrink_kernel,
+                                          upsampler=p.upsampler, up_kernel=p.up_kernel, residual=p.residual)}
+        self.sigma: float | None = p.blur_sigma if p.blur_sigma is not None else (0.0 if p.axes == "zyx" else None)
+        self._fit_info: dict[str, Any] = {}
+        log.info("selfvision (%s axes, scale %s): %d parameters", p.axes, self.scale, self.parameter_count())
+
+    @property
+    def net(self) -> SelfVisionNet:
+        return self.nets["net"]
+
+    @property
+    def deg_axes(self) -> tuple[int, ...]:
+        return (0,) if self.params.axes == "z" else (0, 1, 2)
+
+    # ---------------------------------------------------------------- grid
+    def output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return tuple(output_length(n, self.factor) if ax in self.deg_axes else n for ax, n in enumerate(shape))
+
+    def output_voxel_size(self, voxel_size: tuple[float, float, float]) -> tuple[float, float, float]:
+        return tuple(v / self.factor if ax in self.deg_axes else v for ax, v in enumerate(voxel_size))
+
+    # ---------------------------------------------------------------- state
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.sigma is None else {"blur_sigma": torch.tensor(float(self.sigma))}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "blur_sigma" in state and self.params.blur_sigma is None:
+            self.sigma = float(state["blur_sigma"])
+
+    def report(self) -> dict[str, Any]:
+        return {"parameters": self.parameter_count(), "axes": self.params.axes, "scale": list(self.scale),
+                "blur_sigma_px": None if self.sigma is None else round(float(self.sigma), 3),
+                "halo": self.net.halo, **self._fit_info}
+
+    def _ensure_sigma(self, vol: np.ndarray) -> float:
+        if self.sigma is None:
+            self.sigma = estimate_axial_sigma(vol, self.factor)
+            log.info("selfvision: estimated axial blur sigma %.2f lateral px (beyond the lateral blur)", self.sigma)
+        return self.sigma
+
+    # ---------------------------------------------------------------- training
+    def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
+        cfg = self.config.train
+        sigma = self._ensure_sigma(vol)
+        rng = ctx.rng
+        maker = PairMaker(vol, self.factor, self.params.axes, sigma, cfg.patch_size, rng, cfg.foreground_fraction)
+        val_maker = PairMaker(vol, self.factor, self.params.axes, sigma, cfg.patch_size,
+                              np.random.default_rng(ctx.seed + 7), cfg.foreground_fraction)
+        val = val_maker.batch(min(16, 2 * cfg.batch_size), ctx.device)  # fixed batch: tracks convergence
+        net = self.net.to(ctx.device)
+        opt = make_optimizer(net.parameters(), cfg)
+        sched = make_scheduler(opt, cfg, cfg.steps)
+        loss_fn = nnf.l1_loss if self.params.loss == "l1" else nnf.mse_loss
+        with torch.no_grad():
+            base_loss = float(loss_fn(self._interp(val[0]), val[1]))
+
+        def step(_: int) -> dict[str, float]:
+            net.train()
+            x, y = maker.batch(cfg.batch_size, ctx.device)
+            with ctx.autocast():
+                loss = loss_fn(net(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            return {"loss": loss.item(), "lr": sched.get_last_lr()[0]}
+
+        def validate() -> float:
+            net.eval()
+            with torch.no_grad(), ctx.autocast():
+                return float(loss_fn(net(val[0]).float(), val[1]))
+
+        def preview() -> dict[str, np.ndarray]:
+            return self._preview(vol, ctx)
+
+        res = train_loop(ctx, stage="selfvision", steps=cfg.steps, step_fn=step,
+                         state={"net": net, "opt": opt, "sched": sched, "rng": rng}, cfg=cfg,
+                         val_fn=validate, preview_fn=preview)
+        vals = [h["val_loss"] for h in res.history if "val_loss" in h]
+        self._fit_info = {"train_seconds": round(res.seconds, 2), "steps": res.steps_done,
+                          "s_per_step": round(res.seconds / max(res.steps_done - res.resumed_from, 1), 4),
+                          "val_loss_interp": round(base_loss, 5),
+                          "val_loss_final": round(vals[-1], 5) if vals else None}
+
+    def _interp(self, x: torch.Tensor) -> torch.Tensor:
+        for dim, r in enumerate(self.scale):
+            x = linear_upsample(x, r, dim + 2)
+        return x
+
+    # ---------------------------------------------------------------- prediction
+    def _tile(self, shape: tuple[int, ...], ctx: RunContext) -> tuple[int, int, int] | None:
+        p = self.params
+        bpv = 4 * (4 * p.n_features + 3 * math.prod(self.scale) + 2 * p.n_shrink + 8)  # bytes per input voxel
+        if p.tile is not None:
+            return tuple(min(p.tile, n) for n in shape)
+        budget = MEMORY_SHARE * _free_memory(ctx.device)
+        if math.prod(shape) * bpv <= budget:
+            return None
+        nz = shape[0]
+        edge = int(math.sqrt(budget / (bpv * nz))) if nz <= 64 else int((budget / bpv) ** (1 / 3))
+        edge = max(edge, 2 * self.net.halo + 16)
+        return (min(nz, edge) if nz > 64 else nz, min(edge, shape[1]), min(edge, shape[2]))
+
+    def _net_pass(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
+        """The network's output, cut to the input's extent (sample ``j`` at position ``j / r``)."""
+        net = self.net.to(ctx.device).eval()
+        tile = self._tile(vol.shape, ctx)
+        out = predict_tiled(net, vol, ndim=3, tile=tile, halo=net.halo + 2, scale=self.scale, device=ctx.device,
+                            amp=ctx.use_amp, should_stop=ctx.should_stop)
+        return out[tuple(slice(0, r * (n - 1) + 1) for r, n in zip(self.scale, vol.shape, strict=True))]
+
+    def _to_grid(self, y: np.ndarray, in_shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+        """Resample the network grid (step ``1 / r``) onto the restore grid (step ``1 / F``)."""
+        F = self.factor
+        for ax in axes:
+            r = self.scale[ax]
+            if abs(r - F) < 1e-9:
+                continue
+            pos = np.arange(output_length(in_shape[ax], F)) * (r / F)
+            y = sample_along(y, pos, axis=ax, order=1)
+        return y
+
+    def _transforms(self) -> list[tuple[int, bool]]:
+        if not self.params.self_ensemble:
+            return [(0, False)]
+        ks = [(k, False) for k in range(4)]
+        return ks + [(k, True) for k in range(4)] if self.params.ensemble_size == 8 else ks
+
+    def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
+        sigma = self._ensure_sigma(vol) if self.params.back_projection_iters else (self.sigma or 0.0)
+        tfs = self._transforms()
+        n_steps = len(tfs) + (1 if self.params.back_projection_iters else 0)
+        acc = None
+        for i, (k, flip) in enumerate(tfs):
+            x = np.rot90(vol, k, axes=(1, 2))
+            x = np.ascontiguousarray(x[:, :, ::-1] if flip else x)
+            y = self._net_pass(x, ctx)
+            if flip:
+                y = y[:, :, ::-1]
+            y = np.rot90(y, -k, axes=(1, 2))
+            acc = y.astype(np.float32) if acc is None else acc + y
+            ctx.send(ProgressEvent("restore", i + 1, n_steps))
+        out = self._to_grid(acc / len(tfs), vol.shape, self.deg_axes)
+        out = np.ascontiguousarray(out, np.float32)
+        if self.params.back_projection_iters:
+            ctx.check_stop()
+            noise = noise_sigma(vol) if self.params.back_projection_stop == "noise" else 0.0
+            out, done = back_project(out, vol, self.factor, sigma, self.deg_axes, self.params.back_projection_iters,
+                                     self.params.back_projection_step, noise)
+            self._fit_info["back_projection_done"] = done
+            log.info("selfvision: %d back-projection iterations (noise level %.3g)", done, noise)
+            ctx.send(ProgressEvent("restore", n_steps, n_steps))
+        return out
+
+    def _preview(self, vol: np.ndarray, ctx: RunContext) -> dict[str, np.ndarray]:
+        nz, ny, nx = vol.shape
+        cy, cx = ctx.preview_yx(ny, nx)
+        h = self.net.halo + 1
+        planes = {}
+        for name, ax, c in (("xz", 1, cy), ("yz", 2, cx)):
+            lo, hi = max(0, c - h), min(vol.shape[ax], c + h + 1)
+            slab = np.ascontiguousarray(np.take(vol, np.arange(lo, hi), axis=ax))
+            y = self._to_grid(self._net_pass(slab, ctx), slab.shape, self.deg_axes)
+            idx = int(round((c - lo) * self.factor)) if ax in self.deg_axes else c - lo
+            idx = min(idx, y.shape[ax] - 1)
+            planes[name] = np.take(y, idx, axis=ax)
+        return planes
