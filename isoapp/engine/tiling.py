@@ -65,12 +65,13 @@ def _pad_to(x: torch.Tensor, divisor: int, ndim: int) -> tuple[torch.Tensor, lis
     return x, sizes
 
 
-def _ramp(n: int, lo_cut: bool, hi_cut: bool, width: int) -> np.ndarray:
-    """Blend weights along one axis: at a cut side, zero over ``width // 2`` (the border cut, where the
-    tile edge contaminates the output), then a linear ramp up to one over the rest of ``width``."""
+def _ramp(n: int, lo_cut: bool, hi_cut: bool, width: int, cut: int | None = None) -> np.ndarray:
+    """Blend weights along one axis: at a cut side, zero over ``cut`` voxels (the border cut, where the
+    tile edge contaminates the output; default ``width // 2``), then a linear ramp up to one over the
+    rest of ``width``."""
     w = np.ones(n, np.float32)
     width = min(width, n // 2)
-    cut = width // 2
+    cut = width // 2 if cut is None else min(cut, width - 1)
     ramp = width - cut
     r = np.concatenate([np.zeros(cut, np.float32), (np.arange(ramp, dtype=np.float32) + 1) / (ramp + 1)])
     if width > 0:
@@ -83,7 +84,7 @@ def _ramp(n: int, lo_cut: bool, hi_cut: bool, width: int) -> np.ndarray:
 
 def _predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: Sequence[int], halo: Sequence[int],
                    divisor: int, scale: Sequence[int], batch_voxels: int, device: torch.device, amp: bool,
-                   blend: str, should_stop: Callable[[], bool] | None,
+                   blend: str, border: int | None, should_stop: Callable[[], bool] | None,
                    progress: Callable[[int, int], None] | None) -> np.ndarray:
     lead = arr.shape[:-ndim]
     spatial = arr.shape[-ndim:]
@@ -125,7 +126,8 @@ def _predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: Sequence[int]
                 dst = tuple(slice(a * sc, b * sc) for (a, b, _, _), sc in zip(bx, scale, strict=True))
                 w = np.ones((), np.float32)
                 for ax, ((a, b, _, _), sc) in enumerate(zip(bx, scale, strict=True)):
-                    r = _ramp((b - a) * sc, a > 0, b < spatial[ax], halo[ax] * sc)
+                    r = _ramp((b - a) * sc, a > 0, b < spatial[ax], halo[ax] * sc,
+                              None if border is None else border * sc)
                     w = np.multiply.outer(w, r) if w.ndim else r
                 out[(k,) + dst] += y[j] * w
                 key = tuple((a, b) for a, b, _, _ in bx)
@@ -143,8 +145,8 @@ def _predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: Sequence[int]
 def predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: int | Sequence[int] | None = None,
                   halo: int | Sequence[int] = 16, divisor: int = 1, scale: int | Sequence[int] = 1,
                   batch_voxels: int | None = None, device: torch.device | str = "cpu", amp: bool = False,
-                  blend: str = "crop", should_stop: Callable[[], bool] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                  blend: str = "crop", border: int | None = None,
+                  should_stop: Callable[[], bool] | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Apply a network to every ``ndim``-D block of ``arr`` in memory-bounded tiles.
 
     Parameters
@@ -167,6 +169,9 @@ def predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: int | Sequence
         Bound on input voxels per forward pass (default 4 Mi on CUDA, 1 Mi on the CPU).
     blend
         ``"crop"`` (exact; default) or ``"linear"``.
+    border
+        With ``blend="linear"``: voxels discarded at each inner tile edge before the ramp (Park et
+        al. used an overlap of 15 with a border cut of 10); default ``halo // 2``.
     """
     device = torch.device(device)
     nd = ndim
@@ -180,7 +185,7 @@ def predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: int | Sequence
     while True:
         try:
             return _predict_tiled(fn, arr, ndim=nd, tile=tile, halo=halo, divisor=divisor, scale=scale,
-                                  batch_voxels=batch_voxels, device=device, amp=amp, blend=blend,
+                                  batch_voxels=batch_voxels, device=device, amp=amp, blend=blend, border=border,
                                   should_stop=should_stop, progress=progress)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
