@@ -1,0 +1,132 @@
+"""Networks of Park et al.'s 3D OT-cycleGAN: the deep linear blur generator and 2D PatchGANs.
+
+The deblurring generator G is the shared 3D :class:`isoapp.nets.UNet`. The blur generator F is a
+*deep linear* network (after KernelGAN, Bell-Kligler et al. 2019): 3D convolutions with kernels
+7, 5, 3, 1, 1, 1, no bias and no non-linearity, so the whole network is one convolution whose
+kernel (its impulse response) is the point-spread function it has learned. The discriminators
+are the pix2pix/CycleGAN 2D PatchGANs applied to planes and projections of the volumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from .blocks import init_kaiming
+
+log = logging.getLogger(__name__)
+
+PARK_KERNELS: tuple[int, ...] = (7, 5, 3, 1, 1, 1)
+
+
+class DeepLinearGenerator(nn.Module):
+    """A stack of bias-free 3D convolutions without non-linearity: a learnable 3D blur.
+
+    Channels are ``1 -> C -> C -> C -> C/2 -> C/4 -> 1`` for Park's kernels ``7, 5, 3, 1, 1, 1``
+    (``C = 64`` in the paper). The network is linear, so :meth:`forward` does not run the layers
+    on the volume: it composes them into one ``(2R+1)^3`` kernel (R = sum of the kernel radii,
+    6 for Park's kernels) and applies it as a single convolution (by FFT). That is exactly the layered network
+    away from the borders (the layered network zero-pads every layer), gradients reach every
+    layer, and it costs ``(2R+1)^3`` instead of ``~C^2 * 5^3`` multiply-adds per voxel.
+
+    Parameters
+    ----------
+    channels
+        Width ``C`` of the hidden layers.
+    kernels
+        Kernel edge of each layer (odd).
+    """
+
+    def __init__(self, channels: int = 64, kernels: Sequence[int] = PARK_KERNELS) -> None:
+        super().__init__()
+        kernels = tuple(int(k) for k in kernels)
+        if len(kernels) < 2 or any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(f"kernels must be at least two odd sizes, got {kernels}")
+        n = len(kernels)
+        widths = [1] + [channels] * (n - 3) + [max(1, channels // 2), max(1, channels // 4)] + [1]
+        if n == 2:
+            widths = [1, channels, 1]
+        self.layers = nn.ModuleList(
+            nn.Conv3d(widths[i], widths[i + 1], k, padding=k // 2, bias=False) for i, k in enumerate(kernels))
+        self.radius = sum(k // 2 for k in kernels)
+        self.divisor = 1
+        init_kaiming(self)
+
+    def layered(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the layers one by one (the network as written; used to check :meth:`forward`)."""
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def impulse_response(self) -> torch.Tensor:
+        """The ``(2R+1)^3`` response to a centred unit impulse: the learned PSF (not normalised)."""
+        w = self.layers[0].weight
+        n = 2 * self.radius + 1
+        delta = torch.zeros((1, 1, n, n, n), device=w.device, dtype=w.dtype)
+        delta[0, 0, self.radius, self.radius, self.radius] = 1.0
+        return self.layered(delta)[0, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x convolved with the impulse response h, zero-padded like the layers ("same" size). By FFT:
+        # a single-channel 13^3 conv3d is slow on CPUs, and its backward even more so.
+        h = self.impulse_response().float()
+        r = self.radius
+        xp = nnf.pad(x.float(), [r] * 6)
+        size = xp.shape[-3:]
+        kp = nnf.pad(h, [0, size[2] - h.shape[2], 0, size[1] - h.shape[1], 0, size[0] - h.shape[0]])
+        kp = torch.roll(kp, shifts=(-r, -r, -r), dims=(0, 1, 2))  # kernel centre at the origin
+        y = torch.fft.irfftn(torch.fft.rfftn(xp, dim=(-3, -2, -1)) * torch.fft.rfftn(kp), s=size, dim=(-3, -2, -1))
+        return y[..., r:r + x.shape[-3], r:r + x.shape[-2], r:r + x.shape[-1]].to(x.dtype)
+
+
+class PatchDiscriminator(nn.Module):
+    """The CycleGAN 2D PatchGAN: strided 4x4 convolutions, instance norm, leaky ReLU.
+
+    With ``n_layers = 3`` each output judges a 70x70 patch. Outputs are raw scores (LSGAN).
+    """
+
+    def __init__(self, n_filters: int = 64, n_layers: int = 3, in_channels: int = 1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, n_filters, 4, stride=2, padding=1),
+                                   nn.LeakyReLU(0.2, inplace=True)]
+        mult = 1
+        for i in range(1, n_layers + 1):
+            prev, mult = mult, min(2**i, 8)
+            layers += [nn.Conv2d(n_filters * prev, n_filters * mult, 4, stride=2 if i < n_layers else 1, padding=1,
+                                 bias=False),
+                       nn.InstanceNorm2d(n_filters * mult, affine=True),
+                       nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(n_filters * mult, 1, 4, stride=1, padding=1))
+        self.body = nn.Sequential(*layers)
+        init_kaiming(self, a=0.2)
+
+    @staticmethod
+    def min_size(n_layers: int) -> int:
+        """Smallest plane edge that still gives at least a 2x2 score map."""
+        return 2**n_layers * 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def fit_layers(n_layers: int, plane_edge: int) -> int:
+    """The largest ``<= n_layers`` PatchGAN depth whose score map on ``plane_edge`` planes is >= 2x2."""
+    while n_layers > 1 and PatchDiscriminator.min_size(n_layers) > plane_edge:
+        n_layers -= 1
+    return n_layers
+
+
+def project(vol: torch.Tensor, axis: int, starts: Sequence[int], depth: int) -> torch.Tensor:
+    """Maximum-intensity projections of ``depth`` planes of ``(B, 1, Z, Y, X)`` volumes.
+
+    ``axis`` is the spatial axis projected along (0: an xy image, 1: xz, 2: yz); one projection per
+    start index and volume, stacked on the batch axis as ``(len(starts) * B, 1, h, w)``. ``depth``
+    1 takes single planes.
+    """
+    dim = axis + 2
+    out = [vol.narrow(dim, int(s), depth).amax(dim=dim) for s in starts]
+    return torch.cat(out, dim=0)

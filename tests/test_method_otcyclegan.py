@@ -1,0 +1,170 @@
+"""Park et al.'s 3D OT-cycleGAN: real (tiny) training through ``restore``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from isoapp.degrade import output_length, upsample
+from isoapp.engine.events import ProgressEvent
+from isoapp.errors import Cancelled, ConfigError, InputError
+from isoapp.methods.otcyclegan import match_histogram
+from isoapp.nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, project
+from isoapp.phantoms import make_phantom
+from isoapp.psf import gaussian_psf
+from isoapp.restore import normalize, restore
+
+torch.set_num_threads(2)
+
+TINY = {"n_filters": 4, "depth": 1, "blur_channels": 4, "disc_filters": 4, "disc_layers": 2, "n_projections": 2,
+        "max_projection_depth": 4, "tile": 48, "overlap": 8}
+TRAIN = {"patch_size": 16, "checkpoint_every": 2, "preview_every": 0}
+
+
+@pytest.fixture(scope="module")
+def tubes():
+    return make_phantom("tubes", (49, 40, 40), factor=4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tubes):
+    events = []
+    return _run(tubes, emit=events.append), events
+
+
+def _run(ph, steps=4, **kw):
+    kw.setdefault("params", TINY)
+    kw.setdefault("train", TRAIN)
+    return restore(ph.degraded, "otcyclegan", steps=steps, device="cpu", seed=3, **kw)
+
+
+def test_grid_calibration_report_and_determinism(tubes, trained):
+    r, events = trained
+    nz = tubes.degraded.shape[0]
+    assert r.volume.shape == (output_length(nz, 4.0), 40, 40)
+    dz, dy, dx = tubes.degraded.voxel_size
+    assert r.volume.voxel_size == pytest.approx((dz / 4, dy, dx))
+    assert np.isfinite(r.volume.data).all()
+    rep = r.method.report()
+    assert rep["parameters"] == rep["parameters_G"] + rep["parameters_F"] == r.method.parameter_count()
+    assert rep["parameters_discriminators"] > 0 and rep["seconds_per_step"] > 0
+    assert np.isfinite(rep["psf_fwhm_axial_px"])
+    assert rep["psf_fwhm_axial_um"] == pytest.approx(rep["psf_fwhm_axial_px"] * dy)
+    assert any(isinstance(e, ProgressEvent) and e.stage == "restore" for e in events)
+    again = _run(tubes)
+    np.testing.assert_array_equal(r.volume.data, again.volume.data)
+
+
+def test_non_integer_factor_and_histogram_matching():
+    ph = make_phantom("tubes", (41, 32, 32), factor=2.5, seed=2)
+    params = {**TINY, "histogram_match": True}
+    r = restore(ph.degraded, "otcyclegan", steps=2, device="cpu", params=params, train=TRAIN)
+    nz = ph.degraded.shape[0]
+    assert r.volume.shape == (output_length(nz, 2.5), 32, 32)
+    # histogram matched to the input: same quantiles as the (denormalised) input
+    q = np.linspace(0.01, 0.99, 9)
+    np.testing.assert_allclose(np.quantile(r.volume.data, q), np.quantile(ph.degraded.data, q), rtol=0.05, atol=0.01)
+
+
+def test_match_histogram_is_a_monotone_rank_mapping():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(6, 7, 8)).astype(np.float32)
+    ref = rng.exponential(size=(6, 7, 8)).astype(np.float32)
+    out = match_histogram(img, ref)
+    np.testing.assert_allclose(np.sort(out, axis=None), np.sort(ref, axis=None), rtol=1e-6)
+    np.testing.assert_array_equal(np.argsort(out, axis=None), np.argsort(img, axis=None))
+
+
+def test_save_and_load_give_the_same_output(tubes, tmp_path):
+    r = _run(tubes, steps=2, save_model=tmp_path / "m")
+    r2 = restore(tubes.degraded, "otcyclegan", model_dir=tmp_path / "m", device="cpu")
+    np.testing.assert_array_equal(r.volume.data, r2.volume.data)
+    np.testing.assert_array_equal(r.method.learned_psf(), r2.method._psf)  # loaded, not recomputed
+    assert r2.method.report()["psf_fwhm_axial_px"] == pytest.approx(r.method.report()["psf_fwhm_axial_px"])
+
+
+def test_cancel_then_resume_matches_an_uninterrupted_run(tubes, trained, tmp_path):
+    full = trained[0]  # 4 uninterrupted steps
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3  # stops before step 3 of 4 (after the checkpoint at step 2)
+
+    with pytest.raises(Cancelled):
+        _run(tubes, steps=4, work_dir=tmp_path, should_stop=stop)
+    assert (tmp_path / "otcyclegan.ckpt").is_file()
+    resumed = _run(tubes, steps=4, work_dir=tmp_path, resume=True)
+    np.testing.assert_allclose(resumed.volume.data, full.volume.data, rtol=1e-5, atol=1e-5)
+
+
+def _cycle_error(method, ph) -> float:
+    """Mean |F(G(y)) - y| over the whole (normalised, z-interpolated) stack."""
+    y = torch.from_numpy(upsample(normalize(ph.degraded.data)[0], 4.0)[:48])[None, None]
+    with torch.no_grad():
+        return float((method.nets["F"](method.nets["G"](y)) - y).abs().mean())
+
+
+def test_training_reduces_the_cycle_error_and_changes_the_output(tubes):
+    train = {**TRAIN, "lr": 2e-3}
+    start = _run(tubes, steps=1, train=train)
+    r = _run(tubes, steps=12, train=train)
+    assert _cycle_error(r.method, tubes) < 0.75 * _cycle_error(start.method, tubes)  # F learns to re-blur G(y)
+    lin = restore(tubes.degraded, "linear").volume.data
+    assert np.abs(r.volume.data - lin).mean() > 1e-3 * np.abs(lin).mean()
+
+
+def test_deep_linear_generator_is_one_convolution_and_its_psf_is_measured():
+    torch.manual_seed(0)
+    f = DeepLinearGenerator(4)
+    assert all(layer.bias is None for layer in f.layers)
+    assert [layer.kernel_size[0] for layer in f.layers] == [7, 5, 3, 1, 1, 1]
+    x = torch.randn(2, 1, 20, 22, 24)
+    with torch.no_grad():
+        np.testing.assert_allclose(f(x)[..., 6:-6, 6:-6, 6:-6], f.layered(x)[..., 6:-6, 6:-6, 6:-6], atol=1e-4)
+        # linear: F(a x + b z) = a F(x) + b F(z)
+        z = torch.randn_like(x)
+        np.testing.assert_allclose(f(2 * x - z), 2 * f(x) - f(z), atol=1e-4)
+
+
+def test_learned_psf_fwhm_of_a_known_blur(tubes):
+    r = _run(tubes, steps=1)
+    m = r.method
+    f = m.nets["F"]
+    k = gaussian_psf((1.5, 0.8, 0.8), (7, 7, 7))
+    with torch.no_grad():
+        for i, layer in enumerate(f.layers):
+            layer.weight.zero_()
+            c = layer.kernel_size[0] // 2
+            if i == 0:
+                layer.weight[0, 0] = torch.from_numpy(np.ascontiguousarray(k[::-1, ::-1, ::-1]))
+            else:
+                layer.weight[0, 0, c, c, c] = 1.0
+    m._psf = None
+    fw = m.psf_fwhm()
+    assert fw["psf_fwhm_axial_px"] == pytest.approx(2.3548 * 1.5, rel=0.1)
+    assert fw["psf_fwhm_lateral_px"] == pytest.approx(2.3548 * 0.8, rel=0.1)
+    assert m.learned_psf().sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_projections_and_discriminator_shapes():
+    v = torch.zeros(2, 1, 8, 10, 12)
+    v[0, 0, 3, 4, 5] = 1.0
+    p = project(v, 0, [2, 0], 3)  # xy MIPs of planes 2-4 and 0-2
+    assert p.shape == (4, 1, 10, 12)
+    assert p[0, 0, 4, 5] == 1.0 and p[2, 0].max() == 0.0
+    assert project(v, 1, [0], 2).shape == (2, 1, 8, 12)
+    assert project(v, 2, [0], 1).shape == (2, 1, 8, 10)
+    d = PatchDiscriminator(8, 2)
+    assert d(torch.zeros(3, 1, 16, 16)).shape == (3, 1, 2, 2)
+
+
+def test_user_errors(tubes):
+    with pytest.raises(ConfigError, match="max_projection_depth"):
+        _run(tubes, params={**TINY, "min_projection_depth": 5, "max_projection_depth": 3})
+    with pytest.raises(ConfigError, match="tile"):
+        _run(tubes, params={**TINY, "tile": 20, "overlap": 10})
+    thin = make_phantom("tubes", (13, 32, 32), factor=4, seed=0)
+    with pytest.raises(InputError, match="too small"):
+        restore(thin.degraded, "otcyclegan", steps=1, device="cpu", params=TINY, train=TRAIN)
