@@ -128,6 +128,29 @@ def test_deep_linear_generator_is_one_convolution_and_its_psf_is_measured():
         np.testing.assert_allclose(f(2 * x - z), 2 * f(x) - f(z), atol=1e-4)
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.5, 1.0])
+def test_deep_linear_generator_starts_as_a_centred_normalised_isotropic_gaussian(sigma):
+    torch.manual_seed(1)
+    f = DeepLinearGenerator(8, init_sigma=sigma)
+    with torch.no_grad():
+        h = f.impulse_response().double().numpy()
+    assert h.shape == (13, 13, 13)
+    assert np.unravel_index(np.argmax(h), h.shape) == (6, 6, 6)  # centred
+    assert h.sum() == pytest.approx(1.0, abs=0.02)  # normalised: F starts close to preserving intensities
+    ref = gaussian_psf((sigma,) * 3, (13, 13, 13))  # sigma 0: a unit impulse
+    assert np.abs(h - ref).sum() < 0.1  # the Gaussian (or impulse) plus a small perturbation
+    profiles = [h[:, 6, 6], h[6, :, 6], h[6, 6, :]]  # isotropic: the same profile along z, y and x
+    np.testing.assert_allclose(profiles[0], profiles[1], atol=0.02)
+    np.testing.assert_allclose(profiles[0], profiles[2], atol=0.02)
+    for layer in f.layers:  # every weight stays trainable, not just the Gaussian path
+        assert (layer.weight != 0).float().mean() > 0.5
+    # plain Kaiming initialisation gives a random, not normalised, kernel
+    torch.manual_seed(1)
+    rand = DeepLinearGenerator(8, init_sigma=None)
+    with torch.no_grad():
+        assert np.abs(rand.impulse_response().double().numpy() - ref).sum() > 1.0
+
+
 def test_learned_psf_fwhm_of_a_known_blur(tubes):
     r = _run(tubes, steps=1)
     m = r.method
