@@ -66,13 +66,13 @@ class SelfNetParams(BaseModel):
     lambda_cycle: float = Field(10.0, ge=0)
     lambda_ssim: float = Field(1.0, ge=0, description="weight of (1 - SSIM) in the cycle loss")
     lambda_deblur: float = Field(1.0, ge=0, description="weight of DeblurNet's L1 loss in stage 1 from epoch 2")
-    learn_blur: bool = Field(True, description="G_A = learned non-negative blur kernel + residual U-Net "
+    learn_blur: bool = Field(False, description="G_A = learned non-negative blur kernel + residual U-Net "
                                                 "(False: a plain residual U-Net generator)")
     blur_net: bool = Field(True, description="with learn_blur: follow the learned blur by a residual U-Net")
     blur_extent: float = Field(4.0, gt=0, le=16, description="half-height of the learned blur kernel in "
                                                               "z steps (rows = 2 * ceil(extent * F) + 1)")
     blur_lr_factor: float = Field(20.0, gt=0, description="learning-rate multiplier of the blur kernel")
-    cycle_noise: float = Field(0.05, ge=0, description="std of Gaussian noise added to generated images "
+    cycle_noise: float = Field(0.0, ge=0, description="std of Gaussian noise added to generated images "
                                                          "before the cycle's second generator (stops the "
                                                          "generators hiding information in faint patterns)")
     pool_size: int = Field(50, ge=0)
@@ -94,11 +94,11 @@ class SelfNet(Method):
                  "params": {"epochs": 3, "gen_filters": 8, "gen_depth": 2, "disc_filters": 16,
                             "deblur_filters": 16, "deblur_depth": 2}},
         "balanced": {"train": {"steps": 3000, "batch_size": 8, "patch_size": 96, "lr": 4e-4},
-                     "params": {"epochs": 5, "gen_filters": 12, "gen_depth": 2, "disc_filters": 32,
-                                "deblur_filters": 24, "deblur_depth": 2}},
+                     "params": {"epochs": 5, "gen_filters": 12, "gen_depth": 2, "disc_filters": 16,
+                                "deblur_filters": 16, "deblur_depth": 2}},
         "quality": {"train": {"steps": 12000, "batch_size": 16, "patch_size": 128, "lr": 2e-4},
-                    "params": {"epochs": 6, "gen_filters": 16, "gen_depth": 3, "disc_filters": 32,
-                               "deblur_filters": 16, "deblur_depth": 3}},
+                    "params": {"epochs": 6, "gen_filters": 16, "gen_depth": 2, "disc_filters": 16,
+                               "deblur_filters": 16, "deblur_depth": 2}},
     }
 
     def __init__(self, config, psf=None) -> None:
@@ -116,6 +116,7 @@ class SelfNet(Method):
         self._halo: int | None = None
         self.timings: dict[str, Any] = {}
         self.final_losses: dict[str, float] = {}
+        self.loss_history: dict[str, list[float]] = {}
         log.info("selfnet parameters: generators %d, discriminators %d, DeblurNet %d (inference net)",
                  *self._counts())
 
@@ -309,6 +310,8 @@ class SelfNet(Method):
             times["stage2_s"].append(round(t2 - t1, 2))
             times["epoch_s"].append(round(t2 - t0, 2))
             log.info("selfnet epoch %d/%d: stage 1 %.1f s, stage 2 %.1f s", e + 1, p.epochs, t1 - t0, t2 - t1)
+            self.loss_history[f"e{e}_stage1"] = [h["loss"] for h in r1.history]
+            self.loss_history[f"e{e}_stage2"] = [h["loss"] for h in r2.history]
             h1 = r1.history[-1] if r1.history else {}
             h2 = r2.history[-1] if r2.history else {}
             self.final_losses = {"stage1_" + k: v for k, v in h1.items() if k not in ("step", "lr")}
