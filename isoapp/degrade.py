@@ -294,3 +294,20 @@ def degrade(
         out = add_noise(out, photons=noise.get("photons"), read_noise=float(noise.get("read_noise", 0.0)),
                         rng=rng)
     return out
+
+
+def degrade_rows(patches: np.ndarray, factor: float, phase: np.ndarray, margin: int) -> np.ndarray:
+    """Subsample blurred patches along rows at ``phase + i*factor`` and interpolate back.
+
+    ``patches`` is ``(B, P + 2*margin, W)``; the result is ``(B, P, W)`` (the margin rows keep the
+    interpolation inside known samples).
+    """
+    b, n, _ = patches.shape
+    out = []
+    rows = np.arange(margin, n - margin, dtype=np.float64)
+    for i in range(b):
+        m = int((n - 1 - phase[i]) // factor) + 1
+        pos = phase[i] + np.arange(m) * factor
+        coarse = sample_along(patches[i], pos, axis=0, order=1)
+        out.append(sample_along(coarse, (rows - phase[i]) / factor, axis=0, order=1))
+    return np.stack(out)

@@ -20,7 +20,7 @@ import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import psf as psfmod
-from ..degrade import fft_convolve, sample_along, upsample
+from ..degrade import degrade_rows, fft_convolve, upsample
 from ..engine.context import RunContext
 from ..engine.sampler import PatchSampler, augment, foreground_mask
 from ..engine.tiling import predict_tiled, receptive_field
@@ -44,23 +44,6 @@ class IsoNetParams(BaseModel):
     fusion: Literal["geometric", "arithmetic"] = "geometric"
     loss: Literal["l1", "l2"] = "l1"
     tile: int | None = Field(None, ge=32, description="plane tile edge for prediction; None = whole planes")
-
-
-def degrade_rows(patches: np.ndarray, factor: float, phase: np.ndarray, margin: int) -> np.ndarray:
-    """Subsample blurred patches along rows at ``phase + i*factor`` and interpolate back.
-
-    ``patches`` is ``(B, P + 2*margin, W)``; the result is ``(B, P, W)`` (the margin rows keep the
-    interpolation inside known samples).
-    """
-    b, n, _ = patches.shape
-    out = []
-    rows = np.arange(margin, n - margin, dtype=np.float64)
-    for i in range(b):
-        m = int((n - 1 - phase[i]) // factor) + 1
-        pos = phase[i] + np.arange(m) * factor
-        coarse = sample_along(patches[i], pos, axis=0, order=1)
-        out.append(sample_along(coarse, (rows - phase[i]) / factor, axis=0, order=1))
-    return np.stack(out)
 
 
 @register

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..degrade import upsample
+from ..degrade import degrade_rows, upsample
 from ..engine.context import RunContext
 from ..engine.sampler import PatchSampler, augment, foreground_mask
 from ..engine.tiling import predict_tiled, receptive_field
@@ -45,7 +45,6 @@ from ..nets.selfnet import (
     make_generator,
 )
 from .base import Method, register
-from .isonet import degrade_rows
 
 log = logging.getLogger(__name__)
 
