@@ -221,3 +221,34 @@ def receptive_field(net: torch.nn.Module, ndim: int, size: int = 96, device: str
         if hit.size:
             radius = max(radius, int(max(size // 2 - hit.min(), hit.max() - size // 2)))
     return radius
+
+
+def restore_axial_planes(restore_planes: Callable[[np.ndarray], np.ndarray], up: np.ndarray, *,
+                         fusion: str = "geometric", slab: int = 32,
+                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Restore every xz and yz plane of a z-interpolated stack with a plane-wise network and fuse.
+
+    ``restore_planes`` maps ``(N, Z', W)`` planes (z along rows) to restored planes of the same
+    shape. The xz result is written first, then each slab of yz planes is fused into it in place
+    (geometric mean of the non-negative parts, or the arithmetic mean), so memory stays at two
+    volumes. Used by IsoNet and Self-Net.
+    """
+    _, ny, nx = up.shape
+    out = np.empty_like(up)
+    total = ny + nx
+    for y0 in range(0, ny, slab):  # xz planes: (Y, Z', X)
+        planes = np.ascontiguousarray(up[:, y0:y0 + slab, :].transpose(1, 0, 2))
+        out[:, y0:y0 + slab, :] = restore_planes(planes).transpose(1, 0, 2)
+        if progress is not None:
+            progress(min(y0 + slab, ny), total)
+    for x0 in range(0, nx, slab):  # yz planes: (X, Z', Y)
+        planes = np.ascontiguousarray(up[:, :, x0:x0 + slab].transpose(2, 0, 1))
+        b = restore_planes(planes).transpose(1, 2, 0)
+        a = out[:, :, x0:x0 + slab]
+        if fusion == "geometric":
+            out[:, :, x0:x0 + slab] = np.sqrt(np.clip(a, 0, None) * np.clip(b, 0, None))
+        else:
+            out[:, :, x0:x0 + slab] = 0.5 * (a + b)
+        if progress is not None:
+            progress(ny + min(x0 + slab, nx), total)
+    return out

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..degrade import degrade_rows, upsample
 from ..engine.context import RunContext
 from ..engine.sampler import PatchSampler, augment, foreground_mask
-from ..engine.tiling import predict_tiled, receptive_field
+from ..engine.tiling import predict_tiled, receptive_field, restore_axial_planes
 from ..engine.trainer import make_optimizer, make_scheduler, train_loop
 from ..errors import InputError
 from ..nets.blocks import count_parameters
@@ -337,21 +337,7 @@ class SelfNet(Method):
 
         t0 = time.perf_counter()
         up = upsample(vol, self.factor, axis=0, order=1)
-        nzo, ny, nx = up.shape
-        out = np.empty_like(up)
-        total = ny + nx
-        for y0 in range(0, ny, slab):  # xz planes: (Y, Z', X)
-            planes = np.ascontiguousarray(up[:, y0:y0 + slab, :].transpose(1, 0, 2))
-            out[:, y0:y0 + slab, :] = self._restore_planes(planes, ctx).transpose(1, 0, 2)
-            ctx.send(ProgressEvent("restore", min(y0 + slab, ny), total))
-        for x0 in range(0, nx, slab):  # yz planes: (X, Z', Y), fused in place
-            planes = np.ascontiguousarray(up[:, :, x0:x0 + slab].transpose(2, 0, 1))
-            b = self._restore_planes(planes, ctx).transpose(1, 2, 0)
-            a = out[:, :, x0:x0 + slab]
-            if self.params.fusion == "geometric":
-                out[:, :, x0:x0 + slab] = np.sqrt(np.clip(a, 0, None) * np.clip(b, 0, None))
-            else:
-                out[:, :, x0:x0 + slab] = 0.5 * (a + b)
-            ctx.send(ProgressEvent("restore", ny + min(x0 + slab, nx), total))
+        out = restore_axial_planes(lambda p: self._restore_planes(p, ctx), up, fusion=self.params.fusion,
+                                   slab=slab, progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))
         self.timings["predict_s"] = round(time.perf_counter() - t0, 2)
         return out
