@@ -52,6 +52,36 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def supervised_fns(ctx: RunContext, net: torch.nn.Module, opt: torch.optim.Optimizer,
+                   sched: torch.optim.lr_scheduler.LRScheduler, loss_fn: Callable,
+                   next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                   val: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """``(step_fn, val_fn)`` for :func:`train_loop` with plain pixel-wise supervision.
+
+    ``step_fn`` draws ``(x, y)`` from ``next_batch``, minimises ``loss_fn(net(x), y)`` under the
+    context's autocast and steps the scheduler; ``val_fn`` (None without ``val``) evaluates the
+    fixed validation batch.
+    """
+
+    def step(_: int) -> dict[str, float]:
+        net.train()
+        x, y = next_batch()
+        with ctx.autocast():
+            loss = loss_fn(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": loss.item(), "lr": sched.get_last_lr()[0]}
+
+    def validate() -> float:
+        net.eval()
+        with torch.no_grad(), ctx.autocast():
+            return float(loss_fn(net(val[0]).float(), val[1]))
+
+    return step, (validate if val is not None else None)
+
+
 @dataclass
 class LoopResult:
     """What :func:`train_loop` returns."""

@@ -24,7 +24,7 @@ from ..degrade import degrade_rows, fft_convolve, upsample
 from ..engine.context import RunContext
 from ..engine.sampler import PatchSampler, augment, foreground_mask
 from ..engine.tiling import predict_tiled, receptive_field, restore_axial_planes
-from ..engine.trainer import make_optimizer, make_scheduler, train_loop
+from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from ..errors import ModelError
 from ..nets import UNet
 from ..nets.blocks import SRCNN
@@ -129,21 +129,8 @@ class IsoNet(Method):
         loss_fn = nnf.l1_loss if self.params.loss == "l1" else nnf.mse_loss
         preview_src = upsample(vol, F, axis=0, order=1)
 
-        def step(_: int) -> dict[str, float]:
-            net.train()
-            x, y = batch(train_s, cfg.batch_size, rng)
-            with ctx.autocast():
-                loss = loss_fn(net(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            return {"loss": loss.item(), "lr": sched.get_last_lr()[0]}
-
-        def validate() -> float:
-            net.eval()
-            with torch.no_grad(), ctx.autocast():
-                return float(loss_fn(net(val[0]).float(), val[1]))
+        step, validate = supervised_fns(ctx, net, opt, sched, loss_fn,
+                                        lambda: batch(train_s, cfg.batch_size, rng), val)
 
         def preview() -> dict[str, np.ndarray]:
             net.eval()
@@ -153,7 +140,7 @@ class IsoNet(Method):
 
         train_loop(ctx, stage="isonet", steps=cfg.steps, step_fn=step,
                    state={"net": net, "opt": opt, "sched": sched, "rng": rng}, cfg=cfg,
-                   val_fn=validate if val is not None else None, preview_fn=preview)
+                   val_fn=validate, preview_fn=preview)
         self._halo = None
 
     # ---------------------------------------------------------------- prediction

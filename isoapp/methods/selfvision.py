@@ -54,7 +54,7 @@ from ..engine.context import RunContext
 from ..engine.events import ProgressEvent
 from ..engine.sampler import PatchSampler
 from ..engine.tiling import predict_tiled
-from ..engine.trainer import make_optimizer, make_scheduler, train_loop
+from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from ..errors import InputError
 from ..nets.selfvision import SelfVisionNet, linear_upsample
 from .base import Method, register
@@ -365,21 +365,7 @@ class SelfVision(Method):
         with torch.no_grad():
             base_loss = float(loss_fn(self._interp(val[0]), val[1]))
 
-        def step(_: int) -> dict[str, float]:
-            net.train()
-            x, y = maker.batch(cfg.batch_size, ctx.device)
-            with ctx.autocast():
-                loss = loss_fn(net(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            return {"loss": loss.item(), "lr": sched.get_last_lr()[0]}
-
-        def validate() -> float:
-            net.eval()
-            with torch.no_grad(), ctx.autocast():
-                return float(loss_fn(net(val[0]).float(), val[1]))
+        step, validate = supervised_fns(ctx, net, opt, sched, loss_fn, lambda: maker.batch(cfg.batch_size, ctx.device), val)
 
         def preview() -> dict[str, np.ndarray]:
             return self._preview(vol, ctx)
