@@ -311,3 +311,35 @@ def degrade_rows(patches: np.ndarray, factor: float, phase: np.ndarray, margin: 
         coarse = sample_along(patches[i], pos, axis=0, order=1)
         out.append(sample_along(coarse, (rows - phase[i]) / factor, axis=0, order=1))
     return np.stack(out)
+
+
+def resample_matrix(n: int, factor: float, phase: float, margin: int = 0) -> np.ndarray:
+    """The linear map of :func:`degrade_rows` as a ``(n - 2*margin, n)`` matrix.
+
+    Row ``r`` of the result holds the weights that sampling ``n`` rows at ``phase + i*factor``
+    and interpolating linearly back give output row ``margin + r``. Networks use it to apply
+    the acquisition's axial sampling *after* a learned blur (blur, then sample: the physical
+    order), differentiably (``M @ x`` along the axial axis).
+    """
+    if n < 1 or margin < 0 or n - 2 * margin < 1:
+        raise ConfigError(f"resample_matrix needs n >= 2 * margin + 1, got n={n}, margin={margin}")
+    if not (0.0 <= phase < n):
+        raise ConfigError(f"the sampling phase must lie in [0, {n}), got {phase}")
+    eye = np.eye(n, dtype=np.float32)[None]
+    return degrade_rows(eye, factor, np.array([phase], dtype=np.float64), margin)[0]
+
+
+def sampling_phase(start: float, factor: float, length: int, flipped: bool = False) -> float:
+    """Position of the first acquired plane in a window of a z-interpolated stack.
+
+    The planes of a stack upsampled by ``factor`` (:func:`upsample`) lie at ``i * factor``. A
+    window starting at ``start`` holds them at ``phase + k * factor``; a window flipped along
+    that axis (``length`` rows) holds them at ``length - 1 - (phase + k * factor)``. Exact for
+    integer factors; for others :func:`resample_matrix` then re-samples an interpolated window,
+    which slightly smooths it.
+    """
+    f = _check_factor(factor)
+    phase = (-float(start)) % f
+    if flipped:
+        phase = (length - 1 - phase) % f
+    return 0.0 if f - phase < _EPS else phase

@@ -140,3 +140,49 @@ def test_degrade_sigma_and_psf_agree():
         degrade(gt, factor=0)
     with pytest.raises(ConfigError):
         degrade(gt, factor=2, noise={"photon": 3})
+
+
+# ----------------------------------------------------------------------------- sampling matrices
+def test_resample_matrix_is_degrade_rows():
+    from isoapp.degrade import degrade_rows, resample_matrix
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 40, 7)).astype(np.float32)
+    for factor, phase in [(4, 0.0), (4, 3.0), (2.5, 1.3)]:
+        m = resample_matrix(40, factor, phase, margin=4)
+        assert m.shape == (32, 40)
+        assert np.allclose(m @ x[0], degrade_rows(x, factor, np.array([phase]), 4)[0], atol=1e-6)
+    with pytest.raises(ConfigError):
+        resample_matrix(8, 4, 0.0, margin=4)
+
+
+@pytest.mark.parametrize("start", [0, 3, 5, 10])
+@pytest.mark.parametrize("flipped", [False, True])
+def test_sampling_phase_finds_the_acquired_planes(start, flipped):
+    """A window of a z-interpolated stack is its own sample-and-interpolate image only if the
+    phase marks the acquired planes; any other phase changes it."""
+    from isoapp.degrade import resample_matrix, sampling_phase
+
+    coarse = np.random.default_rng(1).random((12, 5)).astype(np.float32)
+    w = upsample(coarse, 4, axis=0)[start:start + 30]
+    w = w[::-1] if flipped else w
+    phase = sampling_phase(start, 4, 30, flipped)
+    assert np.allclose(resample_matrix(30, 4, phase, 4) @ w, w[4:-4], atol=1e-6)
+    wrong = (phase + 1) % 4
+    assert not np.allclose(resample_matrix(30, 4, wrong, 4) @ w, w[4:-4], atol=1e-3)
+
+
+def test_resample_along_applies_one_matrix_per_item():
+    import torch
+
+    from isoapp.degrade import resample_matrix
+    from isoapp.nets.blocks import resample_along
+
+    rng = np.random.default_rng(2)
+    mats = np.stack([resample_matrix(24, 4, ph, 4) for ph in (0.0, 1.0, 2.0)])
+    x = rng.random((3, 1, 24, 6, 5)).astype(np.float32)
+    out = resample_along(torch.from_numpy(x), torch.from_numpy(mats), axis=2).numpy()
+    ref = np.stack([np.einsum("pz,zyx->pyx", mats[i], x[i, 0]) for i in range(3)])[:, None]
+    assert out.shape == (3, 1, 16, 6, 5) and np.allclose(out, ref, atol=1e-6)
+    x2 = torch.from_numpy(x[:, :, :, :, 0])  # (B, 1, 24, 6): rows = axis -2
+    assert np.allclose(resample_along(x2, torch.from_numpy(mats), axis=-2).numpy(), ref[..., 0], atol=1e-6)

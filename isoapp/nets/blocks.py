@@ -14,6 +14,20 @@ def pool(ndim: int):
     return nn.MaxPool2d if ndim == 2 else nn.MaxPool3d
 
 
+def resample_along(x: torch.Tensor, matrices: torch.Tensor, axis: int = -2) -> torch.Tensor:
+    """Apply one sampling matrix per batch item along ``axis`` of ``x`` (``(B, C, ...)``).
+
+    ``matrices`` is ``(B, m, n)`` (see :func:`isoapp.degrade.resample_matrix`), ``x.shape[axis]``
+    is ``n``; the result has ``m`` there. Differentiable, so a learned blur can be followed by
+    the acquisition's axial sampling inside a loss.
+    """
+    x = x.movedim(axis, -1)
+    if x.shape[-1] != matrices.shape[-1] or matrices.shape[0] != x.shape[0]:
+        raise ValueError(f"matrices {tuple(matrices.shape)} do not fit an axis of {x.shape[-1]} and batch {x.shape[0]}")
+    m = matrices.to(x.dtype).reshape(matrices.shape[0], *([1] * (x.ndim - 2)), *matrices.shape[1:])
+    return (m @ x.unsqueeze(-1)).squeeze(-1).movedim(-1, axis)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
