@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import resource
 import time
 
@@ -28,8 +27,6 @@ from isoapp.metrics import bead_fwhm, compute_metrics
 from isoapp.phantoms import make_phantom
 from isoapp.restore import restore
 
-SIGMA_TO_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -37,22 +34,13 @@ def peak_rss_mib() -> float:
 
 def tubes(args) -> list[dict]:
     ph = make_phantom("tubes", tuple(args.shape), factor=args.factor, seed=args.seed, noise=args.noise)
-    d = ph.gt.voxel_size[0]
-    s_z, s_iso = ph.params["sigma_z"], ph.params["sigma_iso"]
-    # phantoms: gt_iso = gt * G(sigma_iso) in 3D; degraded adds an axial G(sqrt(sz^2 - siso^2)), so the
-    # total axial sigma relative to gt is sqrt(extra^2 + siso^2) = sigma_z (quadrature), lateral sigma_iso
-    extra = math.sqrt(max(s_z**2 - s_iso**2, 0.0))
-    total_z = math.sqrt(extra**2 + s_iso**2)
-    fxy = SIGMA_TO_FWHM * s_iso * d
     rows = []
     for name, method, kw in [
         ("linear", "linear", {}),
         ("selfnet", "selfnet", {"steps": args.steps} if args.steps else {}),
-        ("isonet (true PSF)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": (SIGMA_TO_FWHM * total_z * d, fxy, fxy)}}),
-        ("isonet (sigma_z x1.5)", "isonet",
-         {"psf": {"kind": "gaussian", "fwhm_um": (SIGMA_TO_FWHM * 1.5 * total_z * d, fxy, fxy)}}),
-        ("isonet (sigma_z x0.5)", "isonet",
-         {"psf": {"kind": "gaussian", "fwhm_um": (SIGMA_TO_FWHM * 0.5 * total_z * d, fxy, fxy)}}),
+        ("isonet (true PSF)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um()}}),
+        ("isonet (sigma_z x1.5)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um(1.5)}}),
+        ("isonet (sigma_z x0.5)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um(0.5)}}),
     ]:
         if args.skip_isonet and method == "isonet":
             continue
@@ -78,7 +66,10 @@ def beads(args) -> list[dict]:
     print(json.dumps({"phantom": "beads", "method": "gt_iso", "fwhm_axial_um": round(ref["fwhm_axial"], 3),
                       "fwhm_lateral_um": round(ref["fwhm_lateral"], 3), "n": ref["n"]}), flush=True)
     for name, method, kw in [("linear", "linear", {}),
-                             ("selfnet", "selfnet", {"steps": args.steps} if args.steps else {})]:
+                             ("selfnet", "selfnet", {"steps": args.steps} if args.steps else {}),
+                             ("isonet (true PSF)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um()}})]:
+        if args.skip_isonet and method == "isonet":
+            continue
         t0 = time.perf_counter()
         r = restore(ph.degraded, method, preset="fast", device="cpu", seed=args.seed, **kw)
         wall = time.perf_counter() - t0

@@ -57,7 +57,7 @@ def test_output_grid_and_report(tubes, trained):
 
 
 def test_non_integer_factor():
-    ph = make_phantom("tubes", (33, 48, 48), factor=2.5, seed=2)
+    ph = make_phantom("tubes", (41, 48, 48), factor=2.5, seed=2)
     previews = []
 
     def emit(ev) -> None:
@@ -66,9 +66,9 @@ def test_non_integer_factor():
 
     r = restore(ph.degraded, "selfnet", steps=4, device="cpu", params={"epochs": 2}, emit=emit,
                 train={"patch_size": 32, "batch_size": 2, "preview_every": 2})
-    assert previews and previews[-1].planes["xz"].shape == (31, 48)
+    assert previews and previews[-1].planes["xz"].shape == (41, 48)
     assert r.volume.data.shape == (output_length(ph.degraded.data.shape[0], 2.5), 48, 48)
-    assert r.volume.data.shape[0] == ph.gt.data.shape[0] - 2  # floor(12 * 2.5) + 1 = 31
+    assert r.volume.data.shape[0] == ph.gt.data.shape[0]  # floor(16 * 2.5) + 1 = 41
 
 
 def test_save_load_and_determinism(tubes, trained):
@@ -157,3 +157,24 @@ def test_learned_blur_generator_option(tubes):
                 train={"patch_size": 32, "batch_size": 2, "preview_every": 0})
     rep = r.method.report()
     assert rep["learned_blur_sigma_px"] > 0 and np.isfinite(r.volume.data).all()
+
+
+def test_axial_log_spectrum_measures_the_extra_axial_blur():
+    """The statistic behind Self-Net's spectral loss: lower at mid frequencies the more the rows
+    are blurred, and blind to the brightness and offset of the object."""
+    from scipy import ndimage
+
+    from isoapp.nets.selfnet import axial_log_spectrum
+
+    gt = make_phantom("tubes", (33, 64, 64), factor=4, seed=0).gt_iso.data
+    planes = np.ascontiguousarray(gt[4:30:3, :48, :48])
+
+    def stat(a: np.ndarray) -> np.ndarray:
+        return axial_log_spectrum(torch.from_numpy(np.ascontiguousarray(a))[:, None]).numpy()
+
+    flat = stat(planes)
+    mids = [stat(ndimage.gaussian_filter1d(planes, s, axis=1))[4:9].mean() - flat[4:9].mean()
+            for s in (1.0, 2.0, 4.0)]
+    assert 0 > mids[0] > mids[1] > mids[2] and mids[2] < -2.0
+    bright = stat(3.0 * ndimage.gaussian_filter1d(planes, 2.0, axis=1) + 0.2)
+    assert np.allclose(bright, stat(ndimage.gaussian_filter1d(planes, 2.0, axis=1)), atol=1e-3)
