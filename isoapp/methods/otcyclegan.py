@@ -2,16 +2,30 @@
 
 The stack is first interpolated along z onto the isotropic output grid (``y``). A 3D U-Net ``G``
 deblurs it; a *deep linear* generator ``F`` (bias-free 3D convolutions 7-5-3-1-1-1, no
-non-linearity) blurs ``G(y)`` back, with an L1 cycle loss ``|F(G(y)) - y|`` (lambda = 10). Only
-that forward cycle exists: there is no isotropic reference volume. Two sets of 2D PatchGAN
-discriminators (LSGAN) make the result look like the sharp lateral planes:
+non-linearity) blurs ``G(y)`` back, with an L1 cycle loss (lambda = 10). Only that forward cycle
+exists: there is no isotropic reference volume.
+
+``y`` is not a blurred volume but a blurred volume *sampled every* ``factor`` *planes and
+interpolated linearly*: it has kinks at the acquired planes that no blur of a smooth volume has,
+and an L1 cycle ``|F(G(y)) - y|`` lets ``F`` trade blur for them. With ``physical_sampling``
+(default) the cycle follows the acquisition instead: ``rec = R(F(G(y)))``, where ``R`` samples
+along z at the crop's acquired planes and interpolates linearly back
+(:func:`~isoapp.degrade.resample_matrix`; the phase follows from the crop's z start and z flip,
+:func:`~isoapp.degrade.sampling_phase`). ``R`` is exact and fixed, so for the right ``G`` the
+right ``F`` is the true blur (exactly for integer factors; for others ``R`` re-samples an
+interpolated grid and smooths slightly). Its first and last ``ceil(factor)`` rows would be extrapolated, so
+crops get ``2*ceil(factor)`` extra planes and the cycle loss and both discriminators judge only
+their centre. ``physical_sampling=False`` is Park's plain ``|F(G(y)) - y|`` on whole crops.
+Two sets of 2D PatchGAN discriminators (LSGAN) make the result look like the sharp lateral
+planes:
 
 * ``D_X`` compares maximum-intensity projections (MIPs) of ``G(y)`` over a random depth (2-10
   planes) in the XY, XZ and YZ orientations with real XY images of ``y``. With
   ``real_projection='mip'`` (default) the real images are XY MIPs of ``y`` over the same depth,
   so real and fake images hold the same amount of structure; ``'slice'`` uses a single real XY
   plane, as Park's published code (``backward_D_projection`` feeds real slices) does.
-* ``D_Y`` compares planes of ``F(G(y))`` with planes of ``y`` of the same orientation.
+* ``D_Y`` compares planes of the reconstruction (``R(F(G(y)))``, or ``F(G(y))``) with planes of
+  ``y`` of the same orientation.
 
 Lateral (XY) and axial (XZ and YZ, shared) images have their own discriminators;
 ``separate_axial_discriminators`` gives XZ and YZ one each (Park's code; for light-sheet data
@@ -20,15 +34,18 @@ where XZ and YZ differ). Training uses random 3D crops with flips and rotations 
 Gaussian (``blur_init_sigma``; a pass-through path plus small Kaiming weights, see
 :meth:`~isoapp.nets.otcyclegan.DeepLinearGenerator.init_gaussian`): with a random kernel the cycle is
 far off for hundreds of steps and the learned PSF stays noise. ``blur_lr_factor`` lets ``F`` learn
-faster than ``G`` in short runs. Because ``F`` is linear its impulse response
-is the PSF it learned; it is saved with the model and its FWHM is reported. Inference runs ``G``
-over overlapping 3D sub-volumes (Park: 120 voxel dice, 15 voxel overlap) with linear blending,
-optionally followed by histogram matching to the input.
+faster than ``G`` in short runs, ``disc_lr_factor`` the discriminators, and ``cycle_warmup`` ramps
+the cycle weight up from 0 so that ``G`` can follow ``D_X`` before the cycle holds it. Because
+``F`` is linear its impulse response is the PSF it learned (``F`` alone, without ``R``); it is
+saved with the model and its FWHM is reported. Inference runs ``G`` over overlapping 3D
+sub-volumes (Park: 120 voxel dice, 15 voxel overlap) with linear blending, optionally followed by
+histogram matching to the input.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -36,15 +53,16 @@ import torch
 import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..degrade import upsample
+from ..degrade import resample_matrix, sampling_phase, upsample
 from ..engine.context import RunContext
 from ..engine.events import ProgressEvent
-from ..engine.sampler import PatchSampler, augment
+from ..engine.sampler import PatchSampler
 from ..engine.tiling import predict_tiled
 from ..engine.trainer import make_optimizer, make_scheduler, train_loop
 from ..errors import ConfigError, InputError
 from ..fwhm import fwhm_profile
 from ..nets import UNet
+from ..nets.blocks import resample_along
 from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, project
 from .base import Method, register
 
@@ -68,6 +86,8 @@ class OTCycleGANParams(BaseModel):
         0.5, ge=0.0, le=3.0, description="F starts as an isotropic Gaussian of this sigma (voxels; 0: impulse, "
         "None: Kaiming, a random kernel)")
     blur_lr_factor: float = Field(1.0, gt=0.0, le=100.0, description="F's learning rate relative to G's")
+    disc_lr_factor: float = Field(1.0, gt=0.0, le=100.0, description="the discriminators' learning rate "
+                                  "relative to G's")
     disc_filters: int = Field(64, ge=4, le=128, description="PatchGAN filters at the first layer")
     disc_layers: int = Field(3, ge=1, le=5, description="PatchGAN strided layers (3: 70x70 patches)")
     separate_axial_discriminators: bool = False
@@ -76,6 +96,15 @@ class OTCycleGANParams(BaseModel):
     n_projections: int = Field(1, ge=1, le=32, description="projections/planes per orientation and crop per step")
     real_projection: Literal["mip", "slice"] = "mip"
     cycle_weight: float = Field(10.0, ge=0.0)
+    cycle_warmup: float = Field(0.0, ge=0.0, le=1.0, description="share of the steps over which the cycle weight "
+                                "ramps linearly up from 0 (0: full weight from the first step, as Park)")
+    physical_sampling: bool = Field(
+        True, description="follow F by the acquisition's axial sampling (sample at the crop's acquired planes, "
+        "interpolate linearly back) in the cycle loss and D_Y, judging only the crop's z centre; False: Park's "
+        "plain F(G(y))")
+    crop_depth: int | None = Field(
+        None, ge=16, description="z edge of the training crops (None: the lateral patch size, plus 2*ceil(factor) "
+        "planes with physical_sampling so that the judged centre keeps it; rounded up to G's divisor)")
     tile: int = Field(120, ge=16, description="edge of the 3D sub-volumes at inference (Park: 120)")
     overlap: int = Field(15, ge=0, description="overlap blended linearly between sub-volumes (Park: 15)")
     histogram_match: bool = Field(False, description="match the output histogram to the input's")
@@ -126,10 +155,11 @@ class OTCycleGAN(Method):
     Params = OTCycleGANParams
     presets = {
         # 2-core laptop CPU: 8-filter G without instance norm (its 3D backward is slow on CPUs), 8-wide F,
-        # 16-filter discriminators, 32^3 crops, 4 MIPs per orientation per step (cheap next to G: more
-        # adversarial signal per step), 4x Park's learning rate for the 50x fewer steps. F starts as a
-        # sigma-1 Gaussian (the cycle then asks G to sharpen from step 1; D_X keeps that lateral) and
-        # learns 10x faster than G so that its axial width follows G's sharpening within the short run.
+        # 16-filter discriminators, 32^3 judged crops (40x32x32 with the 2*4 planes physical_sampling adds at
+        # factor 4), 4 MIPs per orientation per step (cheap next to G: more adversarial signal per step), 4x
+        # Park's learning rate for the 50x fewer steps. F starts as a sigma-1 Gaussian (the cycle then asks G
+        # to sharpen from step 1; D_X keeps that lateral) and learns 10x faster than G so that its axial
+        # width follows G's sharpening within the short run.
         "fast": {"train": {"steps": 400, "batch_size": 1, "patch_size": 32, "lr": 4e-4, "schedule": "cosine",
                            "checkpoint_every": 100, "preview_every": 100, "val_every": 100},
                  "params": {"n_filters": 8, "depth": 2, "norm": False, "blur_channels": 8, "disc_filters": 16,
@@ -216,15 +246,55 @@ class OTCycleGAN(Method):
         return out
 
     # ---------------------------------------------------------------- training
+    def _margin(self) -> int:
+        """Planes at each z end of a crop that the axial resampling cannot judge (0 without it)."""
+        return math.ceil(self.factor - 1e-9) if self.params.physical_sampling else 0
+
     def _crop_shape(self, shape: tuple[int, int, int]) -> tuple[int, int]:
+        """``(cz, c)``: z and lateral edges of the training crops (multiples of G's divisor)."""
         div = 2**self.params.depth
         c = min(self.config.train.patch_size, shape[1], shape[2]) // div * div
-        cz = min(c, shape[0] // div * div)
-        if cz < MIN_CROP or c < MIN_CROP:
+        want = self.params.crop_depth or c + 2 * self._margin()
+        cz = min(-(-want // div) * div, shape[0] // div * div)
+        if cz - 2 * self._margin() < MIN_CROP or c < MIN_CROP:
             raise InputError(f"the stack is too small for 3D training crops: {shape} voxels after interpolation "
-                             f"along z; otcyclegan needs at least {MIN_CROP} planes and {MIN_CROP}x{MIN_CROP} pixels "
-                             "(use a plane-wise method such as isonet for thin stacks)")
+                             f"along z; otcyclegan needs at least {MIN_CROP + 2 * self._margin()} planes and "
+                             f"{MIN_CROP}x{MIN_CROP} pixels (use a plane-wise method such as isonet for thin stacks)")
         return cz, c
+
+    def _draw_batch(self, sampler: PatchSampler, rng: np.random.Generator, n: int,
+                    cache: dict[float, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Draw ``n`` augmented 3D crops of the z-interpolated stack and their axial resampling matrices.
+
+        Each crop is rotated by a random multiple of 90 degrees about z and flipped at random along z, y and x
+        (the PSF is symmetric in z and about the z axis). With ``physical_sampling`` the crop's matrix
+        (:func:`~isoapp.degrade.resample_matrix`, margin ``ceil(factor)``) samples it at the planes that were
+        acquired there (the crop's z start and flip give the phase) and interpolates linearly back.
+
+        Returns
+        -------
+        crops
+            ``(n, cz, c, c)`` float32.
+        matrices
+            ``(n, cz - 2m, cz)`` float32, or None without ``physical_sampling``.
+        """
+        cache = {} if cache is None else cache
+        m = self._margin()
+        cz = sampler.size[0]
+        crops, mats = [], []
+        for _ in range(n):
+            corner = sampler.corner()
+            a = np.rot90(sampler.crop(corner), int(rng.integers(4)), axes=(-2, -1))
+            flips = rng.random(3) < 0.5  # z, y, x
+            for ax in np.flatnonzero(flips):
+                a = np.flip(a, axis=int(ax))
+            crops.append(np.ascontiguousarray(a, dtype=np.float32))
+            if m:
+                phase = round(sampling_phase(corner[0], self.factor, cz, flipped=bool(flips[0])), 6)
+                if phase not in cache:
+                    cache[phase] = resample_matrix(cz, self.factor, phase, margin=m)
+                mats.append(cache[phase])
+        return np.stack(crops), (np.stack(mats) if m else None)
 
     def _discriminators(self, plane_edge: int) -> torch.nn.ModuleDict:
         p = self.params
@@ -243,30 +313,33 @@ class OTCycleGAN(Method):
         rng = ctx.rng
         up = np.ascontiguousarray(upsample(vol, self.factor, axis=0, order=1), np.float32)
         cz, c = self._crop_shape(up.shape)
+        m = self._margin()
         sampler = PatchSampler(up, (cz, c, c), rng, foreground_fraction=cfg.foreground_fraction)
         dev = ctx.device
         G, Fn = self.nets["G"].to(dev), self.nets["F"].to(dev)
-        D = self._discriminators(min(cz, c)).to(dev)
+        D = self._discriminators(min(cz - 2 * m, c)).to(dev)
         self._disc_params = sum(q.numel() for q in D.parameters())
-        log.info("otcyclegan: G %d, F %d, discriminators %d parameters; crops %dx%dx%d",
+        log.info("otcyclegan: G %d, F %d, discriminators %d parameters; crops %dx%dx%d%s",
                  sum(q.numel() for q in G.parameters()), sum(q.numel() for q in Fn.parameters()),
-                 self._disc_params, cz, c, c)
+                 self._disc_params, cz, c, c, f", {cz - 2 * m} central planes judged" if m else "")
         betas = (0.5, 0.999)
         opt_g = make_optimizer([{"params": list(G.parameters())},
                                 {"params": list(Fn.parameters()), "lr": cfg.lr * p.blur_lr_factor}], cfg, betas=betas)
-        opt_d = make_optimizer(D.parameters(), cfg, betas=betas)
+        opt_d = make_optimizer(D.parameters(), cfg, lr=cfg.lr * p.disc_lr_factor, betas=betas)
         sched_g, sched_d = make_scheduler(opt_g, cfg, cfg.steps), make_scheduler(opt_d, cfg, cfg.steps)
         lam, n_proj = p.cycle_weight, p.n_projections
-        max_depth = min(p.max_projection_depth, cz)
+        max_depth = min(p.max_projection_depth, cz - 2 * m)
         min_depth = min(p.min_projection_depth, max_depth)
+        matrices: dict[float, np.ndarray] = {}
 
-        def batch() -> torch.Tensor:
-            crops = []
-            for _ in range(cfg.batch_size):
-                (a,) = augment([sampler.crop(sampler.corner())], rng, axes=(-2, -1), rotate=True,
-                               flip_axes=(-3, -2, -1))  # the PSF is symmetric in z and about the z axis
-                crops.append(a)
-            return torch.from_numpy(np.stack(crops)[:, None]).to(dev)
+        def batch() -> tuple[torch.Tensor, torch.Tensor | None]:
+            crops, mats = self._draw_batch(sampler, rng, cfg.batch_size, matrices)
+            return (torch.from_numpy(crops[:, None]).to(dev),
+                    None if mats is None else torch.from_numpy(mats).to(dev))
+
+        def acquire(v: torch.Tensor, mats: torch.Tensor | None) -> torch.Tensor:
+            """The crop's axial sampling applied to ``v`` (its central ``cz - 2m`` planes); identity without it."""
+            return v if mats is None else resample_along(v.float(), mats, axis=2)
 
         def views(v: torch.Tensor, orient: str, depth: int) -> torch.Tensor:
             axis = _AXIS[orient]
@@ -291,30 +364,12 @@ class OTCycleGAN(Method):
         def adversarial(pred: dict[str, torch.Tensor], real: bool) -> torch.Tensor:
             return sum(lsgan(v, real) for v in pred.values()) / len(pred)  # 1/3 per orientation (Park)
 
-        def step(_: int) -> dict[str, float]:
-            G.train()
-            Fn.train()
-            x = batch()
-            depth = int(rng.integers(min_depth, max_depth + 1))
-            with ctx.autocast():
-                fake = G(x)
-                rec = Fn(fake)
-            fakes = {o: views(fake, o, depth) for o in ORIENTATIONS}
-            recs = {o: views(rec, o, 1) for o in ORIENTATIONS}
-            # ---- generators: G and F together (one optimiser), discriminators frozen
-            D.requires_grad_(False)
-            with ctx.autocast():
-                adv_x = adversarial(scores("X", fakes), True)
-                adv_y = adversarial(scores("Y", recs), True)
-            cyc = nnf.l1_loss(rec.float(), x)
-            loss_g = adv_x + adv_y + lam * cyc
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            # ---- discriminators: real and fake images of each one in a single batch
+        def update_d(x: torch.Tensor, x_c: torch.Tensor, fakes: dict[str, torch.Tensor],
+                     recs: dict[str, torch.Tensor], depth: int) -> torch.Tensor:
+            """One discriminator step: real and fake images of each discriminator in a single batch."""
             D.requires_grad_(True)
             both_x = {o: torch.cat([real_xy(x, depth, fakes[o].shape[-2:]), fakes[o].detach()]) for o in ORIENTATIONS}
-            both_y = {o: torch.cat([views(x, o, 1), recs[o].detach()]) for o in ORIENTATIONS}
+            both_y = {o: torch.cat([views(x_c, o, 1), recs[o].detach()]) for o in ORIENTATIONS}
             with ctx.autocast():
                 loss_d = torch.zeros((), device=dev)
                 for pred in (scores("X", both_x), scores("Y", both_y)):
@@ -324,6 +379,38 @@ class OTCycleGAN(Method):
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
+            return loss_d
+
+        def forward(x: torch.Tensor, mats: torch.Tensor | None, depth: int):
+            """G(x) (its judged centre's views) and the acquired reconstruction R(F(G(x))) (its views)."""
+            with ctx.autocast():
+                fake = G(x)
+                rec = Fn(fake)
+            rec = acquire(rec, mats)
+            fake_c = fake[:, :, m:cz - m] if m else fake  # D_X judges the same centre
+            fakes = {o: views(fake_c, o, depth) for o in ORIENTATIONS}
+            fakes = {o: _fit_shape(v, (min(v.shape[-2], c), min(v.shape[-1], c)), rng) for o, v in fakes.items()}
+            return fake, rec, fakes, {o: views(rec, o, 1) for o in ORIENTATIONS}
+
+        def step(i: int) -> dict[str, float]:
+            G.train()
+            Fn.train()
+            x, mats = batch()
+            x_c = x[:, :, m:cz - m] if m else x  # the planes the (resampled) reconstruction is judged on
+            depth = int(rng.integers(min_depth, max_depth + 1))
+            _, rec, fakes, recs = forward(x, mats, depth)
+            # ---- generators: G and F together (one optimiser), discriminators frozen
+            D.requires_grad_(False)
+            with ctx.autocast():
+                adv_x = adversarial(scores("X", fakes), True)
+                adv_y = adversarial(scores("Y", recs), True)
+            cyc = nnf.l1_loss(rec.float(), x_c)
+            warm = p.cycle_warmup * cfg.steps
+            loss_g = adv_x + adv_y + lam * (min(1.0, (i + 1) / warm) if warm else 1.0) * cyc
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            loss_d = update_d(x, x_c, fakes, recs, depth)
             sched_g.step()
             sched_d.step()
             return {"loss": loss_g.item(), "cycle": cyc.item(), "adv_x": adv_x.item(), "adv_y": adv_y.item(),
