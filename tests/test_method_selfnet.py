@@ -164,7 +164,7 @@ def test_axial_log_spectrum_measures_the_extra_axial_blur():
     are blurred, and blind to the brightness and offset of the object."""
     from scipy import ndimage
 
-    from isoapp.nets.selfnet import axial_log_spectrum
+    from isoapp.nets.blocks import axial_log_spectrum
 
     gt = make_phantom("tubes", (33, 64, 64), factor=4, seed=0).gt_iso.data
     planes = np.ascontiguousarray(gt[4:30:3, :48, :48])

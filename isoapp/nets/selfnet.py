@@ -5,9 +5,7 @@
 * :class:`PatchDiscriminator`: a 2D PatchGAN for the least-squares GAN loss;
 * :func:`make_deblurnet`: DeblurNet, a residual 2D U-Net without normalisation layers;
 * :class:`ImagePool`: the CycleGAN history buffer of generated images (checkpointable);
-* :func:`ssim` / :func:`charbonnier` / :func:`cycle_loss`: the differentiable cycle loss;
-* :func:`axial_log_spectrum`: the axial-to-lateral power-spectrum ratio of a batch of planes
-  (a fixed spectral critic for the degradation generator).
+* :func:`ssim` / :func:`charbonnier` / :func:`cycle_loss`: the differentiable cycle loss.
 """
 
 from __future__ import annotations
@@ -145,27 +143,6 @@ def cycle_loss(rec: torch.Tensor, ref: torch.Tensor, lambda_ssim: float) -> torc
     if lambda_ssim > 0:
         loss = loss + lambda_ssim * (1.0 - ssim(rec, ref))
     return loss
-
-
-def axial_log_spectrum(x: torch.Tensor, rel_eps: float = 1e-4) -> torch.Tensor:
-    """Log ratio of the power spectrum along rows (z) to the one along columns, batch-averaged.
-
-    ``x`` is ``(B, 1, n, n)``. Each crop loses its mean and is Hann-windowed; the 1D power
-    spectra along rows and along columns are averaged over the other axis and the batch, and
-    ``log(P_rows / P_cols)`` (``n // 2 + 1`` frequencies) is returned. For planes of one
-    isotropic sample the object's spectrum cancels, leaving (up to sampling) ``|H_z|^2 / |H_x|^2``:
-    how much more the axial direction is blurred. ``rel_eps`` (of the mean power) floors the
-    spectra where the blur leaves nothing.
-    """
-    n = x.shape[-1]
-    if x.shape[-2] != n:
-        raise ValueError(f"axial_log_spectrum needs square crops, got {tuple(x.shape[-2:])}")
-    x = x.float() - x.float().mean(dim=(-2, -1), keepdim=True)
-    w = torch.hann_window(n, periodic=False, device=x.device, dtype=x.dtype)
-    p_rows = torch.fft.rfft(x * w[:, None], dim=-2).abs().pow(2).mean(dim=(0, 1, 3))
-    p_cols = torch.fft.rfft(x * w[None, :], dim=-1).abs().pow(2).mean(dim=(0, 1, 2))
-    eps = rel_eps * 0.5 * (p_rows.mean() + p_cols.mean()).detach() + 1e-12
-    return torch.log(p_rows + eps) - torch.log(p_cols + eps)
 
 
 def lsgan_loss(pred: torch.Tensor, real: bool) -> torch.Tensor:
