@@ -21,7 +21,7 @@ By default ``G_A`` is a learned non-negative, mirror-symmetric blur kernel (``le
 optional residual U-Net after it, ``blur_net``, covers degradations a convolution cannot
 express), and its losses add a spectral term (``lambda_spectral``; after Durall et al., CVPR
 2020): the L1 distance between the batch's axial/lateral log power-spectrum ratio
-(:func:`~isoapp.nets.blocks.axial_log_spectrum`) of synthetic axial crops and the same statistic
+(:func:`~isoapp.spectral.axial_log_spectrum`) of synthetic axial crops and the same statistic
 of many real axial crops. The object's own spectrum cancels in that ratio, so it measures the
 extra axial blur alone. A PatchGAN discriminator alone let the generator blur too little: the
 cycle loss rewards keeping detail, and on the tubes phantom a plain U-Net ``G_A`` kept about
@@ -56,7 +56,7 @@ from ..engine.sampler import PatchSampler, augment, foreground_mask
 from ..engine.tiling import predict_tiled, receptive_field, restore_axial_planes
 from ..engine.trainer import make_optimizer, make_scheduler, train_loop
 from ..errors import InputError
-from ..nets.blocks import axial_log_spectrum, count_parameters, resample_along
+from ..nets.blocks import count_parameters, resample_along
 from ..nets.selfnet import (
     BlurThenNet,
     ImagePool,
@@ -66,6 +66,7 @@ from ..nets.selfnet import (
     make_deblurnet,
     make_generator,
 )
+from ..spectral import axial_log_spectrum
 from .base import Method, register
 
 log = logging.getLogger(__name__)
