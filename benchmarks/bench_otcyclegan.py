@@ -100,6 +100,9 @@ def main() -> None:
         print(f"  true PSF         axial {tp['axial']:.2f} px = {tp['axial'] * vx:.3f} µm (error "
               f"{100 * (ax / tp['axial'] - 1):+.0f} %, target within 20 %), lateral {tp['lateral']:.2f} px; "
               f"axial blur beyond gt_iso {tp['axial_extra']:.2f} px")
+        if "axial_fwhm_estimate_px" in rep:
+            print(f"  spectral estimate of the axial blur beyond the lateral one: FWHM {rep['axial_fwhm_estimate_px']:.2f} px "
+                  f"(from the stack's axial/lateral spectra; compare 'axial blur beyond gt_iso')")
         print(f"  parameters       G {rep['parameters_G']:,}, F {rep['parameters_F']:,}, discriminators "
               f"{rep.get('parameters_discriminators', 0):,}; phantom {r['phantom_s']:.0f} s; "
               f"peak RSS {r['peak_rss_gb']:.2f} GiB")

@@ -222,3 +222,24 @@ def test_physical_sampling_reproduces_crops_of_the_interpolated_stack(factor):
                                    params={**TINY, "physical_sampling": False}, train=TRAIN))
     assert park._crop_shape(up.shape) == (c, c)
     assert park._draw_batch(PatchSampler(up, (c, c, c), rng, foreground_fraction=0.0), rng, 2)[1] is None
+
+
+def test_fit_kernel_gives_f_a_wide_axial_start():
+    """The 7-5-3-1-1-1 layers, fitted together, hold an axial Gaussian far wider than the first layer could."""
+    from isoapp.fwhm import fwhm_profile
+
+    torch.manual_seed(0)
+    f = DeepLinearGenerator(4, init_sigma=0.5)
+    ax = torch.arange(2 * f.radius + 1, dtype=torch.float64) - f.radius
+    gz, gl = torch.exp(-0.5 * (ax / 3.5) ** 2), torch.exp(-0.5 * (ax / 0.5) ** 2)
+    target = gz[:, None, None] * gl[None, :, None] * gl[None, None, :]
+    target /= target.sum()
+    before = f.impulse_response().detach().double()
+    err = f.fit_kernel(target)
+    h = f.impulse_response().detach().double()
+    c = f.radius
+    want = fwhm_profile(target[:, c, c].numpy())
+    assert fwhm_profile(before[:, c, c].numpy()) < 0.5 * want
+    assert err < 0.05 and abs(fwhm_profile(h[:, c, c].numpy()) / want - 1) < 0.05
+    x = torch.rand(1, 1, 20, 20, 20)
+    assert torch.allclose(f(x)[..., 8:12, 8:12, 8:12], f.layered(x)[..., 8:12, 8:12, 8:12], atol=1e-5)
