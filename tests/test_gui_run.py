@@ -57,9 +57,11 @@ def test_train_tiny_model_relays_progress_and_previews_while_responsive(window, 
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
+    t_run = time.perf_counter()
     with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT_MS) as blocker:
         window.start_run()
         assert window.runner.is_running() and not window.run_button.isEnabled()
+    t_run = time.perf_counter() - t_run
     timer.stop()
     result = blocker.args[0]
     _wait_idle(qtbot, window)
@@ -82,8 +84,9 @@ def test_train_tiny_model_relays_progress_and_previews_while_responsive(window, 
     assert window.compare.right.data.shape == (33, 48, 48) and window.compare.left.data.shape == (33, 48, 48)
     assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
     # the event loop kept turning while torch trained in the worker thread
+    # (a 10 ms timer, ticking through the run however fast the machine; the GIL spaces the ticks out)
     gaps = np.diff(ticks)
-    assert len(ticks) > 20
+    assert len(ticks) >= 3 and ticks[-1] - ticks[0] >= 0.5 * t_run - MAX_GAP_S, (len(ticks), t_run)
     assert gaps.max() < MAX_GAP_S, f"event loop blocked for {gaps.max() * 1000:.0f} ms"
     assert window.settings.get_json("timings"), "the measured speed is kept for the next estimate"
     assert "from your last run" in window.method_panel.estimate_text()
