@@ -158,3 +158,14 @@ def test_learned_blur_generator_option(tubes):
     rep = r.method.report()
     assert rep["learned_blur_sigma_px"] > 0 and np.isfinite(r.volume.data).all()
 
+
+
+@pytest.mark.parametrize("params", [{"degradation_order": "sample_then_blur", "learn_blur": False},
+                                    {"learn_blur": True, "blur_net": True, "lambda_spectral": 0.0}])
+def test_other_generator_forms_train_and_restore(tubes, params):
+    """The paper's order (sample, then a U-Net G_A) and the kernel + U-Net G_A without the spectral term."""
+    r = restore(tubes.degraded, "selfnet", steps=4, device="cpu", params={"epochs": 2, **params},
+                train={"patch_size": 32, "batch_size": 2, "preview_every": 0})
+    assert r.volume.data.shape == (output_length(tubes.degraded.data.shape[0], 4.0), 48, 48)
+    assert np.isfinite(r.volume.data).all() and r.method.final_losses["stage1_cycle"] > 0
+    assert ("learned_blur_sigma_px" in r.method.report()) == params["learn_blur"]
