@@ -32,58 +32,52 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def tubes(args) -> list[dict]:
-    ph = make_phantom("tubes", tuple(args.shape), factor=args.factor, seed=args.seed, noise=args.noise)
+def candidates(ph, args, wrong_psf: bool) -> list[tuple[str, str, dict]]:
+    """(label, method, restore kwargs): linear, Self-Net, IsoNet with the true PSF (and wrong ones)."""
+    scales = [("true PSF", 1.0)] + ([("sigma_z x1.5", 1.5), ("sigma_z x0.5", 0.5)] if wrong_psf else [])
+    out = [("linear", "linear", {}), ("selfnet", "selfnet", {"steps": args.steps} if args.steps else {})]
+    if not args.skip_isonet:
+        out += [(f"isonet ({label})", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um(k)}})
+                for label, k in scales]
+    return out
+
+
+def run_rows(kind: str, ph, args, wrong_psf: bool, extra=None) -> list[dict]:
+    """Restore ``ph.degraded`` with each candidate; PSNR/SSIM against gt_iso, time, memory, ``extra(volume)``."""
     rows = []
-    for name, method, kw in [
-        ("linear", "linear", {}),
-        ("selfnet", "selfnet", {"steps": args.steps} if args.steps else {}),
-        ("isonet (true PSF)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um()}}),
-        ("isonet (sigma_z x1.5)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um(1.5)}}),
-        ("isonet (sigma_z x0.5)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um(0.5)}}),
-    ]:
-        if args.skip_isonet and method == "isonet":
-            continue
+    for name, method, kw in candidates(ph, args, wrong_psf):
         t0 = time.perf_counter()
         r = restore(ph.degraded, method, preset="fast", device="cpu", seed=args.seed, **kw)
         wall = time.perf_counter() - t0
         m = compute_metrics(ph.gt_iso.data, r.volume.data)
-        row = {"phantom": "tubes", "method": name, "psnr": round(m["psnr"], 2), "ssim": round(m["ssim"], 4),
-               "wall_s": round(wall, 1), "rss_mib": round(peak_rss_mib())}
+        row = {"phantom": kind, "method": name, "psnr": round(m["psnr"], 2), "ssim": round(m["ssim"], 4),
+               **(extra(r.volume.data) if extra else {}), "wall_s": round(wall, 1), "rss_mib": round(peak_rss_mib())}
         if method == "selfnet":
             row["report"] = r.method.report()
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
+
+
+def tubes(args) -> list[dict]:
+    ph = make_phantom("tubes", tuple(args.shape), factor=args.factor, seed=args.seed, noise=args.noise)
+    return run_rows("tubes", ph, args, wrong_psf=True)
 
 
 def beads(args) -> list[dict]:
     ph = make_phantom("beads", tuple(args.shape), factor=args.factor, seed=args.seed, noise=args.noise)
     vs = ph.gt.voxel_size
     centres = ph.params["centres"]
-    rows = []
     ref = bead_fwhm(ph.gt_iso.data, centres, vs)
     print(json.dumps({"phantom": "beads", "method": "gt_iso", "fwhm_axial_um": round(ref["fwhm_axial"], 3),
                       "fwhm_lateral_um": round(ref["fwhm_lateral"], 3), "n": ref["n"]}), flush=True)
-    for name, method, kw in [("linear", "linear", {}),
-                             ("selfnet", "selfnet", {"steps": args.steps} if args.steps else {}),
-                             ("isonet (true PSF)", "isonet", {"psf": {"kind": "gaussian", "fwhm_um": ph.psf_fwhm_um()}})]:
-        if args.skip_isonet and method == "isonet":
-            continue
-        t0 = time.perf_counter()
-        r = restore(ph.degraded, method, preset="fast", device="cpu", seed=args.seed, **kw)
-        wall = time.perf_counter() - t0
-        m = compute_metrics(ph.gt_iso.data, r.volume.data)
-        fw = bead_fwhm(r.volume.data, centres, vs)
-        row = {"phantom": "beads", "method": name, "psnr": round(m["psnr"], 2), "ssim": round(m["ssim"], 4),
-               "fwhm_axial_um": round(fw["fwhm_axial"], 3), "fwhm_lateral_um": round(fw["fwhm_lateral"], 3),
-               "axial_over_lateral": round(fw["fwhm_axial"] / fw["fwhm_lateral"], 3), "n_beads": fw["n"],
-               "wall_s": round(wall, 1), "rss_mib": round(peak_rss_mib())}
-        if method == "selfnet":
-            row["report"] = r.method.report()
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return rows
+
+    def fwhm(vol) -> dict:
+        fw = bead_fwhm(vol, centres, vs)
+        return {"fwhm_axial_um": round(fw["fwhm_axial"], 3), "fwhm_lateral_um": round(fw["fwhm_lateral"], 3),
+                "axial_over_lateral": round(fw["fwhm_axial"] / fw["fwhm_lateral"], 3), "n_beads": fw["n"]}
+
+    return run_rows("beads", ph, args, wrong_psf=False, extra=fwhm)
 
 
 def time_input(args) -> dict:

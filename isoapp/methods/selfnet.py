@@ -54,7 +54,7 @@ from ..degrade import resample_matrix, sampling_phase, upsample
 from ..engine.context import RunContext
 from ..engine.sampler import PatchSampler, augment, foreground_mask
 from ..engine.tiling import predict_tiled, receptive_field, restore_axial_planes
-from ..engine.trainer import make_optimizer, make_scheduler, train_loop
+from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from ..errors import InputError
 from ..nets.blocks import count_parameters, resample_along
 from ..nets.selfnet import (
@@ -351,25 +351,11 @@ class SelfNet(Method):
                     "d": loss_d.item(),
                     "feedback": fb_loss.item(), "lr": sch_g.get_last_lr()[0]}
 
-        def stage2(_: int) -> dict[str, float]:
-            deb.train()
+        def synthetic(xa: torch.Tensor, ma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Stage 2's pair: (synthetic axial crop from G_A, frozen; the sharp lateral crop)."""
             g_a.eval()
-            xa, ma = batch_a(sampler_a, bs, rng)
             with torch.no_grad(), ctx.autocast():
-                xs = a_to_b(xa, ma)
-            with ctx.autocast():
-                loss = nnf.l1_loss(deb(xs).float(), centre(xa))
-            opt_deb.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_deb.step()
-            sch_deb.step()
-            return {"loss": loss.item(), "lr": sch_deb.get_last_lr()[0]}
-
-        def validate() -> float:
-            g_a.eval()
-            deb.eval()
-            with torch.no_grad(), ctx.autocast():
-                return float(nnf.l1_loss(deb(a_to_b(*val)).float(), centre(val[0])))
+                return a_to_b(xa, ma), centre(xa)
 
         cy, cx = ctx.preview_yx(*up.shape[1:])
 
@@ -388,8 +374,11 @@ class SelfNet(Method):
             r1 = train_loop(ctx, stage=f"selfnet_e{e}_stage1", steps=k_steps, step_fn=stage1, state=state,
                             cfg=cfg, preview_fn=preview if e > 0 else None)
             t1 = time.perf_counter()
+            stage2, validate = supervised_fns(ctx, deb, opt_deb, sch_deb, nnf.l1_loss,
+                                              lambda: synthetic(*batch_a(sampler_a, bs, rng)),
+                                              synthetic(*val) if val is not None else None)
             r2 = train_loop(ctx, stage=f"selfnet_e{e}_stage2", steps=k_steps, step_fn=stage2, state=state,
-                            cfg=cfg, val_fn=validate if val is not None else None, preview_fn=preview)
+                            cfg=cfg, val_fn=validate, preview_fn=preview)
             t2 = time.perf_counter()
             times["stage1_s"].append(round(t1 - t0, 2))
             times["stage2_s"].append(round(t2 - t1, 2))
