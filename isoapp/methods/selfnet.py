@@ -56,13 +56,12 @@ from ..engine.sampler import PatchSampler, augment, foreground_mask
 from ..engine.tiling import predict_tiled, receptive_field, restore_axial_planes
 from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from ..errors import InputError
-from ..nets.blocks import count_parameters, resample_along
+from ..nets.blocks import count_parameters, lsgan_loss, resample_along
 from ..nets.selfnet import (
     BlurThenNet,
     ImagePool,
     PatchDiscriminator,
     cycle_loss,
-    lsgan_loss,
     make_deblurnet,
     make_generator,
 )

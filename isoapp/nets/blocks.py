@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 
 
@@ -26,6 +27,12 @@ def resample_along(x: torch.Tensor, matrices: torch.Tensor, axis: int = -2) -> t
         raise ValueError(f"matrices {tuple(matrices.shape)} do not fit an axis of {x.shape[-1]} and batch {x.shape[0]}")
     m = matrices.to(x.dtype).reshape(matrices.shape[0], *([1] * (x.ndim - 2)), *matrices.shape[1:])
     return (m @ x.unsqueeze(-1)).squeeze(-1).movedim(-1, axis)
+
+
+def lsgan_loss(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss against the label 1 (real) or 0 (fake), in float32."""
+    pred = pred.float()
+    return nnf.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -145,11 +145,6 @@ def cycle_loss(rec: torch.Tensor, ref: torch.Tensor, lambda_ssim: float) -> torc
     return loss
 
 
-def lsgan_loss(pred: torch.Tensor, real: bool) -> torch.Tensor:
-    """Least-squares GAN loss against the label 1 (real) or 0 (fake)."""
-    return nnf.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
-
-
 # ----------------------------------------------------------------------------- image pool
 class ImagePool:
     """History of generated images fed to a discriminator (Shrivastava et al.; CycleGAN).
