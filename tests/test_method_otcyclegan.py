@@ -22,6 +22,8 @@ torch.set_num_threads(1)
 
 TINY = {"n_filters": 4, "depth": 1, "blur_channels": 4, "disc_filters": 4, "disc_layers": 2, "n_projections": 2,
         "max_projection_depth": 4, "tile": 48, "overlap": 8}
+# Park's form of F (a narrow start, learned from the first step) without lateral self-supervision
+PARK = {**TINY, "blur_init_axial": "sigma", "blur_freeze": 0.0, "lambda_lateral": 0.0}
 TRAIN = {"patch_size": 16, "checkpoint_every": 2, "preview_every": 0}
 
 
@@ -111,8 +113,8 @@ def _cycle_error(method, ph) -> float:
 
 def test_training_reduces_the_cycle_error_and_changes_the_output(tubes):
     train = {**TRAIN, "lr": 2e-3}
-    start = _run(tubes, steps=1, train=train)
-    r = _run(tubes, steps=12, train=train)
+    start = _run(tubes, steps=1, train=train, params=PARK)
+    r = _run(tubes, steps=12, train=train, params=PARK)
     assert _cycle_error(r.method, tubes) < 0.75 * _cycle_error(start.method, tubes)  # F learns to re-blur G(y)
     lin = restore(tubes.degraded, "linear").volume.data
     assert np.abs(r.volume.data - lin).mean() > 1e-3 * np.abs(lin).mean()
@@ -203,7 +205,7 @@ def test_physical_sampling_reproduces_crops_of_the_interpolated_stack(factor):
     ``up`` is piecewise linear between the acquired planes, so sampling it at the crop's acquired planes and
     interpolating back gives it unchanged only if the phase (from the crop's z start and z flip) is right.
     """
-    cfg = build_config("otcyclegan", factor=factor, voxel_size=(0.1 * factor, 0.1, 0.1), params=TINY, train=TRAIN)
+    cfg = build_config("otcyclegan", factor=factor, voxel_size=(0.1 * factor, 0.1, 0.1), params=PARK, train=TRAIN)
     m = OTCycleGAN(cfg)
     rng = np.random.default_rng(0)
     up = upsample(rng.random((14, 18, 18)).astype(np.float32), factor).astype(np.float32)
@@ -219,7 +221,7 @@ def test_physical_sampling_reproduces_crops_of_the_interpolated_stack(factor):
     assert np.abs(wrong[:, 0].numpy() - crops[:, margin:cz - margin]).max() > 0.05
     # Park's original form: no resampling, the whole crop
     park = OTCycleGAN(build_config("otcyclegan", factor=factor, voxel_size=(0.1 * factor, 0.1, 0.1),
-                                   params={**TINY, "physical_sampling": False}, train=TRAIN))
+                                   params={**PARK, "physical_sampling": False}, train=TRAIN))
     assert park._crop_shape(up.shape) == (c, c)
     assert park._draw_batch(PatchSampler(up, (c, c, c), rng, foreground_fraction=0.0), rng, 2)[1] is None
 
@@ -243,3 +245,68 @@ def test_fit_kernel_gives_f_a_wide_axial_start():
     assert err < 0.05 and abs(fwhm_profile(h[:, c, c].numpy()) / want - 1) < 0.05
     x = torch.rand(1, 1, 20, 20, 20)
     assert torch.allclose(f(x)[..., 8:12, 8:12, 8:12], f.layered(x)[..., 8:12, 8:12, 8:12], atol=1e-5)
+
+
+def test_reflect_padding_keeps_a_blurred_crop_bright_at_its_borders():
+    """Zero padding darkens a wide blur's output near the crop's borders; mirrored padding does not."""
+    torch.manual_seed(0)
+    flat = torch.ones(1, 1, 20, 20, 20)
+    zeros = DeepLinearGenerator(4, init_sigma=2.0, noise=0.0)
+    mirror = DeepLinearGenerator(4, init_sigma=2.0, noise=0.0, padding="reflect")
+    mirror.load_state_dict(zeros.state_dict())
+    with torch.no_grad():
+        z, r = zeros(flat), mirror(flat)
+    assert float(z[0, 0, 0].mean()) < 0.8  # an edge plane loses light
+    torch.testing.assert_close(r, flat, atol=1e-4, rtol=0)
+    torch.testing.assert_close(r[..., 8:12, 8:12, 8:12], z[..., 8:12, 8:12, 8:12], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="padding"):
+        DeepLinearGenerator(4, padding="wrap")
+
+
+def test_lateral_pair_turns_y_to_z_then_samples_it_as_acquired():
+    """The pair's input is the crop turned (y along z), blurred by F and sampled; the target is the turned crop.
+
+    Sampling and linear interpolation reproduce a crop that is linear along the sampled axis, so a crop that
+    varies only along y gives input == target only if y is the axis that is sampled; one that varies along y
+    at random does not; and the blur module is applied to the input only.
+    """
+    cfg = build_config("otcyclegan", factor=4.0, voxel_size=(0.4, 0.1, 0.1), params=TINY, train=TRAIN)
+    m = OTCycleGAN(cfg)
+    rng = np.random.default_rng(0)
+    cz, c = 32, 24
+    ramp_y = np.broadcast_to(np.linspace(0, 1, c, dtype=np.float32)[None, :, None], (cz, c, c))
+    noise_z = np.broadcast_to(rng.random((cz, 1, 1), dtype=np.float32), (cz, c, c))
+    noise_y = np.broadcast_to(rng.random((1, c, 1), dtype=np.float32), (cz, c, c))
+    x = torch.from_numpy(np.stack([ramp_y, noise_z, noise_y]).copy())[:, None]
+    inp, target = m._lateral_pair(x, torch.nn.Identity(), {}, rng)
+    k = 16  # 24 - 2 * 4 planes, a multiple of G's divisor
+    assert inp.shape == target.shape == (3, 1, k, cz, c)
+    torch.testing.assert_close(target, x.transpose(2, 3)[:, :, 4:4 + k])
+    torch.testing.assert_close(inp[:2], target[:2], atol=1e-5, rtol=0)  # linear along y; constant along y
+    assert float((inp[2] - target[2]).abs().max()) > 0.05  # random along y: the sampling shows
+    doubled, _ = m._lateral_pair(x, _Scale(2.0), {}, np.random.default_rng(0))
+    torch.testing.assert_close(doubled[:2], 2 * target[:2], atol=1e-5, rtol=0)
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, s: float) -> None:
+        super().__init__()
+        self.s = s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.s * x
+
+
+def test_lateral_self_supervision_with_f_held_at_the_spectral_estimate(tubes):
+    """The fast preset's recipe, tiny: F starts at the stack's spectral blur estimate and stays there."""
+    params = {**TINY, "lambda_lateral": 30.0, "blur_init_axial": "spectral", "blur_freeze": 1.0}
+    events = []
+    r = _run(tubes, steps=3, params=params, emit=events.append)
+    logs = [e.extra for e in events if isinstance(e, ProgressEvent) and e.stage == "otcyclegan"]
+    assert logs and all(np.isfinite(x["lateral"]) and x["lateral"] > 0 for x in logs)
+    rep = r.method.report()
+    assert rep["psf_fwhm_axial_px"] == pytest.approx(rep["axial_fwhm_estimate_px"], rel=0.05)
+    # 16 px crops would leave 8 px after the sampling's margins: they grow to 24 px
+    assert r.method._crop_shape((49, 40, 40)) == (32, 24)
+    park = build_config("otcyclegan", factor=4.0, voxel_size=(0.4, 0.1, 0.1), params=PARK, train=TRAIN)
+    assert OTCycleGAN(park)._crop_shape((49, 40, 40)) == (24, 16)

@@ -1,54 +1,39 @@
 """Park et al.'s 3D OT-cycleGAN (Nature Communications 2022): reference-free isotropic restoration.
 
-The stack is first interpolated along z onto the isotropic output grid (``y``). A 3D U-Net ``G``
-deblurs it; a *deep linear* generator ``F`` (bias-free 3D convolutions 7-5-3-1-1-1, no
-non-linearity) blurs ``G(y)`` back, with an L1 cycle loss (lambda = 10). Only that forward cycle
-exists: there is no isotropic reference volume.
-
-``y`` is not a blurred volume but a blurred volume *sampled every* ``factor`` *planes and
-interpolated linearly*: it has kinks at the acquired planes that no blur of a smooth volume has,
-and an L1 cycle ``|F(G(y)) - y|`` lets ``F`` trade blur for them. With ``physical_sampling``
-(default) the cycle follows the acquisition instead: ``rec = R(F(G(y)))``, where ``R`` samples
-along z at the crop's acquired planes and interpolates linearly back
-(:func:`~isoapp.degrade.resample_matrix`; the phase follows from the crop's z start and z flip,
-:func:`~isoapp.degrade.sampling_phase`). ``R`` is exact and fixed, so for the right ``G`` the
-right ``F`` is the true blur (exactly for integer factors; for others ``R`` re-samples an
-interpolated grid and smooths slightly). Its first and last ``ceil(factor)`` rows would be extrapolated, so
-crops get ``2*ceil(factor)`` extra planes and the cycle loss and both discriminators judge only
-their centre. ``physical_sampling=False`` is Park's plain ``|F(G(y)) - y|`` on whole crops.
-Two sets of 2D PatchGAN discriminators (LSGAN) make the result look like the sharp lateral
-planes:
+The stack is interpolated along z onto the isotropic grid (``y``). A 3D U-Net ``G`` deblurs it; a
+*deep linear* generator ``F`` (bias-free 3D convolutions 7-5-3-1-1-1, no non-linearity) blurs
+``G(y)`` back, with an L1 cycle loss (lambda = 10); there is no isotropic reference volume.
+2D PatchGAN discriminators (LSGAN) make the result look like the sharp lateral planes:
 
 * ``D_X`` compares maximum-intensity projections (MIPs) of ``G(y)`` over a random depth (2-10
-  planes) in the XY, XZ and YZ orientations with real XY images of ``y``. With
-  ``real_projection='mip'`` (default) the real images are XY MIPs of ``y`` over the same depth,
-  so real and fake images hold the same amount of structure; ``'slice'`` uses a single real XY
-  plane, as Park's published code (``backward_D_projection`` feeds real slices) does.
-* ``D_Y`` compares planes of the reconstruction (``R(F(G(y)))``, or ``F(G(y))``) with planes of
-  ``y`` of the same orientation.
+  planes) in the XY, XZ and YZ orientations with real XY images of ``y`` (MIPs over the same depth
+  with ``real_projection='mip'``; single planes, as Park's code, with ``'slice'``).
+* ``D_Y`` compares planes of the reconstruction with planes of ``y`` of the same orientation.
 
-Lateral (XY) and axial (XZ and YZ, shared) images have their own discriminators;
-``separate_axial_discriminators`` gives XZ and YZ one each (Park's code; for light-sheet data
-where XZ and YZ differ). Training uses random 3D crops with flips and rotations about z, Adam at
-1e-4 (betas 0.5, 0.999) and Kaiming initialisation, except that ``F`` starts as a small isotropic
-Gaussian (``blur_init_sigma``; a pass-through path plus small Kaiming weights, see
-:meth:`~isoapp.nets.otcyclegan.DeepLinearGenerator.init_gaussian`): with a random kernel the cycle is
-far off for hundreds of steps and the learned PSF stays noise. ``blur_lr_factor`` lets ``F`` learn
-faster than ``G`` in short runs, ``disc_lr_factor`` the discriminators, and ``cycle_warmup`` ramps
-the cycle weight up from 0 so that ``G`` can follow ``D_X`` before the cycle holds it.
+Lateral and axial images have their own discriminators (``separate_axial_discriminators``: XZ
+and YZ one each, for light-sheet data). Training uses random 3D crops with flips and rotations
+about z, Adam (betas 0.5, 0.999) and Kaiming initialisation; ``F`` starts as a small Gaussian
+(``blur_init_sigma``), or, with ``blur_init_axial='spectral'``, as the axial blur estimated from
+the stack's own spectra (:func:`~isoapp.spectral.estimate_axial_sigma`, fitted into the layers by
+:meth:`~isoapp.nets.otcyclegan.DeepLinearGenerator.fit_kernel`); ``blur_freeze`` holds it fixed
+for a share of the steps.
 
-With ``blur_init_axial='spectral'`` ``F`` instead starts as an axial Gaussian
-whose sigma is estimated from the stack (:func:`~isoapp.spectral.estimate_axial_sigma`: lateral
-planes blurred and sampled as acquired until their axial/lateral spectrum ratio matches the axial
-planes'), fitted into the 7-5-3-1-1-1 layers
-(:meth:`~isoapp.nets.otcyclegan.DeepLinearGenerator.fit_kernel`), and ``blur_freeze`` holds it
-for a share of the steps. The cycle is exact for ``G = F = identity`` (an interpolated stack is
-its own resampling), so with a narrow starting ``F`` only the adversarial losses move ``G``, which
-a few hundred CPU steps do not; a wide ``F`` makes the cycle itself ask ``G`` to deblur (so far
-without a PSNR gain in short runs, see the fast preset). The estimate is also in :meth:`report`
-(``axial_sigma_estimate_px``), next to the learned PSF. Because
-``F`` is linear its impulse response is the PSF it learned (``F`` alone, without ``R``); it is
-saved with the model and its FWHM is reported. Inference runs ``G`` over overlapping 3D
+Departures from the paper, each a parameter (Park's form in brackets):
+
+* ``physical_sampling`` [False]: ``y`` is a blurred volume *sampled every* ``factor`` *planes and
+  interpolated*, so the cycle compares ``R(F(G(y)))`` with ``y``, where ``R`` samples at the
+  crop's acquired planes (phase from its z start and flip, :func:`~isoapp.degrade.sampling_phase`)
+  and interpolates back (:func:`~isoapp.degrade.resample_matrix`). Crops get ``2*ceil(factor)``
+  extra planes; the losses judge their centre.
+* ``blur_padding`` ['zeros']: ``F`` mirrors crops at their borders instead of zero-padding them.
+* ``lambda_lateral`` [0]: lateral self-supervision. Crops turned so that a sharp lateral axis lies
+  along z are blurred by ``F`` and sampled as acquired; ``G`` must restore them.
+
+The fast preset needs the last: in a few hundred CPU steps the discriminators hardly learn, and
+the cycle is exact for ``G = F = identity`` (an interpolated stack is its own resampling), so a
+free ``F`` shrinks and ``G`` stays near identity. Because ``F`` is linear its impulse response is
+the PSF it holds (``F`` alone, without ``R``); it is saved with the model, and its FWHM is reported
+next to the spectral estimate (:meth:`report`). Inference runs ``G`` over overlapping 3D
 sub-volumes (Park: 120 voxel dice, 15 voxel overlap) with linear blending, optionally followed by
 histogram matching to the input.
 """
@@ -73,9 +58,9 @@ from ..engine.trainer import make_optimizer, make_scheduler, train_loop
 from ..errors import ConfigError, InputError
 from ..fwhm import fwhm_profile
 from ..nets import UNet
-from ..nets.blocks import resample_along
-from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, project
-from ..psf import sigma_to_fwhm
+from ..nets.blocks import lsgan_loss, resample_along
+from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, fit_window, project
+from ..psf import gaussian_psf, sigma_to_fwhm
 from ..spectral import estimate_axial_sigma
 from .base import Method, register
 
@@ -95,6 +80,9 @@ class OTCycleGANParams(BaseModel):
     blur_generator: Literal["linear", "unet"] = Field(
         "linear", description="F: deep linear generator (learned PSF) or a 3D U-Net for complex degradation")
     blur_channels: int = Field(64, ge=1, le=128, description="F: hidden width of the deep linear generator")
+    blur_padding: Literal["reflect", "zeros"] = Field(
+        "reflect", description="F (deep linear): how crops extend beyond their borders when blurred; zeros darken "
+        "a wide blur's output near them, which the cycle loss then trades for a narrower blur")
     blur_init_sigma: float | None = Field(
         0.5, ge=0.0, le=3.0, description="F starts as an isotropic Gaussian of this sigma (voxels; 0: impulse, "
         "None: Kaiming, a random kernel)")
@@ -116,6 +104,10 @@ class OTCycleGANParams(BaseModel):
         "comes from the stack (the axial/lateral spectrum ratio of the axial planes, matched by blurring lateral "
         "planes and sampling them as acquired)")
     blur_freeze: float = Field(0.0, ge=0.0, le=1.0, description="share of the steps during which F is held fixed")
+    lambda_lateral: float = Field(
+        0.0, ge=0.0, description="weight of the lateral self-supervision of G: crops turned so that a sharp lateral "
+        "axis lies along z are blurred by F (held fixed for this term) and sampled as acquired, and G must restore "
+        "them (L1; 0: Park)")
     physical_sampling: bool = Field(
         True, description="follow F by the acquisition's axial sampling (sample at the crop's acquired planes, "
         "interpolate linearly back) in the cycle loss and D_Y, judging only the crop's z centre; False: Park's "
@@ -149,21 +141,6 @@ def match_histogram(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return out.reshape(img.shape)
 
 
-def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
-    """Least-squares GAN loss against the target 1 (real) or 0 (fake)."""
-    pred = pred.float()
-    return nnf.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
-
-
-def _fit_shape(planes: torch.Tensor, shape: tuple[int, int], g: np.random.Generator) -> torch.Tensor:
-    """Random ``shape`` window of ``(B, 1, h, w)`` planes (real XY images for thin axial crops)."""
-    h, w = planes.shape[-2:]
-    if (h, w) == shape:
-        return planes
-    y0, x0 = int(g.integers(h - shape[0] + 1)), int(g.integers(w - shape[1] + 1))
-    return planes[..., y0:y0 + shape[0], x0:x0 + shape[1]]
-
-
 @register
 class OTCycleGAN(Method):
     """3D OT-cycleGAN: a 3D U-Net judged through MIPs against the stack's own lateral planes."""
@@ -174,17 +151,17 @@ class OTCycleGAN(Method):
     presets = {
         # 2-core laptop CPU: 8-filter G without instance norm (its 3D backward is slow on CPUs), 8-wide F,
         # 16-filter discriminators, 32^3 judged crops (40x32x32 with the 2*4 planes physical_sampling adds at
-        # factor 4), 4 MIPs per orientation per step (cheap next to G: more adversarial signal per step), 4x
-        # Park's learning rate for the 50x fewer steps. F starts as a sigma-1 Gaussian (the cycle then asks G
-        # to sharpen from step 1; D_X keeps that lateral) and learns 10x faster than G so that its axial
-        # width follows G's sharpening within the short run. (blur_init_axial="spectral" with blur_freeze 0.5
-        # and lr 2e-3 brought the learned PSF closer to the true one, -29 % / -17 % on tubes / beads against
-        # -52 % / -56 %, but not the PSNR: +0.06 / -0.21 dB against +0.14 / +0.33 dB over linear.)
-        "fast": {"train": {"steps": 400, "batch_size": 1, "patch_size": 32, "lr": 4e-4, "schedule": "cosine",
+        # factor 4), 4 MIPs per orientation per step. In a few hundred steps the cycle and the discriminators
+        # do not teach G (the cycle is exact for G = F = identity, and a free F shrinks towards it: Park's
+        # settings gave +0.14 dB over linear and a PSF 52 % too narrow on the tubes phantom), so F starts at
+        # the axial blur estimated from the stack's spectra and stays fixed, and G also learns from lateral
+        # self-supervision through it (lambda_lateral), at 20x Park's learning rate.
+        "fast": {"train": {"steps": 400, "batch_size": 1, "patch_size": 32, "lr": 2e-3, "schedule": "cosine",
                            "checkpoint_every": 100, "preview_every": 100, "val_every": 100},
                  "params": {"n_filters": 8, "depth": 2, "norm": False, "blur_channels": 8, "disc_filters": 16,
                             "disc_layers": 3, "n_projections": 4, "tile": 128, "overlap": 16,
-                            "blur_init_sigma": 1.0, "blur_lr_factor": 10.0}},
+                            "blur_init_axial": "spectral", "blur_init_sigma": 0.5, "blur_freeze": 1.0,
+                            "lambda_lateral": 30.0}},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,
@@ -202,7 +179,8 @@ class OTCycleGAN(Method):
         p = self.params
         g = UNet(3, depth=p.depth, n_filters=p.n_filters, residual=True, norm=p.norm)
         if p.blur_generator == "linear":
-            f: torch.nn.Module = DeepLinearGenerator(p.blur_channels, init_sigma=p.blur_init_sigma)
+            f: torch.nn.Module = DeepLinearGenerator(p.blur_channels, init_sigma=p.blur_init_sigma,
+                                                     padding=p.blur_padding)
         else:
             f = UNet(3, depth=p.depth, n_filters=max(4, p.n_filters // 2), residual=True, norm=False)
         self.nets = {"G": g, "F": f}
@@ -275,15 +253,20 @@ class OTCycleGAN(Method):
         return math.ceil(self.factor - 1e-9) if self.params.physical_sampling else 0
 
     def _crop_shape(self, shape: tuple[int, int, int]) -> tuple[int, int]:
-        """``(cz, c)``: z and lateral edges of the training crops (multiples of G's divisor)."""
+        """``(cz, c)``: z and lateral edges of the training crops (multiples of G's divisor).
+
+        With ``lambda_lateral`` the lateral edge is at least ``MIN_CROP + 2*ceil(factor)``: the turned crops
+        are sampled along y and keep their centre.
+        """
         div = 2**self.params.depth
-        c = min(self.config.train.patch_size, shape[1], shape[2]) // div * div
+        need = MIN_CROP + (2 * math.ceil(self.factor - 1e-9) if self.params.lambda_lateral else 0)
+        c = min(max(self.config.train.patch_size, -(-need // div) * div), shape[1], shape[2]) // div * div
         want = self.params.crop_depth or c + 2 * self._margin()
         cz = min(-(-want // div) * div, shape[0] // div * div)
-        if cz - 2 * self._margin() < MIN_CROP or c < MIN_CROP:
+        if cz - 2 * self._margin() < MIN_CROP or c < need:
             raise InputError(f"the stack is too small for 3D training crops: {shape} voxels after interpolation "
                              f"along z; otcyclegan needs at least {MIN_CROP + 2 * self._margin()} planes and "
-                             f"{MIN_CROP}x{MIN_CROP} pixels (use a plane-wise method such as isonet for thin stacks)")
+                             f"{need}x{need} pixels (use a plane-wise method such as isonet for thin stacks)")
         return cz, c
 
     def _draw_batch(self, sampler: PatchSampler, rng: np.random.Generator, n: int,
@@ -320,6 +303,34 @@ class OTCycleGAN(Method):
                 mats.append(cache[phase])
         return np.stack(crops), (np.stack(mats) if m else None)
 
+    def _lateral_pair(self, x: torch.Tensor, blur: torch.nn.Module, cache: dict[float, np.ndarray],
+                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A self-supervised pair for ``G`` from crops ``x`` ``(B, 1, cz, c, c)`` turned so that y lies along z.
+
+        The turned crop (z <- y, y <- z: sharp along z, its real axial blur along y) is blurred by ``blur``
+        (``F``, without gradients) and sampled along z as acquired (a random phase on a grid of 8 per
+        ``factor``; :func:`~isoapp.degrade.resample_matrix`, margin ``ceil(factor)``); the target is the
+        turned crop itself. Both are cut to the central planes, a multiple of ``G``'s divisor.
+
+        Returns
+        -------
+        input, target
+            ``(B, 1, k, cz, c)`` each.
+        """
+        ml = math.ceil(self.factor - 1e-9)
+        xp = x.transpose(2, 3)
+        n = xp.shape[2]
+        k = (n - 2 * ml) // self.nets["G"].divisor * self.nets["G"].divisor
+        o = ml + (n - 2 * ml - k) // 2
+        phases = [round(float(j) * self.factor / 8, 6) for j in rng.integers(0, 8, len(x))]
+        for ph in phases:
+            if ph not in cache:
+                cache[ph] = resample_matrix(n, self.factor, ph, margin=ml)
+        mats = torch.from_numpy(np.stack([cache[ph] for ph in phases])).to(x.device)
+        with torch.no_grad():
+            syn = resample_along(blur(xp).float(), mats, axis=2)  # rows ml .. n - ml
+        return syn[:, :, o - ml:o - ml + k], xp[:, :, o:o + k]
+
     def _discriminators(self, plane_edge: int) -> torch.nn.ModuleDict:
         p = self.params
         layers = fit_layers(p.disc_layers, plane_edge)
@@ -353,14 +364,9 @@ class OTCycleGAN(Method):
                 raise
             self._sigma_est = None
         if p.blur_init_axial == "spectral" and isinstance(Fn, DeepLinearGenerator):
-            sz = self._sigma_est
-            r = Fn.radius
-            ax = torch.arange(2 * r + 1, dtype=torch.float64) - r
-            gz = torch.exp(-0.5 * (ax / max(sz, 1e-3)) ** 2)
+            sz, n = self._sigma_est, 2 * Fn.radius + 1
             sl = max(p.blur_init_sigma or 0.0, 0.3)
-            gl = torch.exp(-0.5 * (ax / sl) ** 2)
-            target = gz[:, None, None] * gl[None, :, None] * gl[None, None, :]
-            err = Fn.fit_kernel(target / target.sum())
+            err = Fn.fit_kernel(torch.from_numpy(gaussian_psf((sz, sl, sl), (n, n, n))))
             log.info("otcyclegan: F starts as an axial blur of sigma %.2f voxels estimated from the stack "
                      "(fit error %.1f %%)", sz, 100 * err)
         betas = (0.5, 0.999)
@@ -389,7 +395,7 @@ class OTCycleGAN(Method):
 
         def real_xy(x: torch.Tensor, depth: int, shape: tuple[int, int]) -> torch.Tensor:
             d = depth if p.real_projection == "mip" else 1
-            return _fit_shape(views(x, "xy", d), shape, rng)
+            return fit_window(views(x, "xy", d), shape, rng)
 
         def scores(d: str, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             """Run each discriminator of family ``d`` once on the batched images of its orientations."""
@@ -403,7 +409,7 @@ class OTCycleGAN(Method):
             return out
 
         def adversarial(pred: dict[str, torch.Tensor], real: bool) -> torch.Tensor:
-            return sum(lsgan(v, real) for v in pred.values()) / len(pred)  # 1/3 per orientation (Park)
+            return sum(lsgan_loss(v, real) for v in pred.values()) / len(pred)  # 1/3 per orientation (Park)
 
         def update_d(x: torch.Tensor, x_c: torch.Tensor, fakes: dict[str, torch.Tensor],
                      recs: dict[str, torch.Tensor], depth: int) -> torch.Tensor:
@@ -416,7 +422,7 @@ class OTCycleGAN(Method):
                 for pred in (scores("X", both_x), scores("Y", both_y)):
                     for v in pred.values():
                         r, f = v.chunk(2)
-                        loss_d = loss_d + 0.5 * (lsgan(r, True) + lsgan(f, False))
+                        loss_d = loss_d + 0.5 * (lsgan_loss(r, True) + lsgan_loss(f, False))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -430,8 +436,17 @@ class OTCycleGAN(Method):
             rec = acquire(rec, mats)
             fake_c = fake[:, :, m:cz - m] if m else fake  # D_X judges the same centre
             fakes = {o: views(fake_c, o, depth) for o in ORIENTATIONS}
-            fakes = {o: _fit_shape(v, (min(v.shape[-2], c), min(v.shape[-1], c)), rng) for o, v in fakes.items()}
+            fakes = {o: fit_window(v, (min(v.shape[-2], c), min(v.shape[-1], c)), rng) for o, v in fakes.items()}
             return fake, rec, fakes, {o: views(rec, o, 1) for o in ORIENTATIONS}
+
+        # lateral self-supervision: crops turned so that their sharp y axis lies along z, blurred by F, sampled
+        lat_mats: dict[float, np.ndarray] = {}
+
+        def lateral(x: torch.Tensor) -> torch.Tensor:
+            inp, target = self._lateral_pair(x, Fn, lat_mats, rng)
+            with ctx.autocast():
+                out = G(inp)
+            return nnf.l1_loss(out.float(), target)
 
         def step(i: int) -> dict[str, float]:
             G.train()
@@ -449,6 +464,9 @@ class OTCycleGAN(Method):
             cyc = nnf.l1_loss(rec.float(), x_c)
             warm = p.cycle_warmup * cfg.steps
             loss_g = adv_x + adv_y + lam * (min(1.0, (i + 1) / warm) if warm else 1.0) * cyc
+            lat = lateral(x) if p.lambda_lateral else None
+            if lat is not None:
+                loss_g = loss_g + p.lambda_lateral * lat
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
@@ -456,7 +474,8 @@ class OTCycleGAN(Method):
             sched_g.step()
             sched_d.step()
             return {"loss": loss_g.item(), "cycle": cyc.item(), "adv_x": adv_x.item(), "adv_y": adv_y.item(),
-                    "loss_d": loss_d.item(), "lr": sched_g.get_last_lr()[0]}
+                    "loss_d": loss_d.item(), "lr": sched_g.get_last_lr()[0],
+                    **({} if lat is None else {"lateral": lat.item()})}
 
         def preview() -> dict[str, np.ndarray]:
             cy, cx = ctx.preview_yx(*up.shape[1:])

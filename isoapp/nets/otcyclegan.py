@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as nnf
 from torch import nn
@@ -45,11 +47,20 @@ class DeepLinearGenerator(nn.Module):
         :meth:`init_gaussian`.
     noise
         Scale, relative to Kaiming, of the random weights around the Gaussian path.
+    padding
+        How :meth:`forward` extends the volume beyond its borders: ``"zeros"`` (the layered network
+        exactly) or ``"reflect"`` (mirrored). A crop's structure goes on beyond its borders; zeros
+        darken the blurred crop there, within ``R`` voxels of each border, by up to half for a wide
+        blur, and a cycle loss on crops then pushes the learned blur narrow. Mirroring keeps the
+        brightness and approximates the continuation.
     """
 
     def __init__(self, channels: int = 64, kernels: Sequence[int] = PARK_KERNELS, init_sigma: float | None = 0.5,
-                 noise: float = 0.03) -> None:
+                 noise: float = 0.03, padding: Literal["zeros", "reflect"] = "zeros") -> None:
         super().__init__()
+        if padding not in ("zeros", "reflect"):
+            raise ValueError(f"padding must be 'zeros' or 'reflect', got {padding!r}")
+        self.padding = padding
         kernels = tuple(int(k) for k in kernels)
         if len(kernels) < 2 or any(k < 1 or k % 2 == 0 for k in kernels):
             raise ValueError(f"kernels must be at least two odd sizes, got {kernels}")
@@ -129,11 +140,13 @@ class DeepLinearGenerator(nn.Module):
         return self.layered(delta)[0, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x convolved with the impulse response h, zero-padded like the layers ("same" size). By FFT:
-        # a single-channel 13^3 conv3d is slow on CPUs, and its backward even more so.
+        # x convolved with the impulse response h ("same" size), zero-padded like the layers or mirrored.
+        # By FFT: a single-channel 13^3 conv3d is slow on CPUs, and its backward even more so.
         h = self.impulse_response().float()
         r = self.radius
-        xp = nnf.pad(x.float(), [r] * 6)
+        if self.padding == "reflect" and min(x.shape[-3:]) <= r:
+            raise ValueError(f"reflect padding needs volumes larger than the kernel radius {r}, got {tuple(x.shape)}")
+        xp = nnf.pad(x.float(), [r] * 6, mode="reflect" if self.padding == "reflect" else "constant")
         size = xp.shape[-3:]
         kp = nnf.pad(h, [0, size[2] - h.shape[2], 0, size[1] - h.shape[1], 0, size[0] - h.shape[0]])
         kp = torch.roll(kp, shifts=(-r, -r, -r), dims=(0, 1, 2))  # kernel centre at the origin
@@ -188,3 +201,12 @@ def project(vol: torch.Tensor, axis: int, starts: Sequence[int], depth: int) -> 
     dim = axis + 2
     out = [vol.narrow(dim, int(s), depth).amax(dim=dim) for s in starts]
     return torch.cat(out, dim=0)
+
+
+def fit_window(planes: torch.Tensor, shape: tuple[int, int], rng: np.random.Generator) -> torch.Tensor:
+    """A random ``shape`` window of ``(B, C, h, w)`` planes (the planes themselves if they have that shape)."""
+    h, w = planes.shape[-2:]
+    if (h, w) == tuple(shape):
+        return planes
+    y0, x0 = int(rng.integers(h - shape[0] + 1)), int(rng.integers(w - shape[1] + 1))
+    return planes[..., y0:y0 + shape[0], x0:x0 + shape[1]]
