@@ -46,10 +46,10 @@ def true_psf(ph) -> dict[str, float]:
 
 
 def run(kind: str, shape: tuple[int, int, int], preset: str, steps: int | None, threads: int,
-        params: dict | None = None, train: dict | None = None) -> dict:
+        params: dict | None = None, train: dict | None = None, noise: bool = False) -> dict:
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    ph = make_phantom(kind, shape, factor=4, seed=0)
+    ph = make_phantom(kind, shape, factor=4, seed=0, noise=noise)
     t_ph = time.perf_counter() - t0
     ref = ph.gt_iso.data
     lin = restore(ph.degraded, "linear", device="cpu").volume.data
@@ -81,12 +81,14 @@ def main() -> None:
     ap.add_argument("--params", type=json.loads, default=None, help='parameter overrides as JSON, e.g. '
                     '\'{"physical_sampling": false}\'')
     ap.add_argument("--train", type=json.loads, default=None, help="training overrides as JSON, e.g. '{\"lr\": 1e-3}'")
+    ap.add_argument("--noise", action="store_true", help="Poisson (100 photons) and read noise (1) on the input")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    rows = [run(k, tuple(args.shape), args.preset, args.steps, args.threads, args.params, args.train)
+    rows = [run(k, tuple(args.shape), args.preset, args.steps, args.threads, args.params, args.train, args.noise)
             for k in args.kinds]
     print(f"\nOT-cycleGAN benchmark, preset {args.preset}, {args.threads} torch threads, "
-          f"{torch.get_num_threads()} threads in use; params {args.params}, train {args.train}")
+          f"{torch.get_num_threads()} threads in use; params {args.params}, train {args.train}"
+          f"{', noisy input' if args.noise else ''}")
     for r in rows:
         rep, tp, vx = r["rep"], r["true"], r["voxel_um"]
         ax, lat = rep["psf_fwhm_axial_px"], rep["psf_fwhm_lateral_px"]

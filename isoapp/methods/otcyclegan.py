@@ -30,9 +30,10 @@ Departures from the paper, each a parameter (Park's form in brackets):
   along z are blurred by ``F`` and sampled as acquired; ``G`` must restore them.
 * ``adversarial_weight`` [1]: the weight of ``G``'s adversarial losses.
 
-The fast preset needs the last: in a few hundred CPU steps the discriminators hardly learn, and
-the cycle is exact for ``G = F = identity`` (an interpolated stack is its own resampling), so a
-free ``F`` shrinks and ``G`` stays near identity. Because ``F`` is linear its impulse response is
+The fast preset uses the last two, with ``F`` held at the spectral estimate: in a few hundred CPU
+steps the discriminators hardly learn, and the cycle is exact for ``G = F = identity`` (an
+interpolated stack is its own resampling), so a free ``F`` shrinks and ``G`` stays near identity;
+at full weight the adversarial losses then make ``G`` invent structure (rows of beads). Because ``F`` is linear its impulse response is
 the PSF it holds (``F`` alone, without ``R``); it is saved with the model, and its FWHM is reported
 next to the spectral estimate (:meth:`report`). Inference runs ``G`` over overlapping 3D
 sub-volumes (Park: 120 voxel dice, 15 voxel overlap) with linear blending, optionally followed by
