@@ -256,7 +256,11 @@ class OTCycleGAN(Method):
     # ---------------------------------------------------------------- training
     def _margin(self) -> int:
         """Planes at each z end of a crop that the axial resampling cannot judge (0 without it)."""
-        return math.ceil(self.factor - 1e-9) if self.params.physical_sampling else 0
+        return self._sampling_margin() if self.params.physical_sampling else 0
+
+    def _sampling_margin(self) -> int:
+        """Rows at each end of a window that the acquisition's sampling cannot interpolate: ``ceil(factor)``."""
+        return math.ceil(self.factor - 1e-9)
 
     def _crop_shape(self, shape: tuple[int, int, int]) -> tuple[int, int]:
         """``(cz, c)``: z and lateral edges of the training crops (multiples of G's divisor).
@@ -265,7 +269,7 @@ class OTCycleGAN(Method):
         are sampled along y and keep their centre.
         """
         div = 2**self.params.depth
-        need = MIN_CROP + (2 * math.ceil(self.factor - 1e-9) if self.params.lambda_lateral else 0)
+        need = MIN_CROP + (2 * self._sampling_margin() if self.params.lambda_lateral else 0)
         c = min(max(self.config.train.patch_size, -(-need // div) * div), shape[1], shape[2]) // div * div
         want = self.params.crop_depth or c + 2 * self._margin()
         cz = min(-(-want // div) * div, shape[0] // div * div)
@@ -323,7 +327,7 @@ class OTCycleGAN(Method):
         input, target
             ``(B, 1, k, cz, c)`` each.
         """
-        ml = math.ceil(self.factor - 1e-9)
+        ml = self._sampling_margin()
         xp = x.transpose(2, 3)
         n = xp.shape[2]
         k = (n - 2 * ml) // self.nets["G"].divisor * self.nets["G"].divisor
