@@ -210,10 +210,11 @@ def run_isoapp(name: str, case: dict, args) -> tuple[np.ndarray, dict]:
         b = budget(method, case["factor"], args.steps_scale)
         kw["steps"] = b["steps"]
     r = restore(vol, method, preset="fast", factor=case["factor"], psf=psf, device="cpu", seed=args.seed, **kw)
-    info = {"train_s": r.train_seconds, "restore_s": r.restore_seconds, "steps": r.info.get("steps")}
-    for key in ("heldout", "degradation", "auto", "chosen", "method"):
-        if key in r.info:
-            info[key] = r.info[key]
+    info = {"train_s": r.train_seconds, "restore_s": r.restore_seconds, "steps": r.info.get("steps"),
+            "info": json.loads(json.dumps(r.info, default=str))}  # everything restore() reported
+    for key in ("heldout", "degradation"):
+        if isinstance(r.info.get(key), dict):
+            info[key] = info["info"][key]
     return np.asarray(r.volume.data, np.float32), info
 
 
@@ -345,7 +346,31 @@ def derived(row: dict, case: dict, lin: dict | None) -> dict:
         out["est_axial_sigma_px"] = float(deg["axial_sigma_px"])
         if true_s:
             out["axial_sigma_rel_err"] = (out["est_axial_sigma_px"] - true_s) / true_s
+    true_g = case.get("true_noise_gain")
+    if true_g is not None:
+        out["true_noise_gain"] = true_g
+        if isinstance(deg, dict) and deg.get("noise_gain") is not None:
+            out["est_noise_gain"] = float(deg["noise_gain"])
+            out["noise_gain_rel_err"] = (out["est_noise_gain"] - true_g) / true_g
     return out
+
+
+def true_noise_gain(case: dict) -> float | None:
+    """The camera's shot-noise variance per unit of intensity as restoration normalises it.
+
+    ADU = offset + g e (e photoelectrons) has variance g (ADU - offset) + g^2 r^2; restoration
+    divides by ``s = hi - lo`` of its normalisation percentiles, so the variance of the
+    normalised intensity grows by ``g / s`` per unit.
+    """
+    cam = case["params"].get("camera")
+    if not cam:
+        return None
+    try:
+        from isoapp.restore import NORM_PERCENTILES as pct
+    except ImportError:  # the constant moved: the historical (1, 99.8)
+        pct = (1.0, 99.8)
+    lo, hi = np.percentile(case["acquired"], pct)
+    return float(cam["gain_adu_per_e"] / (hi - lo))
 
 
 def main(argv=None) -> int:
@@ -414,6 +439,7 @@ def main(argv=None) -> int:
             results[cid] = {"_error": str(exc)}
             continue
         real = c["kind"] == "real"
+        case["true_noise_gain"] = None if real else true_noise_gain(case)
         row = results.setdefault(cid, {})
         row["_case"] = {**c, "params": case["params"], "shape_in": list(case["acquired"].shape),
                         "shape_ref": list(case["reference"].shape)}
