@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from ..degradation import Degradation
 from ..degrade import output_length
 from ..engine.checkpoint import load_safe, save_atomic
 from ..engine.config import RunConfig, TrainConfig, validated
@@ -26,7 +27,7 @@ from ..errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[Method]] = {}
-_BUILTIN = ("baselines", "isonet", "selfnet", "otcyclegan", "selfvision")
+_BUILTIN = ("baselines", "isonet", "selfnet", "otcyclegan", "selfvision", "auto")
 
 
 class NoParams(BaseModel):
@@ -48,11 +49,17 @@ class Method(ABC):
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     trainable: ClassVar[bool] = True
     uses_psf: ClassVar[bool] = False
+    #: restores single axial planes from their samples (:meth:`restore_sampled`): the held-out check applies
+    heldout_check: ClassVar[bool] = False
 
-    def __init__(self, config: RunConfig, psf: np.ndarray | None = None) -> None:
+    def __init__(self, config: RunConfig, psf: np.ndarray | None = None,
+                 degradation: Degradation | None = None) -> None:
         self.config = config
         self.params = validated(self.Params, config.params, f"{self.name} parameters")
         self.psf = psf  # 3D, on an isotropic grid of the lateral pixel size (uses_psf methods)
+        if degradation is None and config.degradation:
+            degradation = Degradation.model_validate(config.degradation)
+        self.degradation = degradation  # the stack's blur and noise model (isoapp.degradation)
         self.nets: dict[str, torch.nn.Module] = {}
         self.fitted = not self.trainable
 
@@ -64,6 +71,14 @@ class Method(ABC):
     @abstractmethod
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
         """Restore ``vol`` (ZYX, normalised) onto the output grid."""
+
+    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
+        """Restore ``(N, m, W)`` axial planes sampled every ``F`` rows onto ``output_length(m, F)`` rows.
+
+        Used by the held-out check (:mod:`isoapp.heldout`); None where the method cannot restore
+        single planes (3D networks, 3D deconvolution).
+        """
+        return None
 
     # ------------------------------------------------------------------ defaults
     @property
@@ -84,6 +99,10 @@ class Method(ABC):
     def report(self) -> dict[str, Any]:
         """Method-specific figures for ``bench`` and logs (e.g. the FWHM of a learned PSF)."""
         return {"parameters": self.parameter_count()}
+
+    def selection(self) -> dict[str, Any]:
+        """What a method that chooses among others chose, and why (``auto``); empty otherwise."""
+        return {}
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Tensors besides network weights to save with the model (e.g. a learned PSF)."""
@@ -174,7 +193,10 @@ def build_config(method: str, *, preset: str = "fast", factor: float, voxel_size
 
 
 def load_model(directory: str | Path, psf: np.ndarray | None = None) -> Method:
-    """Load a model saved with :meth:`Method.save` (weights with ``weights_only=True``)."""
+    """Load a model saved with :meth:`Method.save` (weights with ``weights_only=True``).
+
+    The degradation model saved with it (``config.degradation``) comes back with it.
+    """
     config = RunConfig.load(directory)
     cls = get_method(config.method)
     method = cls(config, psf=psf)

@@ -14,7 +14,7 @@ Lateral and axial images have their own discriminators (``separate_axial_discrim
 and YZ one each, for light-sheet data). Training uses random 3D crops with flips and rotations
 about z, Adam (betas 0.5, 0.999) and Kaiming initialisation; ``F`` starts as a small Gaussian
 (``blur_init_sigma``), or, with ``blur_init_axial='spectral'``, as the axial blur estimated from
-the stack's own spectra (:func:`~isoapp.spectral.estimate_axial_sigma`, fitted into the layers by
+the stack's own spectra (:func:`~isoapp.degradation.estimate_axial_sigma`, fitted into the layers by
 :meth:`~isoapp.nets.otcyclegan.DeepLinearGenerator.fit_kernel`); ``blur_freeze`` holds it fixed
 for a share of the steps.
 
@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..degradation import estimate_axial_sigma, kernel_energy
 from ..degrade import resample_matrix, sampling_phase, upsample
 from ..engine.context import RunContext
 from ..engine.events import ProgressEvent
@@ -62,8 +63,8 @@ from ..fwhm import fwhm_profile
 from ..nets import UNet
 from ..nets.blocks import lsgan_loss, resample_along
 from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, fit_window, project
+from ..pairs import acquire_rows_torch
 from ..psf import gaussian_psf, sigma_to_fwhm
-from ..spectral import estimate_axial_sigma
 from .base import Method, register
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,8 @@ class OTCycleGAN(Method):
                                "disc_layers": 3, "n_projections": 1, "tile": 120, "overlap": 15}},
     }
 
-    def __init__(self, config, psf=None) -> None:
-        super().__init__(config, psf)
+    def __init__(self, config, psf=None, degradation=None) -> None:
+        super().__init__(config, psf, degradation)
         p = self.params
         g = UNet(3, depth=p.depth, n_filters=p.n_filters, residual=True, norm=p.norm)
         if p.blur_generator == "linear":
@@ -333,12 +334,9 @@ class OTCycleGAN(Method):
         k = (n - 2 * ml) // self.nets["G"].divisor * self.nets["G"].divisor
         o = ml + (n - 2 * ml - k) // 2
         phases = [round(float(j) * self.factor / 8, 6) for j in rng.integers(0, 8, len(x))]
-        for ph in phases:
-            if ph not in cache:
-                cache[ph] = resample_matrix(n, self.factor, ph, margin=ml)
-        mats = torch.from_numpy(np.stack([cache[ph] for ph in phases])).to(x.device)
-        with torch.no_grad():
-            syn = resample_along(blur(xp).float(), mats, axis=2)  # rows ml .. n - ml
+        kept = kernel_energy(self._sigma_est or 0.0)  # the share of the crop's own noise F's blur keeps
+        with torch.no_grad():  # sampled as acquired, with the stack's noise after the blur; rows ml .. n - ml
+            syn = acquire_rows_torch(blur(xp).float(), self.factor, phases, ml, self.degradation, kept, axis=2)
         return syn[:, :, o - ml:o - ml + k], xp[:, :, o:o + k]
 
     def _discriminators(self, plane_edge: int) -> torch.nn.ModuleDict:
@@ -368,7 +366,8 @@ class OTCycleGAN(Method):
                  sum(q.numel() for q in G.parameters()), sum(q.numel() for q in Fn.parameters()),
                  self._disc_params, cz, c, c, f", {cz - 2 * m} central planes judged" if m else "")
         try:  # the stack's own spectral estimate of the axial blur, reported next to the learned PSF
-            self._sigma_est = estimate_axial_sigma(vol, up, self.factor, np.random.default_rng(ctx.seed + 7))
+            self._sigma_est = (self.degradation.axial_sigma_px if self.degradation is not None else
+                               estimate_axial_sigma(vol, self.factor, None, np.random.default_rng(ctx.seed + 7), up=up))
         except InputError:
             if p.blur_init_axial == "spectral":
                 raise
