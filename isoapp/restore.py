@@ -321,6 +321,7 @@ def restore(
     peak_cuda = int(torch.cuda.max_memory_allocated(ctx.device)) if ctx.device.type == "cuda" else 0
     info = {"method": m0.name, "factor": F, "device": str(ctx.device), "parameters": m0.parameter_count(),
             "preset": m0.config.preset, "steps": m0.config.train.steps if m0.trainable else 0,
+            "preset_note": m0.config.preset_note,
             **{k: v for k, v in quality.items() if v is not None}, **m0.selection()}
     log.info("%s: trained %.1f s, restored %.1f s, output %s", m0.name, t_train, t_pred, out.shape)
     return RestoreResult(out, methods, t_train, t_pred, _peak_rss(), peak_cuda, info)

@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 
 def add_method_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``restore`` and ``demo``."""
-    p.add_argument("--preset", default="fast", help="fast (laptop CPU), balanced, quality (GPU); default fast")
+    p.add_argument("--preset", default="fast",
+                   help="fast (laptop CPU), balanced, quality (GPU); default fast. Presets that depart from their "
+                        "method's paper say how when the run starts and in the saved config.json (preset_note)")
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
@@ -80,6 +82,8 @@ def psf_spec(args: argparse.Namespace) -> dict:
 def quality_lines(info: dict) -> list[str]:
     """The degradation estimate, the held-out check and auto's choice, for people."""
     lines = []
+    if info.get("preset_note"):
+        lines.append(f"{info['method']} {info['preset']} preset: {info['preset_note']}")
     deg = info.get("degradation")
     if deg:
         lines.append(f"degradation model ({deg['source']}): axial blur sigma {deg['axial_sigma_px']:.2f} px "

@@ -78,6 +78,9 @@ class RunConfig(BaseModel):
     degradation: dict[str, Any] | None = Field(None, description="the stack's blur and noise model "
                                                "(isoapp.degradation.Degradation) the model was trained with")
     heldout: dict[str, Any] | None = Field(None, description="held-out lateral-plane check (isoapp.heldout)")
+    preset_note: str = Field("", description="how the preset departs from the method's paper")
+    train_overrides: dict[str, Any] = Field(default_factory=dict, description="training settings the user set "
+                                            "over the preset's (auto passes them on to its candidates)")
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

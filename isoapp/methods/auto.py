@@ -1,7 +1,7 @@
 """``auto``: train the fast candidates on the stack and keep the one that restores its held-out planes best.
 
 Each candidate (IsoNet and Self-Net by default, in that order) is trained with the run's preset
-on the stack, its held-out lateral planes excluded (:mod:`isoapp.heldout`); a candidate starts
+and training overrides on the stack, its held-out lateral planes excluded (:mod:`isoapp.heldout`); a candidate starts
 only while the time budget (``budget_s``) is not spent. The one with the largest held-out PSNR
 gain over linear interpolation is kept, unless none beats cubic interpolation on the same planes
 by ``min_gain_db``: then the result is cubic interpolation. The choice and the reason are
@@ -62,8 +62,8 @@ class Auto(Method):
     def _candidate(self, name: str) -> Method:
         c = self.config
         cfg = build_config(name, preset=c.preset, factor=c.factor, voxel_size=c.voxel_size, psf=c.psf.model_dump(),
-                           seed=c.seed, device=c.device, input_name=c.input_name, input_shape=c.input_shape,
-                           degradation=c.degradation)
+                           train=c.train_overrides, seed=c.seed, device=c.device, input_name=c.input_name,
+                           input_shape=c.input_shape, degradation=c.degradation)
         cls = get_method(name)
         return cls(cfg, psf=self.psf if cls.uses_psf else None, degradation=self.degradation)
 

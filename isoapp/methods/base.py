@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..degradation import Degradation
 from ..degrade import output_length
@@ -34,6 +34,22 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Preset(BaseModel):
+    """A method's preset: overrides of the training settings and parameters, and where they came from.
+
+    ``note`` says how the preset departs from the method's paper; it is shown wherever the preset
+    is picked (CLI, GUI) and saved in the run's config. ``provenance`` maps each tuned constant to
+    the case and command it was measured with.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    note: str = ""
+    provenance: dict[str, str] = Field(default_factory=dict)
+
+
 class Method(ABC):
     """A restoration method trained on (or applied to) the single stack it restores.
 
@@ -45,8 +61,8 @@ class Method(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
-    #: preset -> {"train": {...TrainConfig overrides}, "params": {...Params overrides}}
-    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    #: preset name -> :class:`Preset` (plain dicts are validated into Presets when the method registers)
+    presets: ClassVar[dict[str, Preset]] = {}
     trainable: ClassVar[bool] = True
     uses_psf: ClassVar[bool] = False
     #: restores single axial planes from their samples (:meth:`restore_sampled`): the held-out check applies
@@ -142,7 +158,14 @@ class Method(ABC):
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Class decorator adding a method to the registry under ``cls.name``."""
+    """Class decorator adding a method to the registry under ``cls.name``, its presets validated once."""
+    presets = {}
+    for name, p in cls.presets.items():
+        p = p if isinstance(p, Preset) else Preset.model_validate(p)
+        validated(TrainConfig, p.train, f"{cls.name} preset {name} training settings")
+        validated(cls.Params, p.params, f"{cls.name} preset {name} parameters")
+        presets[name] = p
+    cls.presets = presets
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -178,18 +201,17 @@ def build_config(method: str, *, preset: str = "fast", factor: float, voxel_size
     cls = get_method(method)
     if preset not in ("fast", "balanced", "quality"):
         raise ConfigError(f"unknown preset {preset!r}; use fast, balanced or quality")
-    p = cls.presets.get(preset, {})
-    tr = {**p.get("train", {}), **(train or {})}
-    if steps is not None:
-        tr["steps"] = steps
+    p = cls.presets.get(preset, Preset())
+    overrides = {**(train or {}), **({"steps": steps} if steps is not None else {})}
+    tr = {**p.train, **overrides}
     train_cfg = validated(TrainConfig, tr, "training settings")
-    prm = {**p.get("params", {}), **(params or {})}
+    prm = {**p.params, **(params or {})}
     validated(cls.Params, prm, f"{method} parameters")
     from .. import __version__
 
     return validated(RunConfig, dict(method=method, preset=preset, factor=factor, voxel_size=tuple(voxel_size),
                                      train=train_cfg.model_dump(), params=prm, isoapp_version=__version__,
-                                     **fields), "run configuration")
+                                     preset_note=p.note, train_overrides=overrides, **fields), "run configuration")
 
 
 def load_model(directory: str | Path, psf: np.ndarray | None = None) -> Method:

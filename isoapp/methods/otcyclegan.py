@@ -154,31 +154,37 @@ class OTCycleGAN(Method):
     description = "Park et al. 3D OT-cycleGAN: 3D U-Net + deep linear blur (learned PSF), MIP discriminators"
     Params = OTCycleGANParams
     presets = {
-        # 2-core laptop CPU: 8-filter G without instance norm (its 3D backward is slow on CPUs), 8-wide F,
-        # 16-filter discriminators, 32^3 judged crops (40x32x32 with the 2*4 planes physical_sampling adds at
-        # factor 4), 4 MIPs per orientation per step. In a few hundred steps the cycle and the discriminators
-        # do not teach G (the cycle is exact for G = F = identity, and a free F shrinks towards it: Park's
-        # settings gave +0.14 dB over linear and a PSF 52 % too narrow on the tubes phantom), so F starts at
-        # the axial blur estimated from the stack's spectra and stays fixed, G learns from lateral
-        # self-supervision through it (lambda_lateral) at 20x Park's learning rate, and the adversarial
-        # losses weigh 0.1. At weight 1 D_X made G split sparse beads along z into rows of round ones: over
-        # linear, beads -2.35 dB and tubes +5.28 dB at 1; beads +12.97 dB and tubes +4.24 dB at 0.1.
         "fast": {"train": {"steps": 400, "batch_size": 1, "patch_size": 32, "lr": 2e-3, "schedule": "cosine",
                            "checkpoint_every": 100, "preview_every": 100, "val_every": 100},
                  "params": {"n_filters": 8, "depth": 2, "norm": False, "blur_channels": 8, "disc_filters": 16,
                             "disc_layers": 3, "n_projections": 4, "tile": 128, "overlap": 16,
                             "blur_init_axial": "spectral", "blur_init_sigma": 0.5, "blur_freeze": 1.0,
-                            "lambda_lateral": 30.0, "adversarial_weight": 0.1}},
+                            "lambda_lateral": 30.0, "adversarial_weight": 0.1},
+                 "note": "not Park et al.'s recipe: G learns from lateral self-supervision through a blur F held "
+                         "at the stack's estimated axial blur (lambda_lateral 30, 20x Park's learning rate), the "
+                         "adversarial losses weigh 0.1, and nets and crops are small enough for a laptop CPU",
+                 "provenance": {
+                     "sizes (8-filter G without norm, 8-wide F, 32^3 judged crops, 4 MIPs)": "chosen for a 2-core "
+                         "CPU: 0.65 s per step (session 3, bench_otcyclegan.py --threads 2)",
+                     "F fixed at the estimate, lambda_lateral 30, lr 2e-3": "bench_otcyclegan.py --kinds tubes,beads "
+                         "(65x256x256, F 4, 400 steps): Park's settings +0.14 dB over linear with a PSF 52 % too "
+                         "narrow; this preset +4.24 dB (tubes), +12.97 dB (beads); the project's own noise-free "
+                         "phantoms, session 3",
+                     "adversarial_weight 0.1": "same bench: weight 1 gave beads -2.35 dB (G split beads into rows), "
+                         "0.1 gave +12.97 dB"}},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,
-                                "n_projections": 2}},
-        # Park et al.: 64-filter U-Net, 64-wide deep linear generator, 70x70 PatchGANs, 108^3 crops,
-        # batch 1, Adam 1e-4 constant; 120 dice with 15 overlap at inference.
+                                "n_projections": 2},
+                     "note": "Park et al.'s losses with a learned F, at a quarter of the paper's widths and 64^3 crops; "
+                             "not validated for quality (too slow to measure on a CPU)"},
         "quality": {"train": {"steps": 20000, "batch_size": 1, "patch_size": 108, "lr": 1e-4, "schedule": "constant",
                               "checkpoint_every": 1000, "preview_every": 500},
                     "params": {"n_filters": 64, "depth": 2, "blur_channels": 64, "disc_filters": 64,
-                               "disc_layers": 3, "n_projections": 1, "tile": 120, "overlap": 15}},
+                               "disc_layers": 3, "n_projections": 1, "tile": 120, "overlap": 15},
+                    "note": "Park et al.'s sizes and losses (64-filter U-Net, 64-wide deep linear F, 108^3 crops, "
+                            "Adam 1e-4, 120-voxel dice with 15 overlap), plus the stack's sampling in the cycle and "
+                            "mirrored borders for F; not validated for quality here (needs a GPU)"},
     }
 
     def __init__(self, config, psf=None, degradation=None) -> None:

@@ -121,13 +121,22 @@ class SelfNet(PlaneWiseMethod):
         "fast": {"train": {"steps": 600, "batch_size": 4, "patch_size": 64, "lr": 1e-3, "val_every": 100,
                            "checkpoint_every": 100, "preview_every": 100},
                  "params": {"epochs": 3, "gen_filters": 8, "gen_depth": 2, "disc_filters": 16,
-                            "deblur_filters": 16, "deblur_depth": 2}},
+                            "deblur_filters": 16, "deblur_depth": 2},
+                 "note": "Self-Net (Ning et al. 2023) with three departures: G_A blurs before the acquisition's sampling "
+                         "(the paper samples first), G_A is a learned blur kernel with a spectral loss (the paper: "
+                         "a U-Net), and DeblurNet's inputs carry the stack's noise",
+                 "provenance": {"lambda_spectral 10 (a parameter default)": "bench_selfnet.py --only tubes "
+                                "(65x256x256, F 4, fast): lambda 1, 10, 30 gave 25.02, 26.67, 26.79 dB and a learned "
+                                "sigma of 3.67, 4.03, 4.27 px (true 3.87); the project's own noise-free phantom, "
+                                "session 2"}},
         "balanced": {"train": {"steps": 3000, "batch_size": 8, "patch_size": 96, "lr": 4e-4},
                      "params": {"epochs": 5, "gen_filters": 12, "gen_depth": 2, "disc_filters": 16,
-                                "deblur_filters": 16, "deblur_depth": 2}},
+                                "deblur_filters": 16, "deblur_depth": 2},
+                     "note": "as fast, with longer training; not validated for quality"},
         "quality": {"train": {"steps": 12000, "batch_size": 16, "patch_size": 128, "lr": 2e-4},
                     "params": {"epochs": 6, "gen_filters": 16, "gen_depth": 2, "disc_filters": 16,
-                               "deblur_filters": 16, "deblur_depth": 2}},
+                               "deblur_filters": 16, "deblur_depth": 2},
+                    "note": "as fast, with longer training; not validated for quality"},
     }
 
     def __init__(self, config, psf=None, degradation=None) -> None:

@@ -233,7 +233,9 @@ class SelfVision(Method):
     presets = {
         "fast": {"train": {"steps": 200, "batch_size": 4, "patch_size": 32, "lr": 3e-3, "val_every": 50,
                            "checkpoint_every": 50, "preview_every": 50, "warmup_steps": 10},
-                 "params": {"n_shrink": 8, "n_middle": 3}},
+                 "params": {"n_shrink": 8, "n_middle": 3},
+                 "note": "Self-Vision's network at a small size; its blur is the stack's estimated axial blur and "
+                         "its inputs carry the stack's noise (the paper assumes a known degradation)"},
         "balanced": {"train": {"steps": 1500, "batch_size": 8, "patch_size": 48, "lr": 1e-3, "warmup_steps": 50},
                      "params": {"n_shrink": 12, "n_middle": 4, "self_ensemble": True}},
         "quality": {"train": {"steps": 6000, "batch_size": 16, "patch_size": 64, "lr": 1e-3, "warmup_steps": 100},
