@@ -178,9 +178,10 @@ def restore(
     saved_cfg = None
     if model_dir is not None:
         from .engine.config import RunConfig
+        from .export import is_package, package_model
 
         first = Path(model_dir) / "channel_0" if (Path(model_dir) / "channel_0").is_dir() else Path(model_dir)
-        saved_cfg = RunConfig.load(first)
+        saved_cfg = package_model(model_dir).config if is_package(model_dir) else RunConfig.load(first)
         method = saved_cfg.method
         if factor is None and volume.metadata.get("calibrated", True) is False:
             factor = saved_cfg.factor
@@ -209,7 +210,7 @@ def restore(
         xn, lo, hi = normalize(x)
         if model_dir is not None:
             mdir = Path(model_dir) / tag if tag and (Path(model_dir) / tag).is_dir() else Path(model_dir)
-            m = load_model(mdir, psf=psf_iso)
+            m = package_model(mdir) if is_package(mdir) else load_model(mdir, psf=psf_iso)
             if m.config.input_shape and len(m.config.input_shape) != 3:
                 raise ModelError(f"the model in {mdir} is not a 3D restoration model")
         elif t > 0 and methods and len(methods) == n_ch:
