@@ -177,15 +177,19 @@ def _model_dir(path: Path) -> Path:
     return path
 
 
-def _test_volume(volume, channel: int):
-    """Channel ``channel`` of the first time point, centre-cropped to at most :data:`TEST_MAX_SHAPE`."""
+def _test_volume(volume, channel: int, step: int = 1):
+    """Channel ``channel`` of the first time point, centre-cropped to at most :data:`TEST_MAX_SHAPE`.
+
+    Lateral sizes are cut to multiples of ``step`` (the network's divisor), as the package declares.
+    """
     chans = list(volume.iter_channels())
     if not 0 <= channel < volume.n_channels:
         raise InputError(f"{volume.name} has {volume.n_channels} channel(s); --channel {channel} does not exist")
     zyx = next(v for t, c, v in chans if t == 0 and c == channel)
     data = np.asarray(zyx.data, dtype=np.float32)
-    sl = tuple(slice((n - min(n, k)) // 2, (n - min(n, k)) // 2 + min(n, k)) for n, k in zip(data.shape, TEST_MAX_SHAPE,
-                                                                                                strict=True))
+    size = [min(n, k) if i == 0 else min(n, k) // step * step
+            for i, (n, k) in enumerate(zip(data.shape, TEST_MAX_SHAPE, strict=True))]
+    sl = tuple(slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(data.shape, size, strict=True))
     return zyx.with_data(np.ascontiguousarray(data[sl]))
 
 
@@ -239,13 +243,14 @@ def export_model(model_dir: str | Path, output: str | Path, volume=None, *, chan
         volume = ph.degraded
         log.warning("no --input stack: the test tensors and the cover are a nuclei phantom, and a bioimage.io "
                     "consumer's output will be in normalised units; pass the training stack for its intensity scale")
-    test = _test_volume(volume, channel)
-    if test.shape[0] < 3 or min(test.shape[1:]) < 8:
-        raise InputError(f"{volume.name} is too small for test tensors ({test.shape}); at least 3 x 8 x 8 is needed")
+    module = module_for(m)
+    test = _test_volume(volume, channel, module.divisor)
+    if test.shape[0] < 3 or min(test.shape[1:]) < max(16, module.divisor):
+        raise InputError(f"{volume.name} is too small for test tensors ({test.shape}); at least 3 x 16 x 16 is needed")
     emit(f"restoring the test stack {test.shape} with the model in {model_dir}")
     expected = restore(test, model_dir=model_dir, psf=m.config.psf, device="cpu").volume.data.astype(np.float32)
     _, lo, hi = normalize(test.data)
-    module = module_for(m)
+    halo = int(m.halo()) if module.has_net and hasattr(m, "halo") else 0
     x = torch.from_numpy(test.data[None, None])
     scripted = script_module(module, x)
     with torch.no_grad():
@@ -257,7 +262,7 @@ def export_model(model_dir: str | Path, output: str | Path, volume=None, *, chan
     emit(f"TorchScript module matches isoapp restore (max difference {err:.1e} of the intensity range)")
     with tempfile.TemporaryDirectory(prefix="isoapp-export-") as tmp:
         d = Path(tmp)
-        files = _write_files(d, m, module, scripted, test, expected, model_dir, lo, hi)
+        files = _write_files(d, m, module, scripted, test, expected, model_dir, lo, hi, halo)
         descr = _describe(m, F, test, files, lo, hi, NORM_PERCENTILES, authors, license, name, description)
         with atomic_path(output) as part:
             save_bioimageio_package(descr, output_path=Path(part))
@@ -289,7 +294,7 @@ def _estimates(m, test) -> dict[str, Any]:
     return out
 
 
-def _readme(m, F: int, test, lo: float, hi: float) -> str:
+def _readme(m, F: int, lo: float, hi: float, halo: int) -> str:
     cite, doi = CITATIONS.get(m.name, (None, None))
     dz, dy, dx = m.config.voxel_size
     lines = [
@@ -306,7 +311,9 @@ def _readme(m, F: int, test, lo: float, hi: float) -> str:
         "its intensity scale. `isoapp restore --model` with this package undoes the normalisation with each "
         "input's own percentiles instead.", "",
         "## Use",
-        "- deepImageJ (Fiji): install the package, run it on a single-channel stack; do not tile along z.",
+        "- deepImageJ (Fiji): install the package and run it on a single-channel stack. Do not tile along z; "
+        + (f"tiles in x and y must overlap by at least {halo} pixels (the network's receptive-field radius), "
+           "best is one tile for the whole plane." if halo else "x-y tiles need no overlap."),
         "- `isoapp restore IN -o OUT --model this.zip` (any size, every channel).",
         "- `bioimageio predict` / bioimageio.core.", "",
         "## Training", f"Self-supervised on the stack `{m.config.input_name}` {tuple(m.config.input_shape)} with "
@@ -327,7 +334,7 @@ def _readme(m, F: int, test, lo: float, hi: float) -> str:
 
 
 def _write_files(d: Path, m, module: PlaneWiseIsotropic, scripted, test, expected: np.ndarray,
-                 model_dir: Path, lo: float, hi: float) -> dict[str, Path]:
+                 model_dir: Path, lo: float, hi: float, halo: int) -> dict[str, Path]:
     from .render import orthoview_png
 
     files = {"torchscript": d / "isoapp_torchscript.pt", "state_dict": d / "isoapp_state_dict.pt",
@@ -345,9 +352,10 @@ def _write_files(d: Path, m, module: PlaneWiseIsotropic, scripted, test, expecte
     out_vs = m.output_voxel_size(test.voxel_size)
     orthoview_png(files["cover"], [("input", test.data), (f"{m.name} x{m.factor:g}", expected)],
                   voxel_sizes=[test.voxel_size, out_vs])
-    training = {"config": json.loads((model_dir / "config.json").read_text()), **_estimates(m, test)}
+    training = {"config": json.loads((model_dir / "config.json").read_text()), "receptive_field_radius": halo,
+                **_estimates(m, test)}
     files["training"].write_text(json.dumps(training, indent=2, default=str))
-    files["readme"].write_text(_readme(m, module.factor, test, lo, hi), encoding="utf-8")
+    files["readme"].write_text(_readme(m, module.factor, lo, hi, halo), encoding="utf-8")
     return files
 
 
@@ -360,25 +368,20 @@ def _describe(m, F: int, test, files: dict[str, Path], lo: float, hi: float, per
 
     dz_out, dy, dx = (_dyadic(float(v)) for v in (test.voxel_size[0] / F, *test.voxel_size[1:]))
     dz = F * dz_out
-    net = EXPORTABLE[m.name]
-    halo = 0
-    if net is not None and hasattr(m, "halo"):
-        halo = int(m.halo())
     div = module_for(m).divisor
     raw, out = s.TensorId("raw"), s.TensorId("restored")
     um = "micrometer"
+    lat_min = max(16, div)
     in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier("channel0")]),
                s.SpaceInputAxis(id=s.AxisId("z"), size=s.ParameterizedSize(min=3, step=1), scale=dz, unit=um),
-               s.SpaceInputAxis(id=s.AxisId("y"), size=s.ParameterizedSize(min=max(16, div, 2 * halo + div), step=div),
-                                scale=dy, unit=um),
-               s.SpaceInputAxis(id=s.AxisId("x"), size=s.ParameterizedSize(min=max(16, div, 2 * halo + div), step=div),
-                                scale=dx, unit=um)]
+               s.SpaceInputAxis(id=s.AxisId("y"), size=s.ParameterizedSize(min=lat_min, step=div), scale=dy, unit=um),
+               s.SpaceInputAxis(id=s.AxisId("x"), size=s.ParameterizedSize(min=lat_min, step=div), scale=dx, unit=um)]
 
     def lateral(axis: str, scale: float):
-        ref = s.SizeReference(tensor_id=raw, axis_id=s.AxisId(axis))
-        if halo:
-            return s.SpaceOutputAxisWithHalo(id=s.AxisId(axis), size=ref, halo=halo, scale=scale, unit=um)
-        return s.SpaceOutputAxis(id=s.AxisId(axis), size=ref, scale=scale, unit=um)
+        # no halo: bioimage.io consumers pad the input by the halo before the per-sample percentiles,
+        # which would change the normalisation; the receptive field is in training.json and the README
+        return s.SpaceOutputAxis(id=s.AxisId(axis), size=s.SizeReference(tensor_id=raw, axis_id=s.AxisId(axis)),
+                                 scale=scale, unit=um)
 
     out_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier("channel0")]),
                 s.SpaceOutputAxis(id=s.AxisId("z"), size=s.SizeReference(tensor_id=raw, axis_id=s.AxisId("z"),
@@ -407,10 +410,8 @@ def _describe(m, F: int, test, files: dict[str, Path], lo: float, hi: float, per
                                                           pytorch_version=torch_version),
         torchscript=s.TorchscriptWeightsDescr(source=files["torchscript"], pytorch_version=torch_version,
                                               parent="pytorch_state_dict"))
-    cite = [s.CiteEntry(text=ISOAPP_CITATION, url=s.HttpUrl("https://pypi.org/project/isoapp/"))]
-    if m.name in CITATIONS:
-        text, doi = CITATIONS[m.name]
-        cite.insert(0, s.CiteEntry(text=text, doi=s.Doi(doi)))
+    # isoapp has no DOI or public URL yet (a bioimage.io citation needs one): the README cites it in words
+    cite = [s.CiteEntry(text=text, doi=s.Doi(doi)) for text, doi in [CITATIONS.get(m.name, (None, None))] if doi]
     tol = s.ReproducibilityTolerance(absolute_tolerance=TOLERANCE * (hi - lo), relative_tolerance=0.0,
                                      mismatched_elements_per_million=0)
     return s.ModelDescr(
@@ -464,11 +465,12 @@ def package_model(path: str | Path):
     if training is None:
         raise ModelError(f"{path.name} was not exported by isoapp (no training.json); run it with deepImageJ or "
                          "bioimageio.core instead")
-    cfg = RunConfig.model_validate(json.loads(training.get_reader().read())["config"])
+    info = json.loads(training.get_reader().read())
+    cfg = RunConfig.model_validate(info["config"])
+    halo = int(info.get("receptive_field_radius", 0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = torch.jit.load(descr.weights.torchscript.get_reader(), map_location="cpu").eval()
-    halo = max((int(getattr(a, "halo", 0)) for a in descr.outputs[0].axes), default=0)
 
     class _AnyParams(BaseModel):
         model_config = ConfigDict(extra="allow")
