@@ -140,13 +140,17 @@ def test_y_slabs_equal_one_pass():
         np.testing.assert_allclose(scripted(torch.from_numpy(vol)[None, None])[0, 0].numpy(), whole, atol=1e-5)
 
 
-def test_linear_package_passes_bioimageio_test(stack, tmp_path):
+@pytest.mark.parametrize("method", ["linear", "selfnet"])
+def test_other_methods_pass_bioimageio_test(stack, tmp_path, method):
     from bioimageio.core import test_model
 
     vol, path, _ = stack
-    restore(vol, "linear", device="cpu", save_model=tmp_path / "lin")
-    assert main(["export", str(tmp_path / "lin"), "-o", str(tmp_path / "lin.zip"), "--input", str(path), "-q"]) == 0
-    assert test_model(tmp_path / "lin.zip").status == "passed"
+    restore(vol, method, steps=6, device="cpu", save_model=tmp_path / "m")
+    assert main(["export", str(tmp_path / "m"), "-o", str(tmp_path / "m.zip"), "--input", str(path), "-q"]) == 0
+    assert test_model(tmp_path / "m.zip").status == "passed"
+    a = restore(vol, model_dir=tmp_path / "m", device="cpu").volume.data
+    b = restore(vol, model_dir=tmp_path / "m.zip", device="cpu").volume.data
+    assert np.abs(a - b).max() <= 1e-4 * _norm_range(vol.data)
 
 
 @pytest.mark.parametrize("method,factor,match", [("cubic", 4.0, "cannot export a cubic model: cubic-spline"),
