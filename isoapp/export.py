@@ -335,7 +335,7 @@ def _readme(m, F: int, lo: float, hi: float, halo: int) -> str:
 
 def _write_files(d: Path, m, module: PlaneWiseIsotropic, scripted, test, expected: np.ndarray,
                  model_dir: Path, lo: float, hi: float, halo: int) -> dict[str, Path]:
-    from .render import orthoview_png
+    from .render import BACKGROUND, orthoview, write_png
 
     files = {"torchscript": d / "isoapp_torchscript.pt", "state_dict": d / "isoapp_state_dict.pt",
              "test_input": d / "test_input.npy", "test_output": d / "test_output.npy", "cover": d / "cover.png",
@@ -350,8 +350,13 @@ def _write_files(d: Path, m, module: PlaneWiseIsotropic, scripted, test, expecte
     tifffile.imwrite(files["sample_input"], test.data.astype(np.float32), photometric="minisblack")
     tifffile.imwrite(files["sample_output"], expected.astype(np.float32), photometric="minisblack")
     out_vs = m.output_voxel_size(test.voxel_size)
-    orthoview_png(files["cover"], [("input", test.data), (f"{m.name} x{m.factor:g}", expected)],
-                  voxel_sizes=[test.voxel_size, out_vs])
+    img, _ = orthoview([("input", test.data), (f"{m.name} x{m.factor:g}", expected)],
+                       voxel_sizes=[test.voxel_size, out_vs])
+    h, w = img.shape
+    W, H = max(w, 2 * h), max(h, (w + 1) // 2)  # bioimage.io asks for 2:1 covers: centre on a wider canvas
+    canvas = np.full((H, W), BACKGROUND, np.uint8)
+    canvas[(H - h) // 2:(H - h) // 2 + h, (W - w) // 2:(W - w) // 2 + w] = img
+    write_png(files["cover"], canvas)
     training = {"config": json.loads((model_dir / "config.json").read_text()), "receptive_field_radius": halo,
                 **_estimates(m, test)}
     files["training"].write_text(json.dumps(training, indent=2, default=str))
