@@ -33,9 +33,10 @@ def segment(vol, *, threshold: float | Literal["otsu"] = "otsu", min_size: int =
 
     Steps: Gaussian smoothing (``sigma`` voxels), threshold (Otsu, or a given value),
     ``binary_fill_holes``, removal of components below ``min_size`` voxels, and with ``split``
-    scikit-image's watershed of the inverted (smoothed) distance transform inside the mask,
-    seeded at its local maxima (``peak_local_max``) at least ``min_distance`` apart and deeper
-    than one voxel. A component without a seed stays whole. Returns int32 labels 1..n
+    scikit-image's watershed (full connectivity) of the inverted distance transform inside the
+    mask, seeded at the local maxima (``peak_local_max``) of the distance transform smoothed by
+    one voxel, at least ``min_distance`` apart and deeper than one voxel (scikit-image's
+    documented recipe). A component without a seed stays whole. Returns int32 labels 1..n
     (0 background).
     """
     from skimage.feature import peak_local_max
@@ -55,12 +56,12 @@ def segment(vol, *, threshold: float | Literal["otsu"] = "otsu", min_size: int =
         lab, _ = ndimage.label(mask)
         return lab.astype(np.int32)
     lab, _ = ndimage.label(mask)
-    dist = ndimage.gaussian_filter(ndimage.distance_transform_edt(mask), 1.0)
-    peaks = peak_local_max(dist, min_distance=min_distance, threshold_abs=1.0, labels=lab,
-                           exclude_border=False)
+    edt = ndimage.distance_transform_edt(mask)
+    peaks = peak_local_max(ndimage.gaussian_filter(edt, 1.0), min_distance=min_distance, threshold_abs=1.0,
+                           labels=lab, exclude_border=False)
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    ws = watershed(-dist, markers, mask=mask).astype(np.int32)
+    ws = watershed(-edt, markers, mask=mask, connectivity=mask.ndim).astype(np.int32)
     rest, n_rest = ndimage.label(mask & (ws == 0))  # components without a seed stay whole
     if n_rest:
         ws[rest > 0] = rest[rest > 0] + ws.max()
