@@ -93,7 +93,9 @@ def test_rdf_axes_scale_and_processing(isonet_package):
     assert {"cover.png", "README.md", "training.json", "test_input.npy", "test_output.npy"} <= names
     training = json.loads(zipfile.ZipFile(isonet_package[1]).read("training.json"))
     assert training["config"]["method"] == "isonet" and training["psf"]["kind"] == "gaussian"
-    assert "noise_sigma_normalised" in training and "axial_blur_sigma_vox" in training
+    assert training["degradation_trained"]["blur_source"] == "gaussian"  # the model's blur and noise model
+    assert "noise_gain" in training["degradation_trained"] and "heldout" in training
+    assert training["degradation_export_stack"] is not None or "degradation_note" in training
 
 
 def test_restore_with_package_equals_model_dir_on_another_stack(isonet_package, tmp_path):
