@@ -73,6 +73,9 @@ class LogPanel(QWidget):
         self.handler.relay.record.connect(self.append)
 
     def append(self, level: str, message: str) -> None:
+        from .dialogs import gui_wording
+
+        message = gui_wording(message)
         color = self.COLORS.get(level)
         esc = message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         self.text.appendHtml(f'<span style="color:{color}">{esc}</span>' if color else esc)

@@ -28,7 +28,7 @@ from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, tra
 from ..errors import ModelError
 from ..nets import UNet
 from ..nets.blocks import SRCNN
-from .base import Method, register
+from .base import Method, TimeModel, register
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ class IsoNet(Method):
     description = "IsoNet / CARE-isotropic: PSF-based self-supervision from lateral planes"
     Params = IsoNetParams
     uses_psf = True
+    label = "IsoNet (CARE isotropic)"
+    menu_rank = 10
+    time_model = TimeModel(s_per_step=0.1, s_per_voxel=1.3e-6, width_param="n_filters")
     presets = {
         "fast": {"train": {"steps": 300, "batch_size": 8, "patch_size": 64, "lr": 1e-3, "val_every": 100,
                            "checkpoint_every": 100, "preview_every": 50},

@@ -64,7 +64,7 @@ from ..nets.blocks import lsgan_loss, resample_along
 from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, fit_window, project
 from ..psf import gaussian_psf, sigma_to_fwhm
 from ..spectral import estimate_axial_sigma
-from .base import Method, register
+from .base import Method, TimeModel, register
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,10 @@ class OTCycleGAN(Method):
     name = "otcyclegan"
     description = "Park et al. 3D OT-cycleGAN: 3D U-Net + deep linear blur (learned PSF), MIP discriminators"
     Params = OTCycleGANParams
+    label = "OT-cycleGAN (3D, learned PSF)"
+    dims = 3
+    menu_rank = 30
+    time_model = TimeModel(s_per_step=1.1, s_per_voxel=9.3e-7, width_param="n_filters")
     presets = {
         # 2-core laptop CPU: 8-filter G without instance norm (its 3D backward is slow on CPUs), 8-wide F,
         # 16-filter discriminators, 32^3 judged crops (40x32x32 with the 2*4 planes physical_sampling adds at
