@@ -112,7 +112,7 @@ def stack_tif(tmp_path) -> Path:
 
 def set_tiny_run(window, steps: int, preview_every: int = 0, method: str = "isonet") -> None:
     mp = window.method_panel
-    mp.method.setCurrentText(method)
+    mp.set_method(method)
     mp.preset.setCurrentText("fast")
     mp.steps.setValue(steps)
     mp.preview_every.setValue(preview_every)

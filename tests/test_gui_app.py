@@ -84,10 +84,16 @@ def test_multichannel_channel_selector(window, tmp_path):
                      resolution=(4, 4))
     assert window.open_path(p)
     ov = window.ortho
-    assert ov.channel.count() == 2 and ov.channel.isVisibleTo(ov)
+    assert ov.channel.count() == 3 and ov.channel.isVisibleTo(ov)  # C0, C1, Composite
     assert float(ov.data.mean()) == 10
     ov.channel.setCurrentIndex(1)
     assert float(ov.data.mean()) == 200
+    # the composite: each channel through its own colour (green, magenta), added
+    ov.set_composite(True)
+    rgb = ov.xy.image.image
+    assert ov.composite is not None and rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
+    ov.set_composite(False)
+    assert ov.composite is None and ov.xy.image.image.ndim == 2
 
 
 def test_hdf5_dataset_chooser(window, tmp_path, dialog_calls):
@@ -194,7 +200,7 @@ def test_method_panel_options(window, stack_tif):
     mp.params.setText("{not json")
     mp._changed()
     assert "JSON" in mp.estimate_label.text()
-    mp.method.setCurrentText("linear")
+    mp.set_method("linear")
     assert not mp.steps.isEnabled() and "psf" not in (mp.params.setText("") or mp.options())
 
 

@@ -79,7 +79,7 @@ def test_train_tiny_model_relays_progress_and_previews_while_responsive(window, 
     # result: on the isotropic grid, shown in Compare
     assert result.volume.shape == (33, 48, 48)
     assert result.volume.voxel_size == pytest.approx((0.2, 0.2, 0.2))
-    assert window.tabs.currentWidget() is window.compare
+    assert window.tabs.currentWidget() is window.compare_tab
     assert window.compare.current_result() is result.volume
     assert window.compare.right.data.shape == (33, 48, 48) and window.compare.left.data.shape == (33, 48, 48)
     assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
@@ -196,7 +196,7 @@ def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
     cmp.mode.setCurrentText("Toggle")
     cmp.toggle.setChecked(False)
     np.testing.assert_allclose(cmp.single.planes()["xz"], np.asarray(cmp.before.data)[:, y, :], rtol=1e-6)
-    cmp.mode.setCurrentText("Disagreement")
+    cmp.mode.setCurrentText("Uncertainty")
     assert cmp.stack.currentWidget() is cmp.diff and cmp.diff.data.shape == res.shape
     assert float(cmp.diff.data.max()) > 0
     # a linked cursor in side-by-side mode

@@ -1,7 +1,10 @@
-"""Before/after comparison: side by side, wipe or toggle; a disagreement map between methods; metrics.
+"""Before/after comparison: side by side, wipe or toggle; the uncertainty view; metrics.
 
 "Before" is the input interpolated linearly onto the output grid (the same z sampling as the
-restored stack), so both views share shape and calibration and their cursors are linked 1:1.
+restored stack), so both views share shape and calibration; side by side, their cursors (slices),
+zoom and pan are linked 1:1. The uncertainty view is the disagreement between the methods run
+on this stack: the per-voxel spread of their normalised results (where methods agree, the
+restoration is constrained by the data; where they differ, it is a guess).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .orthoview import OrthoView
 
 log = logging.getLogger(__name__)
 
-MODES = ("Side by side", "Wipe", "Toggle", "Disagreement")
+MODES = ("Side by side", "Wipe", "Toggle", "Uncertainty")
 METRIC_KEYS = ("psnr", "ssim", "ms_ssim", "nrmse")
 
 
@@ -65,15 +68,20 @@ class ComparePanel(QWidget):
         self.metrics: dict[str, dict] = {}
 
         self.result_box = QComboBox(self)
+        self.result_box.setToolTip("which restored result to compare (one per method run on this stack)")
         self.result_box.currentIndexChanged.connect(self._refresh)
         self.mode = QComboBox(self)
         self.mode.addItems(MODES)
+        self.mode.setToolTip("side by side (linked), a wipe, a toggle, or the uncertainty view: where the "
+                             "methods run on this stack disagree")
         self.mode.currentIndexChanged.connect(self._refresh)
         self.wipe = QSlider(Qt.Orientation.Horizontal, self)
         self.wipe.setRange(0, 100)
         self.wipe.setValue(50)
+        self.wipe.setToolTip("where the wipe cuts: before on the left, restored on the right")
         self.wipe.valueChanged.connect(self._refresh_single)
         self.toggle = QCheckBox("show restored", self)
+        self.toggle.setToolTip("flip between the restored stack and the interpolated input (the T key in Fiji)")
         self.toggle.setChecked(True)
         self.toggle.toggled.connect(self._refresh_single)
         bar = QHBoxLayout()
@@ -86,8 +94,16 @@ class ComparePanel(QWidget):
         self.right = OrthoView(self, title="After (restored)", controls=False)
         self.left.displayChanged.connect(self.right.set_display)
         self.single = OrthoView(self, title=" ")
-        self.diff = OrthoView(self, title="Disagreement between methods (std of normalised results)",
+        self.diff = OrthoView(self, title="Uncertainty: disagreement between methods (std of normalised results)",
                               lut="inferno")
+        # before and after move together: slices (cursor), zoom and pan
+        r, left = self.right, self.left
+        r.xy.box.setXLink(left.xy.box)
+        r.xy.box.setYLink(left.xy.box)
+        r.xz.box.setYLink(left.xz.box)
+        r.yz.box.setXLink(left.yz.box)
+        r.mip.box.setXLink(left.mip.box)
+        r.mip.box.setYLink(left.mip.box)
         self.single.volumeChanged.connect(self._refresh_single)
         self._linking = False
         for a, b in ((self.left, self.right), (self.right, self.left)):
@@ -100,7 +116,7 @@ class ComparePanel(QWidget):
         self.stack = QStackedWidget(self)
         for w in (pair, self.single, self.diff):
             self.stack.addWidget(w)
-        self.empty = QLabel("Run Train && Restore to compare before and after.", self)
+        self.empty = QLabel("Run a method (Run button, Ctrl+R) to compare before and after.", self)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.stack.addWidget(self.empty)
 
@@ -172,24 +188,30 @@ class ComparePanel(QWidget):
             if cursor is not None:
                 self.right.set_cursor(*cursor)
             self.stack.setCurrentIndex(0)
-        elif mode == "Disagreement":
+        elif mode == "Uncertainty":
             labels = self.comparable()
             if len(labels) < 2:
-                self.empty.setText("A disagreement map needs results of two or more methods on the same grid:\n"
-                                   "run another method, then choose Disagreement.")
+                self.empty.setText("The uncertainty view is the disagreement between two or more methods on the "
+                                   "same grid:\nrun another method, then choose Uncertainty.")
                 self.stack.setCurrentWidget(self.empty)
                 return
             res_vols = [self.results[k] for k in labels]
             maps = [disagreement([np.asarray(v.channel(c, t).data) for v in res_vols])
                     for t in range(res.n_timepoints) for c in range(res.n_channels)]
             data = maps[0] if res.axes == "ZYX" else np.stack(maps).reshape(res.shape)
-            self.diff.title.setText(f"<b>Disagreement (std of normalised results) between {', '.join(labels)}</b>")
+            self.diff.title.setText(f"<b>Uncertainty: disagreement (std of normalised results) between "
+                                    f"{', '.join(labels)}</b>")
             self.diff.set_volume(res.with_data(data, name="disagreement"))
             self.stack.setCurrentIndex(2)
         else:
             self.single.set_volume(res)
             self.stack.setCurrentIndex(1)
             self._refresh_single()
+
+    def reset_views(self) -> None:
+        """Fit every view of the comparison (zoom and pan reset)."""
+        for v in (self.left, self.right, self.single, self.diff):
+            v.reset_view()
 
     def _refresh_single(self, *_args) -> None:
         res = self.current_result()

@@ -76,6 +76,7 @@ class MainWindow(RunMixin, QMainWindow):
         cl.addWidget(self.compare, 1)
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self.ortho, "Input")
+        self.compare_tab = cw
         self.tabs.addTab(cw, "Compare")
         self.tabs.setTabToolTip(0, "the opened stack in linked orthogonal views")
         self.tabs.setTabToolTip(1, "before (interpolated) and after, side by side, wipe, toggle or uncertainty")
@@ -299,7 +300,7 @@ class MainWindow(RunMixin, QMainWindow):
         ref, _ = opening.load_volume(self, path, None, self.fiji.connect_session)
         if ref is not None:
             self.compare.set_reference(ref)
-            self.tabs.setCurrentWidget(self.compare)
+            self.tabs.setCurrentWidget(self.compare_tab)
 
     # ------------------------------------------------------------------ saving / Fiji
     def save_result(self, path: str | Path | None = None) -> Path | None:

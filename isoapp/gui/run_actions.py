@@ -165,7 +165,7 @@ class RunMixin:
         self.compare.add_result(label, vol, factor)
         self.results_info[label] = dict(result.info)
         self.report.show_info(result.info, label)
-        self.tabs.setCurrentWidget(self.compare)
+        self.tabs.setCurrentWidget(self.compare_tab)
         text = (f"Done: {label}, {vol.shape}, trained {result.train_seconds:.1f} s, "
                 f"restored {result.restore_seconds:.1f} s")
         self.progress.finish(text)
