@@ -159,17 +159,30 @@ def test_save_dialog_refuses_to_overwrite_input(window, stack_tif, qtbot, dialog
 
 
 def test_failed_run_is_a_dialog_and_app_stays_usable(window, stack_tif, qtbot, dialog_calls):
+    import tifffile
+
     calls, _ = dialog_calls
     window.open_path(stack_tif)
     set_tiny_run(window, steps=2)
-    window.method_panel.psf_kind.setCurrentIndex(3)  # measured PSF file
-    window.method_panel.psf_path.setText(str(stack_tif.with_name("no_psf.tif")))
+    mp = window.method_panel
+    mp.psf_kind.setCurrentIndex(3)  # measured PSF file
+    mp.psf_path.setText(str(stack_tif.with_name("no_psf.tif")))
+    mp._changed()
+    # a missing file is caught before anything runs: Run is disabled and says why
+    assert not window.run_button.isEnabled() and "no_psf.tif" in window.run_button.toolTip()
+    psf2d = stack_tif.with_name("psf2d.tif")
+    tifffile.imwrite(psf2d, np.ones((9, 9), np.float32))
+    mp.psf_path.setText(str(psf2d))
+    mp._changed()
+    assert window.run_button.isEnabled()
     with qtbot.waitSignal(window.run_failed, timeout=RUN_TIMEOUT_MS) as blocker:
         window.start_run()
     _wait_idle(qtbot, window)
-    assert "no_psf.tif" in blocker.args[0]
+    assert "3D" in blocker.args[0]
     assert [c for c in calls if c[0] == "error"]
     assert window.run_button.isEnabled() and not window.resume_button.isEnabled()
+    # a failed run does not show a full bar (defect 7)
+    assert window.progress.bar.value() == 0 and window.progress.bar.format() == "failed"
 
 
 def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
@@ -185,7 +198,7 @@ def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
             window.start_run()
         _wait_idle(qtbot, window)
     cmp = window.compare
-    assert set(cmp.results) == {"linear", "cubic"}
+    assert set(cmp.results) == {"Linear interpolation", "Cubic-spline interpolation"}  # names for people
     cmp.mode.setCurrentText("Wipe")
     cmp.wipe.setValue(50)
     res = cmp.current_result()
@@ -211,6 +224,6 @@ def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
     assert gt.shape == res.shape
     tifffile.imwrite(ref, gt, imagej=True)
     window.load_reference(ref)
-    assert set(cmp.metrics) == {"input (linear interpolation)", "linear", "cubic"}
+    assert set(cmp.metrics) == {"input (linear interpolation)", "Linear interpolation", "Cubic-spline interpolation"}
     assert cmp.table.rowCount() == 3 and cmp.table.isVisibleTo(window)
     assert all(np.isfinite(m["ssim"]) for m in cmp.metrics.values())

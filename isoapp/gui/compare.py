@@ -91,8 +91,8 @@ class ComparePanel(QWidget):
         bar.addStretch(1)
 
         self.left = OrthoView(self, title="Before (input, linear interpolation)")
-        self.right = OrthoView(self, title="After (restored)", controls=False)
-        self.left.displayChanged.connect(self.right.set_display)
+        self.right = OrthoView(self, title="After (restored)")
+        self.right.follow(self.left)
         self.single = OrthoView(self, title=" ")
         self.diff = OrthoView(self, title="Uncertainty: disagreement between methods (std of normalised results)",
                               lut="inferno")

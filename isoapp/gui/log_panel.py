@@ -72,6 +72,10 @@ class LogPanel(QWidget):
         self.handler = QtLogHandler()
         self.handler.relay.record.connect(self.append)
 
+    def append_event(self, level: str, message: str) -> None:
+        """A core LogEvent relayed by the worker (level in any case)."""
+        self.append(str(level).upper(), message)
+
     def append(self, level: str, message: str) -> None:
         from .dialogs import gui_wording
 

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QPushButton,
+    QToolButton,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -94,6 +94,7 @@ class _Plane:
                  crosshair: bool = True) -> None:
         self.key = key
         self.box = CursorViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.box.setMinimumSize(1, 1)
         layout.addItem(self.box, row, col)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.box.addItem(self.image)
@@ -130,6 +131,7 @@ class OrthoView(QWidget):
         self._wipe: np.ndarray | None = None
         self._wipe_fraction = 0.5
         self._fit_pending = False
+        self._auto_fit = True  # refit on resize until the user zooms or pans
         self._build(title, lut)
         for w in self._controls:
             w.setVisible(controls)
@@ -158,6 +160,7 @@ class OrthoView(QWidget):
         self.mip.box.sigCursor.connect(lambda x, y: self._clicked("mip", None, y, x))
         for p in self.plane_items():
             p.box.sigWheelStep.connect(lambda n, k=p.key: self.step(n, PLANE_AXIS[k]))
+            p.box.sigRangeChangedManually.connect(self._user_moved_view)
         self.scale_bar = ScaleBar()
         self.scale_bar.setParentItem(self.xy.box)
         self.graphics.scene().sigMouseMoved.connect(self._hovered)
@@ -186,15 +189,20 @@ class OrthoView(QWidget):
         self.contrast.levelsChanged.connect(self._apply_display)
         self.contrast.gammaChanged.connect(self._apply_display)
         self.lo, self.hi = self.contrast.lo, self.contrast.hi
-        auto = QPushButton("Auto", self)
+        auto = QToolButton(self)
+        auto.setText("Auto")
         auto.setToolTip(f"contrast from the {AUTO_PERCENTILES[0]}-{AUTO_PERCENTILES[1]} percentiles of the stack")
         auto.clicked.connect(self.auto_contrast)
-        fit = QPushButton("Fit", self)
+        fit = QToolButton(self)
+        fit.setText("Fit")
         fit.setToolTip("reset zoom and pan so every view shows its whole image (Home, Ctrl+0)")
         fit.clicked.connect(self.reset_view)
         self.channel = QComboBox(self)
         self.channel.currentIndexChanged.connect(self._channel_changed)
         self.channel.setToolTip("channel / time point shown; Composite overlays every channel in its colour")
+        for combo in (self.lut, self.channel):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(7)
 
         bar = QHBoxLayout()
         self.title = QLabel(f"<b>{title}</b>" if title else "", self)
@@ -207,6 +215,8 @@ class OrthoView(QWidget):
         self._controls = [self.lut, lut_label, self.contrast, auto]
         for w in (self.channel_label, self.channel, lut_label, self.lut, auto, fit):
             bar.addWidget(w)
+        self.channel.setVisible(False)
+        self.channel_label.setVisible(False)
         self.status = QLabel("no image", self)
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -393,9 +403,37 @@ class OrthoView(QWidget):
 
     # ------------------------------------------------------------------ keys, fitting
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt naming
-        if obj is self.graphics and event.type() == QEvent.Type.KeyPress and self._key(event):
-            return True
+        if obj is self.graphics:
+            if event.type() == QEvent.Type.KeyPress and self._key(event):
+                return True
+            if event.type() == QEvent.Type.Resize:
+                QTimer.singleShot(0, self._split)
         return super().eventFilter(obj, event)
+
+    def _split(self) -> None:
+        """Columns and rows sized exactly by physical extent (XY | Z), so the linked views all fit.
+
+        (QGraphicsGridLayout's stretch factors do not split space proportionally.)
+        """
+        if self.data is None:
+            return
+        nz, ny, nx = self.data.shape
+        dz, dy, dx = self.voxel
+        grid = self.graphics.ci.layout
+        left, top, right, bottom = grid.getContentsMargins()
+        w = self.graphics.viewport().width() - left - right - grid.horizontalSpacing()
+        h = self.graphics.viewport().height() - top - bottom - grid.verticalSpacing()
+        if w < 20 or h < 20:
+            return
+        for total, a, b, fixed in ((w, nx * dx, nz * dz, grid.setColumnFixedWidth),
+                                   (h, ny * dy, nz * dz, grid.setRowFixedHeight)):
+            first = max(min(total * a / (a + b), total * 0.85), total * 0.15)  # thin stacks stay visible
+            fixed(0, first)
+            fixed(1, total - first)
+        grid.activate()
+        if self._auto_fit:
+            self.reset_view()
+        self._fit_if_ready()
 
     def keyPressEvent(self, event) -> None:  # noqa: N802
         if not self._key(event):
@@ -411,12 +449,25 @@ class OrthoView(QWidget):
             return True
         return False
 
+    def _user_moved_view(self, *_args) -> None:
+        self._auto_fit = False
+
     def reset_view(self) -> None:
-        """Fit each view to its image (zoom and pan reset)."""
+        """Fit each view to its image (zoom and pan reset); it then follows resizes again."""
+        self._auto_fit = True
         if self.data is None:
             return
-        for p in self.plane_items():
-            p.box.autoRange(padding=0.02)
+        # XY fits its image; the axial views share its x (XZ) or y (YZ) range, so only their z range
+        # is left: centred on the stack, at the size their aspect gives (the split by physical extent
+        # makes that size hold the whole z extent)
+        self.mip.box.autoRange(padding=0.02)
+        self.xy.box.autoRange(padding=0.02)
+        ext_z = self.data.shape[0] * self.voxel[0]
+        for box, axis in ((self.xz.box, 1), (self.yz.box, 0)):
+            lo, hi = box.viewRange()[axis]
+            half = max((hi - lo) / 2, ext_z * 0.51)
+            rng = (ext_z / 2 - half, ext_z / 2 + half)
+            (box.setYRange if axis == 1 else box.setXRange)(*rng, padding=0)
 
     def _fit_if_ready(self) -> None:
         if not self._fit_pending or self.data is None or not self.isVisible():
@@ -469,14 +520,7 @@ class OrthoView(QWidget):
         self.xz.image.setRect(QRectF(0, 0, nx * dx, nz * dz))
         self.yz.image.setRect(QRectF(0, 0, nz * dz, ny * dy))
         self.mip.image.setRect(QRectF(0, 0, nx * dx, ny * dy))
-        # give each row/column room in proportion to its physical extent, so the linked views fill it
-        grid = self.graphics.ci.layout
-        w_xy, w_z, h_xy = nx * dx, nz * dz, ny * dy
-        for i, (a, b) in enumerate(((w_xy, w_z), (h_xy, w_z))):
-            fa = int(round(1000 * a / (a + b)))
-            fb = max(1000 - fa, 150)  # the axial views stay visible for very thin stacks
-            (grid.setColumnStretchFactor if i == 0 else grid.setRowStretchFactor)(0, fa)
-            (grid.setColumnStretchFactor if i == 0 else grid.setRowStretchFactor)(1, fb)
+        self._split()  # room for each row/column in proportion to its physical extent
         self._fit_pending = True
         self.reset_view()  # right away (tests, visible views) and again once shown at a usable size
         self._fit_if_ready()
@@ -547,6 +591,14 @@ class OrthoView(QWidget):
     def _apply_display(self, *_args) -> None:
         self._apply_lut()
         self.displayChanged.emit(self.lut.currentText(), *self.levels(), self.gamma())
+
+    def follow(self, other: OrthoView) -> None:
+        """Take LUT, contrast and gamma from ``other`` (controls shown but disabled, so both views
+        keep the same size and their linked ranges map 1:1)."""
+        for w in self._controls:
+            w.setEnabled(False)
+            w.setToolTip("follows the left view's display (change it there)")
+        other.displayChanged.connect(self.set_display)
 
     def set_display(self, lut: str, lo: float, hi: float, gamma: float = 1.0) -> None:
         """Follow another view's LUT, contrast and gamma."""

@@ -103,7 +103,7 @@ class RunMixin:
         worker.stage.connect(self.progress.set_stage)
         worker.progress.connect(self.progress.on_progress)
         worker.preview.connect(self.progress.on_preview)
-        worker.log.connect(lambda level, msg: self.log_panel.append(str(level).upper(), msg))
+        worker.log.connect(self.log_panel.append_event)  # a bound slot: runs in the GUI thread
         worker.finished.connect(self._run_finished)
         worker.failed.connect(self._run_failed)
         worker.cancelled.connect(self._run_cancelled)
