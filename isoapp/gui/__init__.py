@@ -42,6 +42,11 @@ def create_main_window(settings: Any = None, path: str | os.PathLike | None = No
     """
     _app()
     from .main_window import MainWindow
+    from .worker import warm_up
+
+    spent = warm_up()
+    if spent:
+        log.debug("torch warmed up in %.2f s", spent)
 
     window = MainWindow(settings)
     if path is not None:

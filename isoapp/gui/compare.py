@@ -143,9 +143,11 @@ class ComparePanel(QWidget):
         self.result_box.blockSignals(with_block)
         self._refresh()
 
-    def add_result(self, label: str, result: Volume, factor: float) -> None:
+    def add_result(self, label: str, result: Volume, factor: float, before: Volume | None = None) -> None:
+        """Show ``result``; ``before`` is the input on its grid when already made (by the worker)."""
         if self.before is None or self.before.shape != result.shape:
-            self.before = interpolated_input(self._input, factor)
+            ok = before is not None and before.shape == result.shape
+            self.before = before if ok else interpolated_input(self._input, factor)
         self.results[label] = result
         if self.result_box.findText(label) < 0:
             self.result_box.addItem(label)

@@ -162,7 +162,7 @@ class RunMixin:
         self._discard_checkpoint()
         name = str(result.info.get("method", vol.name))
         label = method_label(name) if name else vol.name
-        self.compare.add_result(label, vol, factor)
+        self.compare.add_result(label, vol, factor, getattr(result, "before", None))
         self.results_info[label] = dict(result.info)
         self.report.show_info(result.info, label)
         self.tabs.setCurrentWidget(self.compare_tab)
