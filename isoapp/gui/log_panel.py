@@ -61,6 +61,7 @@ class LogPanel(QWidget):
         self.text.setMaximumBlockCount(MAX_LINES)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         clear = QPushButton("Clear", self)
+        clear.setToolTip("empty the log panel (messages are also printed to the terminal)")
         clear.clicked.connect(self.text.clear)
         row = QHBoxLayout()
         row.addStretch(1)
