@@ -108,7 +108,7 @@ def test_every_control_has_a_tooltip_and_methods_have_names(window, stack_tif):
     mp.set_method("linear")
     assert window.run_button.text() == "Restore" and window.run_action.text() == "Restore"
     mp.set_method("isonet")
-    assert window.run_button.text() == "Train & Restore"
+    assert window.run_button.text().replace("&&", "&") == "Train & Restore"
     mp.set_method("selfvision")  # its option comes from the method class
     assert set(mp.option_widgets) == {"axes"}
     mp.option_widgets["axes"].setCurrentIndex(1)
