@@ -106,7 +106,7 @@ GUI_WORDING = (
     (r"(pass )?--psf-fwhm( Z Y X)?", "choose PSF > Gaussian FWHM"),
     (r"(pass )?--psf( FILE)?\b", "choose PSF > Measured PSF file"),
     (r"(pass )?--fiji-dir( DIR| /path/to/Fiji.app)?", "set the Fiji.app folder in File > Settings"),
-    (r"(pass )?--factor( F| [0-9.]+)?", "untick 'from voxel size' and type the factor"),
+    (r"(pass )?--factor( F| [0-9.]+)?", "untick the factor's 'auto' and type it"),
 )
 
 

@@ -126,7 +126,7 @@ class MainWindow(RunMixin, QMainWindow):
         scroll = QScrollArea(self)
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(320)
+        scroll.setMinimumWidth(self.method_panel.minimumSizeHint().width() + 24)  # + vertical scroll bar
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         panel = QWidget(self)  # the estimate and the run buttons stay visible below the scroll area
         pl = QVBoxLayout(panel)

@@ -92,8 +92,8 @@ class MethodPanel(QWidget):
         self.voxel_note.setWordWrap(True)
         self.factor = _spin(1.0, 20.0, 4.0, 3, 0.5)
         self.factor.setToolTip("anisotropy factor F = dz/dxy: the restored stack has F times more z planes")
-        self.factor_auto = QCheckBox("from voxel size", self)
-        self.factor_auto.setToolTip("use dz/dxy of the voxel size above; untick to type a factor")
+        self.factor_auto = QCheckBox("auto", self)
+        self.factor_auto.setToolTip("auto: dz/dxy of the voxel size above; untick to type a factor")
         self.factor_auto.setChecked(True)
         self.factor_auto.toggled.connect(self._factor_auto_toggled)
         self.factor.setEnabled(False)
@@ -160,7 +160,22 @@ class MethodPanel(QWidget):
         self.factor_auto.toggled.connect(self._changed)
         self.params.editingFinished.connect(self._changed)
         self.psf_path.editingFinished.connect(self._changed)
+        self._compact()
         self._changed()
+
+    def _compact(self) -> None:
+        """Explicit small minimum widths (a spin box's own hint fits its whole range): the panel then
+        fits a narrow dock on a 1366-px screen instead of being cut at the right."""
+        from PySide6.QtWidgets import QAbstractSpinBox
+
+        for w in self.findChildren(QAbstractSpinBox):
+            w.setMinimumWidth(56)
+        for w in self.findChildren(QLineEdit):
+            if not isinstance(w.parent(), (QAbstractSpinBox, QComboBox)):
+                w.setMinimumWidth(80)
+        for w in self.findChildren(QComboBox):
+            w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            w.setMinimumContentsLength(8)
 
     def _build_psf(self) -> QGroupBox:
         box = QGroupBox("PSF", self)
@@ -358,7 +373,7 @@ class MethodPanel(QWidget):
             return "Open a stack first (File > Open, or drop a file on the window)."
         if self.effective_factor() <= 1.0:
             return ("The factor is 1: this stack looks isotropic. Type the voxel size (z step) above, or "
-                    "untick 'from voxel size' and type the factor.")
+                    "untick the factor's 'auto' and type it.")
         if get_method(self.method_id()).uses_psf and self.psf_kind.currentData() == "file":
             from pathlib import Path
 

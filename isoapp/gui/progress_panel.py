@@ -173,9 +173,12 @@ class ProgressPanel(QWidget):
             plot.setTitle(group.replace("_", " "), size="9pt")
             plot.setLogMode(False, True)
             plot.showGrid(x=True, y=True, alpha=0.2)
+            font = self.font()
+            font.setPointSizeF(max(font.pointSizeF() * 0.8, 6.0))
             for side in ("left", "bottom"):
                 ax = plot.getAxis(side)
-                ax.setStyle(tickFont=self.font(), autoExpandTextSpace=True)
+                # small tick labels, major ticks only: no overlapping numbers in a narrow dock
+                ax.setStyle(tickFont=font, autoExpandTextSpace=True, maxTextLevel=0, tickTextOffset=2)
                 ax.setTextPen("k")
             plot.getAxis("left").setWidth(52)
             loss = plot.plot([], [], pen=pg.mkPen("#3498db", width=2))
