@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -149,12 +149,13 @@ class ComparePanel(QWidget):
             ok = before is not None and before.shape == result.shape
             self.before = before if ok else interpolated_input(self._input, factor)
         self.results[label] = result
-        if self.result_box.findText(label) < 0:
-            self.result_box.addItem(label)
-        self.result_box.setCurrentText(label)
+        with QSignalBlocker(self.result_box):  # one refresh below, with the right view deferred
+            if self.result_box.findText(label) < 0:
+                self.result_box.addItem(label)
+            self.result_box.setCurrentText(label)
         if self.reference is not None:
             self.compute_metrics()
-        self._refresh()
+        self._refresh(defer=True)
 
     def current_result(self) -> Volume | None:
         return self.results.get(self.result_box.currentText())
@@ -174,7 +175,14 @@ class ComparePanel(QWidget):
         finally:
             self._linking = False
 
-    def _refresh(self, *_args) -> None:
+    def _show_right(self, res: Volume, cursor) -> None:
+        if self.current_result() is not res:
+            return
+        self.right.set_volume(res, levels=self.left.levels())
+        self.right.set_display(self.left.lut.currentText(), *self.left.levels(), self.left.gamma())
+        self.right.set_cursor(*(cursor if cursor is not None else self.left.cursor))
+
+    def _refresh(self, *_args, defer: bool = False) -> None:
         res = self.current_result()
         mode = self.mode.currentText()
         self.wipe.setVisible(mode == "Wipe")
@@ -185,11 +193,11 @@ class ComparePanel(QWidget):
         if mode == "Side by side":
             cursor = self.right.cursor if self.right.data is not None else None
             self.left.set_volume(self.before)
-            self.right.set_volume(res, levels=self.left.levels())
-            self.right.set_display(self.left.lut.currentText(), *self.left.levels())
-            if cursor is not None:
-                self.right.set_cursor(*cursor)
             self.stack.setCurrentIndex(0)
+            if defer:  # a new result: the right view in the next event-loop turn (no long stall)
+                QTimer.singleShot(0, lambda: self._show_right(res, cursor))
+            else:
+                self._show_right(res, cursor)
         elif mode == "Uncertainty":
             labels = self.comparable()
             if len(labels) < 2:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PySide6.QtCore import QTimer
 
 from ..degrade import upsample
 from ..errors import InputError, IsoappError
@@ -165,7 +166,7 @@ class RunMixin:
         self.compare.add_result(label, vol, factor, getattr(result, "before", None))
         self.results_info[label] = dict(result.info)
         self.report.show_info(result.info, label)
-        self.tabs.setCurrentWidget(self.compare_tab)
+        QTimer.singleShot(0, lambda: self.tabs.setCurrentWidget(self.compare_tab))  # painted next turn
         text = (f"Done: {label}, {vol.shape}, trained {result.train_seconds:.1f} s, "
                 f"restored {result.restore_seconds:.1f} s")
         self.progress.finish(text)
