@@ -103,6 +103,17 @@ def window(qtbot, tmp_path, settings_path, dialog_calls):
     w.show()
     yield w
     w.close()
+    _delete_now(w)
+
+
+def _delete_now(widget) -> None:
+    """Delete a closed window now, not at interpreter exit (PySide6 + pyqtgraph can crash in the
+    final garbage collection when many windows are left for it)."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
 
 
 @pytest.fixture

@@ -81,6 +81,7 @@ def test_train_tiny_model_relays_progress_and_previews_while_responsive(window, 
     assert result.volume.voxel_size == pytest.approx((0.2, 0.2, 0.2))
     assert window.tabs.currentWidget() is window.compare_tab
     assert window.compare.current_result() is result.volume
+    qtbot.waitUntil(lambda: window.compare.right.data is not None, timeout=5000)  # shown one turn later
     assert window.compare.right.data.shape == (33, 48, 48) and window.compare.left.data.shape == (33, 48, 48)
     assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
     # the event loop kept turning while torch trained in the worker thread

@@ -87,7 +87,14 @@ def test_scale_bar_contrast_histogram_gamma_and_mip(window, stack_tif):
 
 
 def test_every_control_has_a_tooltip_and_methods_have_names(window, stack_tif):
-    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit, QWidget
+    from PySide6.QtWidgets import (
+        QAbstractButton,
+        QAbstractSlider,
+        QAbstractSpinBox,
+        QComboBox,
+        QLineEdit,
+        QWidget,
+    )
 
     from isoapp.methods import available_methods, get_method
 

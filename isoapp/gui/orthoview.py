@@ -20,7 +20,7 @@ import logging
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QRectF, QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtCore import QRectF, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
@@ -87,6 +87,25 @@ class CursorViewBox(pg.ViewBox):
             self.sigWheelStep.emit(1 if delta > 0 else -1)
 
 
+class _Graphics(pg.GraphicsLayoutWidget):
+    """The views' canvas: hands slice keys to the OrthoView and tells it when it was resized."""
+
+    def __init__(self, owner: OrthoView) -> None:
+        super().__init__(owner)
+        self._owner = owner
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        owner = getattr(self, "_owner", None)
+        if owner is None or not owner._key(event):
+            super().keyPressEvent(event)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        owner = getattr(self, "_owner", None)  # None while pyqtgraph's __init__ resizes
+        if owner is not None:
+            QTimer.singleShot(0, owner._split)
+
+
 class _Plane:
     """One view: its box, image and crosshair lines."""
 
@@ -142,11 +161,10 @@ class OrthoView(QWidget):
 
     # ------------------------------------------------------------------ construction
     def _build(self, title: str, lut: str) -> None:
-        self.graphics = pg.GraphicsLayoutWidget(self)
+        self.graphics = _Graphics(self)
         self.graphics.setBackground("k")
         self.graphics.setMinimumSize(120, 120)
         self.graphics.setToolTip("")
-        self.graphics.installEventFilter(self)
         lay = self.graphics.ci
         self.xy = _Plane(lay, "xy", "XY", 0, 0)
         self.yz = _Plane(lay, "yz", "YZ", 0, 1)
@@ -402,14 +420,6 @@ class OrthoView(QWidget):
                             f"{self.voxel[2]:g} µm")
 
     # ------------------------------------------------------------------ keys, fitting
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt naming
-        if obj is self.graphics:
-            if event.type() == QEvent.Type.KeyPress and self._key(event):
-                return True
-            if event.type() == QEvent.Type.Resize:
-                QTimer.singleShot(0, self._split)
-        return super().eventFilter(obj, event)
-
     def _split(self) -> None:
         """Columns and rows sized exactly by physical extent (XY | Z), so the linked views all fit.
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QTimer
 
 from ..degrade import upsample
 from ..errors import InputError, IsoappError
@@ -166,7 +165,7 @@ class RunMixin:
         self.compare.add_result(label, vol, factor, getattr(result, "before", None))
         self.results_info[label] = dict(result.info)
         self.report.show_info(result.info, label)
-        QTimer.singleShot(0, lambda: self.tabs.setCurrentWidget(self.compare_tab))  # painted next turn
+        self.tabs.setCurrentWidget(self.compare_tab)
         text = (f"Done: {label}, {vol.shape}, trained {result.train_seconds:.1f} s, "
                 f"restored {result.restore_seconds:.1f} s")
         self.progress.finish(text)
