@@ -151,7 +151,9 @@ class ProgressPanel(QWidget):
                 self._show(key, np.zeros_like(input_planes[key]))
             self.boxes["in_xz"].autoRange(padding=0.02)
             self.boxes["in_yz"].autoRange(padding=0.02)
-        self.preview_label.setText(f"Live preview at {position_text}: waiting for the first preview")
+        self.preview_label.setText(f"Live preview at {position_text}: waiting for the first preview"
+                                   if input_planes is not None else
+                                   "No live preview: this method does not train (the result shows in Compare)")
         self.position_text = position_text
         self.stage_label.setText("Starting…")
         self._reset_bar()

@@ -95,7 +95,8 @@ class RunMixin:
             where = f"the volume centre (y={y}, x={x})"
         dz, dy, dx = opts.get("voxel_size") or self.input.voxel_size
         est = self.method_panel.estimate()
-        self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x) if factor > 1 else None,
+        trains = get_method(opts["method"]).trainable
+        self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x) if trains else None,
                             where, keep_history=resume, clock=RunClock(est) if est is not None else None)
         self.report.clear()
         self.last_run = {"options": {k: v for k, v in opts.items() if k not in ("resume", "preview_position")}}
