@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import QRectF, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -40,10 +39,13 @@ from .view_tools import (
     COMPOSITE_COLORS,
     LUTS,
     ContrastBar,
+    Graphics,
+    Plane,
     ScaleBar,
     auto_levels,
-    ctrl_held,
+    composite_rgb,
     lookup_table,
+    split_by_extent,
 )
 
 log = logging.getLogger(__name__)
@@ -53,79 +55,6 @@ STEP_KEYS = {Qt.Key.Key_Right: 1, Qt.Key.Key_Period: 1, Qt.Key.Key_Greater: 1, Q
              Qt.Key.Key_Comma: -1, Qt.Key.Key_Less: -1, Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10}
 PLANE_AXIS = {"xy": "z", "xz": "y", "yz": "x", "mip": "z"}  # the axis a plane's wheel/keys step
 MIN_FIT_PX = 40
-
-
-class CursorViewBox(pg.ViewBox):
-    """Left button places the cursor (click or drag); the wheel steps slices, Ctrl+wheel zooms."""
-
-    sigCursor = Signal(float, float)
-    sigWheelStep = Signal(int)
-
-    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt naming
-        if ev.button() == Qt.MouseButton.LeftButton:
-            ev.accept()
-            p = self.mapSceneToView(ev.scenePos())
-            self.sigCursor.emit(p.x(), p.y())
-        else:
-            super().mouseClickEvent(ev)
-
-    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802
-        if ev.button() == Qt.MouseButton.LeftButton:
-            ev.accept()
-            p = self.mapSceneToView(ev.scenePos())
-            self.sigCursor.emit(p.x(), p.y())
-        else:
-            super().mouseDragEvent(ev, axis)
-
-    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802
-        if ctrl_held(ev.modifiers()):
-            super().wheelEvent(ev, axis)
-            return
-        ev.accept()
-        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
-        if delta:
-            self.sigWheelStep.emit(1 if delta > 0 else -1)
-
-
-class _Graphics(pg.GraphicsLayoutWidget):
-    """The views' canvas: hands slice keys to the OrthoView and tells it when it was resized."""
-
-    def __init__(self, owner: OrthoView) -> None:
-        super().__init__(owner)
-        self._owner = owner
-
-    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt naming
-        owner = getattr(self, "_owner", None)
-        if owner is None or not owner._key(event):
-            super().keyPressEvent(event)
-
-    def resizeEvent(self, event) -> None:  # noqa: N802
-        super().resizeEvent(event)
-        owner = getattr(self, "_owner", None)  # None while pyqtgraph's __init__ resizes
-        if owner is not None:
-            QTimer.singleShot(0, owner._split)
-
-
-class _Plane:
-    """One view: its box, image and crosshair lines."""
-
-    def __init__(self, layout: pg.GraphicsLayout, key: str, title: str, row: int, col: int,
-                 crosshair: bool = True) -> None:
-        self.key = key
-        self.box = CursorViewBox(lockAspect=True, invertY=True, enableMenu=False)
-        self.box.setMinimumSize(1, 1)
-        layout.addItem(self.box, row, col)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.box.addItem(self.image)
-        pen = pg.mkPen((255, 215, 0, 170), width=1)
-        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pen)
-        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=pen)
-        if crosshair:
-            self.box.addItem(self.vline, ignoreBounds=True)
-            self.box.addItem(self.hline, ignoreBounds=True)
-        self.label = pg.TextItem(title, color=(255, 215, 0), anchor=(0, 0))
-        self.label.setParentItem(self.box)
-        self.label.setPos(4, 2)
 
 
 class OrthoView(QWidget):
@@ -161,15 +90,15 @@ class OrthoView(QWidget):
 
     # ------------------------------------------------------------------ construction
     def _build(self, title: str, lut: str) -> None:
-        self.graphics = _Graphics(self)
+        self.graphics = Graphics(self)
         self.graphics.setBackground("k")
         self.graphics.setMinimumSize(120, 120)
         self.graphics.setToolTip("")
         lay = self.graphics.ci
-        self.xy = _Plane(lay, "xy", "XY", 0, 0)
-        self.yz = _Plane(lay, "yz", "YZ", 0, 1)
-        self.xz = _Plane(lay, "xz", "XZ", 1, 0)
-        self.mip = _Plane(lay, "mip", "MIP along z", 1, 1, crosshair=False)
+        self.xy = Plane(lay, "xy", "XY", 0, 0)
+        self.yz = Plane(lay, "yz", "YZ", 0, 1)
+        self.xz = Plane(lay, "xz", "XZ", 1, 0)
+        self.mip = Plane(lay, "mip", "MIP along z", 1, 1, crosshair=False)
         self.xz.box.setXLink(self.xy.box)
         self.yz.box.setYLink(self.xy.box)
         self.xy.box.sigCursor.connect(lambda x, y: self._clicked("xy", None, y, x))
@@ -249,7 +178,7 @@ class OrthoView(QWidget):
         outer.addWidget(self.status)
         self._apply_display()
 
-    def plane_items(self) -> tuple[_Plane, ...]:
+    def plane_items(self) -> tuple[Plane, ...]:
         return (self.xy, self.xz, self.yz, self.mip)
 
     # ------------------------------------------------------------------ data
@@ -421,31 +350,14 @@ class OrthoView(QWidget):
 
     # ------------------------------------------------------------------ keys, fitting
     def _split(self) -> None:
-        """Columns and rows sized exactly by physical extent (XY | Z), so the linked views all fit.
-
-        (QGraphicsGridLayout's stretch factors do not split space proportionally.)
-        """
-        if self.data is None:
+        """Columns and rows sized by physical extent (XY | Z), so the linked views all fit; refit."""
+        if self.data is None or not split_by_extent(self.graphics, self.data.shape, self.voxel):
             return
-        nz, ny, nx = self.data.shape
-        dz, dy, dx = self.voxel
-        grid = self.graphics.ci.layout
-        left, top, right, bottom = grid.getContentsMargins()
-        w = self.graphics.viewport().width() - left - right - grid.horizontalSpacing()
-        h = self.graphics.viewport().height() - top - bottom - grid.verticalSpacing()
-        if w < 20 or h < 20:
-            return
-        for total, a, b, fixed in ((w, nx * dx, nz * dz, grid.setColumnFixedWidth),
-                                   (h, ny * dy, nz * dz, grid.setRowFixedHeight)):
-            first = max(min(total * a / (a + b), total * 0.85), total * 0.15)  # thin stacks stay visible
-            fixed(0, first)
-            fixed(1, total - first)
-        grid.activate()
         if self._auto_fit:
             self.reset_view()
         self._fit_if_ready()
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt naming
         if not self._key(event):
             super().keyPressEvent(event)
 
@@ -537,13 +449,8 @@ class OrthoView(QWidget):
 
     def _rgb(self, key: str) -> np.ndarray:
         """A composite plane: every channel through its colour LUT, added and clipped."""
-        out = None
-        for data, (lo, hi), table in self.composite:
-            plane = self._planes_of(data, None)[key]
-            idx = np.clip((np.asarray(plane, np.float32) - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
-            rgb = table[idx].astype(np.uint16)
-            out = rgb if out is None else out + rgb
-        return np.minimum(out, 255).astype(np.uint8)
+        planes = [self._planes_of(data, None)[key] for data, _lv, _t in self.composite]
+        return composite_rgb(planes, [lv for _d, lv, _t in self.composite], [t for _d, _lv, t in self.composite])
 
     def _update_images(self) -> None:
         if self.data is None:

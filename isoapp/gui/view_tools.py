@@ -1,4 +1,5 @@
-"""Pieces of the orthogonal viewer: lookup tables with gamma, a µm scale bar, the contrast histogram.
+"""Pieces of the orthogonal viewer: the view boxes (cursor clicks, wheel), lookup tables with gamma,
+a µm scale bar, the contrast histogram and the channel composite.
 
 Kept apart from :mod:`.orthoview` so each module stays small; nothing here knows about volumes.
 """
@@ -9,7 +10,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QWidget
 
 LUTS = ("gray", "fire", "viridis", "magma", "inferno", "green", "magenta", "cyan", "red", "blue", "yellow")
@@ -168,6 +169,113 @@ class ContrastBar(QWidget):
         self.levelsChanged.emit(float(lo), float(hi))
 
 
+def composite_rgb(planes: list[np.ndarray], levels: list[tuple[float, float]], tables: list[np.ndarray]) -> np.ndarray:
+    """Channels through their colour LUTs (uint8 RGB), added and clipped: Fiji's composite display."""
+    out = None
+    for plane, (lo, hi), table in zip(planes, levels, tables, strict=True):
+        idx = np.clip((np.asarray(plane, np.float32) - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
+        rgb = table[idx].astype(np.uint16)
+        out = rgb if out is None else out + rgb
+    return np.minimum(out, 255).astype(np.uint8)
+
+
+def split_by_extent(graphics: pg.GraphicsLayoutWidget, shape: tuple[int, int, int],
+                    voxel: tuple[float, float, float]) -> bool:
+    """Size the 2x2 grid's columns (x | z) and rows (y | z) by physical extent; False if too small.
+
+    QGraphicsGridLayout's stretch factors do not split space proportionally, so fixed sizes are set
+    on every resize; thin stacks keep at least 15 % for the axial views.
+    """
+    nz, ny, nx = shape
+    dz, dy, dx = voxel
+    grid = graphics.ci.layout
+    left, top, right, bottom = grid.getContentsMargins()
+    w = graphics.viewport().width() - left - right - grid.horizontalSpacing()
+    h = graphics.viewport().height() - top - bottom - grid.verticalSpacing()
+    if w < 20 or h < 20:
+        return False
+    for total, a, b, fixed in ((w, nx * dx, nz * dz, grid.setColumnFixedWidth),
+                               (h, ny * dy, nz * dz, grid.setRowFixedHeight)):
+        first = max(min(total * a / (a + b), total * 0.85), total * 0.15)
+        fixed(0, first)
+        fixed(1, total - first)
+    grid.activate()
+    return True
+
+
 def ctrl_held(modifiers) -> bool:
     """Whether Ctrl (Cmd on macOS) is held: Ctrl+wheel zooms, the plain wheel steps slices."""
     return bool(modifiers & Qt.KeyboardModifier.ControlModifier)
+
+
+class CursorViewBox(pg.ViewBox):
+    """Left button places the cursor (click or drag); the wheel steps slices, Ctrl+wheel zooms."""
+
+    sigCursor = Signal(float, float)
+    sigWheelStep = Signal(int)
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt naming
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            p = self.mapSceneToView(ev.scenePos())
+            self.sigCursor.emit(p.x(), p.y())
+        else:
+            super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            p = self.mapSceneToView(ev.scenePos())
+            self.sigCursor.emit(p.x(), p.y())
+        else:
+            super().mouseDragEvent(ev, axis)
+
+    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802
+        if ctrl_held(ev.modifiers()):
+            super().wheelEvent(ev, axis)
+            return
+        ev.accept()
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        if delta:
+            self.sigWheelStep.emit(1 if delta > 0 else -1)
+
+
+class Graphics(pg.GraphicsLayoutWidget):
+    """The views' canvas: hands slice keys to the OrthoView and tells it when it was resized."""
+
+    def __init__(self, owner) -> None:
+        super().__init__(owner)
+        self._owner = owner
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        owner = getattr(self, "_owner", None)
+        if owner is None or not owner._key(event):
+            super().keyPressEvent(event)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        owner = getattr(self, "_owner", None)  # None while pyqtgraph's __init__ resizes
+        if owner is not None:
+            QTimer.singleShot(0, owner._split)
+
+
+class Plane:
+    """One view: its box, image and crosshair lines."""
+
+    def __init__(self, layout: pg.GraphicsLayout, key: str, title: str, row: int, col: int,
+                 crosshair: bool = True) -> None:
+        self.key = key
+        self.box = CursorViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.box.setMinimumSize(1, 1)
+        layout.addItem(self.box, row, col)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.box.addItem(self.image)
+        pen = pg.mkPen((255, 215, 0, 170), width=1)
+        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pen)
+        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=pen)
+        if crosshair:
+            self.box.addItem(self.vline, ignoreBounds=True)
+            self.box.addItem(self.hline, ignoreBounds=True)
+        self.label = pg.TextItem(title, color=(255, 215, 0), anchor=(0, 0))
+        self.label.setParentItem(self.box)
+        self.label.setPos(4, 2)
