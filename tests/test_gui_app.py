@@ -231,3 +231,16 @@ def test_send_without_display_is_a_clear_error(window, stack_tif, dialog_calls, 
     window.fiji.actions["push_input"].trigger()
     errors = [c for c in calls if c[0] == "error"]
     assert errors and "display" in errors[0][1][2] and window.fiji.handoff is None
+
+
+def test_method_panel_shows_how_a_preset_departs_from_its_paper_and_the_psf_defaults_to_estimated(window):
+    panel = window.method_panel
+    panel.set_method("otcyclegan")
+    panel.preset.setCurrentText("fast")
+    assert panel.preset_note.text().startswith("Preset: not Park et al.'s recipe")
+    panel.set_method("linear")
+    assert panel.preset_note.text() == ""
+    assert panel.psf_kind.currentData() == "auto" and "Estimate" in panel.psf_kind.currentText()
+    assert panel.psf_spec() == {"kind": "auto"}
+    panel.psf_kind.setCurrentIndex(panel.psf_kind.findData("nyquist"))
+    assert panel.psf_spec() == {"kind": "nyquist"}

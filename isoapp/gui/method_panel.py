@@ -32,8 +32,9 @@ from .estimate import Estimate, estimate, timing_key
 
 log = logging.getLogger(__name__)
 
-PSF_KINDS = (("auto", "Auto (Gaussian, Nyquist-sampled)"), ("gaussian", "Gaussian FWHM"),
-             ("optical", "Microscope model"), ("file", "Measured PSF file"))
+PSF_KINDS = (("auto", "Estimate from the stack"), ("gaussian", "Gaussian FWHM"),
+             ("optical", "Microscope model"), ("file", "Measured PSF file"),
+             ("nyquist", "Assume Nyquist (FWHM 2 voxels)"))
 OPTICS = ("widefield", "confocal", "two-photon", "light-sheet")
 
 
@@ -132,6 +133,10 @@ class MethodPanel(QWidget):
         form.addRow("", self.description)
         form.addRow("", self.option_box)
         form.addRow("Preset", self.preset)
+        self.preset_note = QLabel(self)  # how the chosen preset departs from the method's paper
+        self.preset_note.setWordWrap(True)
+        self.preset_note.setToolTip("how this preset departs from the method's paper (also saved in config.json)")
+        form.addRow("", self.preset_note)
         form.addRow("Voxel (µm)", vrow)
         form.addRow("", self.voxel_note)
         form.addRow("Factor (dz/dxy)", frow)
@@ -335,6 +340,8 @@ class MethodPanel(QWidget):
             return {"kind": "optical", "optics": optics}
         if kind == "file":
             return {"kind": "file", "path": self.psf_path.text().strip() or None}
+        if kind == "nyquist":
+            return {"kind": "nyquist"}
         return {"kind": "auto"}
 
     def method_params(self) -> dict[str, Any]:
@@ -403,6 +410,9 @@ class MethodPanel(QWidget):
         if getattr(self, "_options_for", None) != name:
             self._build_option_widgets(name)
         self.description.setText(cls.description)
+        note = cls.presets.get(self.preset.currentText())
+        self.preset_note.setText(f"Preset: {note.note}" if note is not None and note.note else "")
+        self.preset_note.setVisible(bool(self.preset_note.text()))
         self.psf_box.setEnabled(cls.uses_psf)
         self.steps.setEnabled(cls.trainable)
         self.preview_every.setEnabled(cls.trainable)
