@@ -223,9 +223,10 @@ def restore(
     saved_cfg = None
     if model_dir is not None:
         from .engine.config import RunConfig
+        from .export import is_package, package_model
 
         first = Path(model_dir) / "channel_0" if (Path(model_dir) / "channel_0").is_dir() else Path(model_dir)
-        saved_cfg = RunConfig.load(first)
+        saved_cfg = package_model(model_dir).config if is_package(model_dir) else RunConfig.load(first)
         method = saved_cfg.method
         if factor is None and volume.metadata.get("calibrated", True) is False:
             factor = saved_cfg.factor
@@ -256,7 +257,7 @@ def restore(
         xn = norm.before(x)
         if model_dir is not None:
             mdir = Path(model_dir) / tag if tag and (Path(model_dir) / tag).is_dir() else Path(model_dir)
-            m = load_model(mdir, psf=user_psf)
+            m = package_model(mdir) if is_package(mdir) else load_model(mdir, psf=user_psf)
             if m.config.input_shape and len(m.config.input_shape) != 3:
                 raise ModelError(f"the model in {mdir} is not a 3D restoration model")
             if m.psf is None and m.degradation is not None:

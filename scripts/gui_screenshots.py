@@ -2,12 +2,15 @@
 
 Usage::
 
-    xvfb-run -a python scripts/gui_screenshots.py OUTDIR [--steps N]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/gui_screenshots.py OUTDIR [--steps N]
+    xvfb-run -a -s "-screen 0 1366x768x24" python scripts/gui_screenshots.py OUTDIR --prefix small_
 
-Writes ``01_opened.png`` (the phantom's orthoviews and the method panel), ``02_training.png``
+Writes ``01_opened.png`` (the phantom's orthoviews, MIP and the method panel), ``02_training.png``
 (progress, loss curve and live XZ/YZ previews mid-training), ``03_compare.png`` (before/after side
-by side), ``04_wipe.png`` (wipe view) and ``05_input_after.png`` (the Input tab, log below) to OUTDIR.
-Settings go to a temporary INI file, never to the user's.
+by side, linked), ``04_wipe.png`` (wipe view), ``05_uncertainty.png`` (disagreement of IsoNet and
+linear interpolation) and ``06_input_after.png`` (the Input tab, log below) to OUTDIR. The window
+is maximised on the screen; the script fails when any part of it is off the screen. Settings go to
+a temporary INI file, never to the user's.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outdir")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--prefix", default="", help="prefix of the PNG names")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,13 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance()
-    window.resize(1600, 1000)
-    window.show()
+    window.showMaximized()
     if not window.open_path(stack):
         print("could not open the phantom", file=sys.stderr)
         return 1
     mp = window.method_panel
-    mp.method.setCurrentText("isonet")
+    mp.set_method("isonet")
     mp.preset.setCurrentText("fast")
     mp.steps.setValue(args.steps)
     mp.preview_every.setValue(max(1, args.steps // 6))
@@ -71,11 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     window.ortho.set_cursor(4, 70, 60)
     _wait(app, lambda: False, 0.5)
 
+    screen = window.screen().availableGeometry()
+    off_screen: list[str] = []
+
     def shot(name: str) -> None:
         _wait(app, lambda: False, 0.3)
-        path = out / name
+        path = out / (args.prefix + name)
         window.grab().save(str(path))
-        print(f"wrote {path}")
+        frame = window.frameGeometry()
+        if not screen.contains(frame):
+            off_screen.append(f"{name}: window {frame.getRect()} vs screen {screen.getRect()}")
+        print(f"wrote {path} (window {frame.width()}x{frame.height()} on {screen.width()}x{screen.height()})")
 
     shot("01_opened.png")
     events = {"previews": 0, "step": 0, "done": None}
@@ -97,10 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     window.compare.wipe.setValue(50)
     shot("04_wipe.png")
     window.compare.mode.setCurrentText("Side by side")
+    events["done"] = None
+    mp.set_method("linear")
+    window.start_run()
+    _wait(app, lambda: events["done"] is not None, args.timeout)
+    _wait(app, lambda: not window.runner.is_running(), 30)
+    window.compare.result_box.setCurrentIndex(0)
+    window.compare.mode.setCurrentText("Uncertainty")
+    shot("05_uncertainty.png")
+    window.compare.mode.setCurrentText("Side by side")
     window.tabs.setCurrentWidget(window.ortho)
-    shot("05_input_after.png")
+    shot("06_input_after.png")
     window.close()
-    return 0 if not isinstance(events["done"], str) else 1
+    for line in off_screen:
+        print("OFF SCREEN", line, file=sys.stderr)
+    return 0 if not isinstance(events["done"], str) and not off_screen else 1
 
 
 if __name__ == "__main__":

@@ -103,6 +103,17 @@ def window(qtbot, tmp_path, settings_path, dialog_calls):
     w.show()
     yield w
     w.close()
+    _delete_now(w)
+
+
+def _delete_now(widget) -> None:
+    """Delete a closed window now, not at interpreter exit (PySide6 + pyqtgraph can crash in the
+    final garbage collection when many windows are left for it)."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
 
 
 @pytest.fixture
@@ -112,7 +123,7 @@ def stack_tif(tmp_path) -> Path:
 
 def set_tiny_run(window, steps: int, preview_every: int = 0, method: str = "isonet") -> None:
     mp = window.method_panel
-    mp.method.setCurrentText(method)
+    mp.set_method(method)
     mp.preset.setCurrentText("fast")
     mp.steps.setValue(steps)
     mp.preview_every.setValue(preview_every)

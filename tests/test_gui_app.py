@@ -6,8 +6,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -18,7 +16,6 @@ pytest.importorskip("pytestqt")
 pytest.importorskip("pyqtgraph")
 
 import gui_fixtures  # noqa: E402
-from gui_fixtures import write_stack  # noqa: E402
 
 # fixtures, found by pytest under these module-level names
 dialog_calls = gui_fixtures.dialog_calls
@@ -84,10 +81,16 @@ def test_multichannel_channel_selector(window, tmp_path):
                      resolution=(4, 4))
     assert window.open_path(p)
     ov = window.ortho
-    assert ov.channel.count() == 2 and ov.channel.isVisibleTo(ov)
+    assert ov.channel.count() == 3 and ov.channel.isVisibleTo(ov)  # C0, C1, Composite
     assert float(ov.data.mean()) == 10
     ov.channel.setCurrentIndex(1)
     assert float(ov.data.mean()) == 200
+    # the composite: each channel through its own colour (green, magenta), added
+    ov.set_composite(True)
+    rgb = ov.xy.image.image
+    assert ov.composite is not None and rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
+    ov.set_composite(False)
+    assert ov.composite is None and ov.xy.image.image.ndim == 2
 
 
 def test_hdf5_dataset_chooser(window, tmp_path, dialog_calls):
@@ -194,7 +197,7 @@ def test_method_panel_options(window, stack_tif):
     mp.params.setText("{not json")
     mp._changed()
     assert "JSON" in mp.estimate_label.text()
-    mp.method.setCurrentText("linear")
+    mp.set_method("linear")
     assert not mp.steps.isEnabled() and "psf" not in (mp.params.setText("") or mp.options())
 
 
@@ -219,35 +222,25 @@ def test_cli_registers_gui_command():
     assert callable(isoapp.gui.create_main_window) and callable(isoapp.gui.main)
 
 
-def _java_ok() -> bool:
-    try:
-        from fiji_bridge import locate
-    except ImportError:
-        return False
-    return locate.find_java() is not None and locate.find_ij_jar() is not None
+def test_send_without_display_is_a_clear_error(window, stack_tif, dialog_calls, monkeypatch):
+    """Sending to Fiji needs a display for ImageJ's windows (the real hand-off: tests/test_gui_fiji.py)."""
+    calls, _ = dialog_calls
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    window.open_path(stack_tif)
+    window.fiji.actions["push_input"].trigger()
+    errors = [c for c in calls if c[0] == "error"]
+    assert errors and "display" in errors[0][1][2] and window.fiji.handoff is None
 
 
-@pytest.mark.java
-@pytest.mark.skipif(not _java_ok(), reason="needs Java and an ImageJ jar (apt-get install default-jre libij-java)")
-def test_send_to_imagej_headless_with_calibration(tmp_path):
-    """Real ImageJ (headless) in its own process: one JVM per process, as the bridge's own tests do."""
-    stack = write_stack(tmp_path / "s.tif")
-    code = f"""
-import os
-os.environ["QT_QPA_PLATFORM"] = "offscreen"
-os.environ.pop("DISPLAY", None)
-from isoapp.gui import create_main_window
-from isoapp.gui.settings import AppSettings
-from isoapp.gui import dialogs
-dialogs.set_hook("error", lambda *a: print("ERROR", a[2]))
-w = create_main_window(AppSettings.at_path({str(tmp_path / 's.ini')!r}))
-w.open_path({str(stack)!r})
-w.fiji.actions["push_input"].trigger()
-imp = w.fiji._last_imp
-cal = imp.getCalibration()
-print("PUSHED", imp.getNSlices(), imp.getWidth(), round(cal.pixelDepth, 4), round(cal.pixelWidth, 4))
-w.close()
-"""
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert "PUSHED 9 48 0.8 0.2" in proc.stdout, proc.stdout + proc.stderr
+def test_method_panel_shows_how_a_preset_departs_from_its_paper_and_the_psf_defaults_to_estimated(window):
+    panel = window.method_panel
+    panel.set_method("otcyclegan")
+    panel.preset.setCurrentText("fast")
+    assert panel.preset_note.text().startswith("Preset: not Park et al.'s recipe")
+    panel.set_method("linear")
+    assert panel.preset_note.text() == ""
+    assert panel.psf_kind.currentData() == "auto" and "Estimate" in panel.psf_kind.currentText()
+    assert panel.psf_spec() == {"kind": "auto"}
+    panel.psf_kind.setCurrentIndex(panel.psf_kind.findData("nyquist"))
+    assert panel.psf_spec() == {"kind": "nyquist"}

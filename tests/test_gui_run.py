@@ -79,8 +79,9 @@ def test_train_tiny_model_relays_progress_and_previews_while_responsive(window, 
     # result: on the isotropic grid, shown in Compare
     assert result.volume.shape == (33, 48, 48)
     assert result.volume.voxel_size == pytest.approx((0.2, 0.2, 0.2))
-    assert window.tabs.currentWidget() is window.compare
+    assert window.tabs.currentWidget() is window.compare_tab
     assert window.compare.current_result() is result.volume
+    qtbot.waitUntil(lambda: window.compare.right.data is not None, timeout=5000)  # shown one turn later
     assert window.compare.right.data.shape == (33, 48, 48) and window.compare.left.data.shape == (33, 48, 48)
     assert window.run_button.isEnabled() and not window.cancel_button.isEnabled()
     # the event loop kept turning while torch trained in the worker thread
@@ -159,17 +160,30 @@ def test_save_dialog_refuses_to_overwrite_input(window, stack_tif, qtbot, dialog
 
 
 def test_failed_run_is_a_dialog_and_app_stays_usable(window, stack_tif, qtbot, dialog_calls):
+    import tifffile
+
     calls, _ = dialog_calls
     window.open_path(stack_tif)
     set_tiny_run(window, steps=2)
-    window.method_panel.psf_kind.setCurrentIndex(3)  # measured PSF file
-    window.method_panel.psf_path.setText(str(stack_tif.with_name("no_psf.tif")))
+    mp = window.method_panel
+    mp.psf_kind.setCurrentIndex(3)  # measured PSF file
+    mp.psf_path.setText(str(stack_tif.with_name("no_psf.tif")))
+    mp._changed()
+    # a missing file is caught before anything runs: Run is disabled and says why
+    assert not window.run_button.isEnabled() and "no_psf.tif" in window.run_button.toolTip()
+    psf2d = stack_tif.with_name("psf2d.tif")
+    tifffile.imwrite(psf2d, np.ones((9, 9), np.float32))
+    mp.psf_path.setText(str(psf2d))
+    mp._changed()
+    assert window.run_button.isEnabled()
     with qtbot.waitSignal(window.run_failed, timeout=RUN_TIMEOUT_MS) as blocker:
         window.start_run()
     _wait_idle(qtbot, window)
-    assert "no_psf.tif" in blocker.args[0]
+    assert "3D" in blocker.args[0]
     assert [c for c in calls if c[0] == "error"]
     assert window.run_button.isEnabled() and not window.resume_button.isEnabled()
+    # a failed run does not show a full bar (defect 7)
+    assert window.progress.bar.value() == 0 and window.progress.bar.format() == "failed"
 
 
 def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
@@ -185,7 +199,7 @@ def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
             window.start_run()
         _wait_idle(qtbot, window)
     cmp = window.compare
-    assert set(cmp.results) == {"linear", "cubic"}
+    assert set(cmp.results) == {"Linear interpolation", "Cubic-spline interpolation"}  # names for people
     cmp.mode.setCurrentText("Wipe")
     cmp.wipe.setValue(50)
     res = cmp.current_result()
@@ -196,7 +210,7 @@ def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
     cmp.mode.setCurrentText("Toggle")
     cmp.toggle.setChecked(False)
     np.testing.assert_allclose(cmp.single.planes()["xz"], np.asarray(cmp.before.data)[:, y, :], rtol=1e-6)
-    cmp.mode.setCurrentText("Disagreement")
+    cmp.mode.setCurrentText("Uncertainty")
     assert cmp.stack.currentWidget() is cmp.diff and cmp.diff.data.shape == res.shape
     assert float(cmp.diff.data.max()) > 0
     # a linked cursor in side-by-side mode
@@ -211,6 +225,6 @@ def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
     assert gt.shape == res.shape
     tifffile.imwrite(ref, gt, imagej=True)
     window.load_reference(ref)
-    assert set(cmp.metrics) == {"input (linear interpolation)", "linear", "cubic"}
+    assert set(cmp.metrics) == {"input (linear interpolation)", "Linear interpolation", "Cubic-spline interpolation"}
     assert cmp.table.rowCount() == 3 and cmp.table.isVisibleTo(window)
     assert all(np.isfinite(m["ssim"]) for m in cmp.metrics.values())

@@ -78,3 +78,19 @@ def test_auto_with_nothing_better_than_interpolation_uses_cubic(noisy):
     assert res.info["chosen"] == "cubic" and "cubic" in res.info["reason"]
     cubic = restore(noisy.degraded, "cubic", device="cpu").volume.data
     assert np.allclose(res.volume.data, cubic)
+
+
+# Measured on this case (CPU, 300 steps = 50 per stage and epoch, seed 0): Self-Net +4.53 dB over linear
+# (held-out +3.02 dB, learned blur sigma 4.97 px); with G_A ignored (an identity blur) +0.27 dB.
+SELFNET_STEPS = 300
+
+
+def test_selfnet_beats_linear_and_fails_without_its_degradation_model(noisy, monkeypatch):
+    res = restore(noisy.degraded, "selfnet", steps=SELFNET_STEPS, train=TRAIN, device="cpu")
+    assert _gain(noisy, res) > BAR_DB
+    assert res.info["heldout"]["psnr_gain_db"] > 0
+    from isoapp.nets.selfnet import BlurThenNet
+
+    monkeypatch.setattr(BlurThenNet, "forward", lambda self, x: x)  # mutation: G_A ignored
+    broken = restore(noisy.degraded, "selfnet", steps=SELFNET_STEPS, train=TRAIN, device="cpu")
+    assert _gain(noisy, broken) < BAR_DB

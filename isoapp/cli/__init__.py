@@ -15,7 +15,7 @@ import sys
 
 from ..errors import IsoappError
 
-COMMANDS = ["info", "phantom", "degrade", "metrics", "restore", "demo", "bench", "fiji", "gui"]
+COMMANDS = ["info", "phantom", "degrade", "metrics", "restore", "export", "demo", "bench", "fiji", "gui"]
 
 
 def build_parser() -> argparse.ArgumentParser:

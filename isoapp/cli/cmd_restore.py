@@ -21,12 +21,32 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--axes", choices=("z", "zyx"), help="selfvision: restore z only (default) or all axes")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="method parameter (repeatable), e.g. --param fusion=arithmetic")
+                   help="method parameter or option (repeatable), e.g. --param axes=zyx; --methods lists them")
+    p.add_argument("--methods", action=ListMethods, help="list the methods with what they can do, and exit")
 
 
-def parse_params(items: list[str], axes: str | None = None) -> dict:
+class ListMethods(argparse.Action):
+    """``--methods``: print every registered method's capabilities (read from its class) and exit."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from ..methods import available_methods, capabilities
+
+        for name in available_methods():
+            cap = capabilities(name)
+            kind = ("trains" if cap["trainable"] else "no training") + f", {cap['dims']}D"
+            kind += ", takes a PSF" if cap["uses_psf"] else ""
+            print(f"{name:12s} {cap['label']} ({kind})")
+            for opt, spec in cap["options"].items():
+                values_ = "|".join(str(v) for v in spec["choices"]) if spec["choices"] else "value"
+                print(f"{'':14s}--param {opt}={values_}  (default {spec['default']}) {spec['help']}".rstrip())
+        parser.exit()
+
+
+def parse_params(items: list[str]) -> dict:
     params: dict = {}
     for item in items:
         if "=" not in item:
@@ -36,8 +56,6 @@ def parse_params(items: list[str], axes: str | None = None) -> dict:
             params[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             params[key.strip()] = value
-    if axes is not None:
-        params["axes"] = axes
     return params
 
 
@@ -48,8 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="input stack (TIFF, OME-TIFF, HDF5, OME-Zarr)")
     p.add_argument("-o", "--output", required=True, help="output file (.tif, .ome.tif, .h5, .zarr)")
     p.add_argument("--method", default="auto",
-                   help="auto (default: trains the fast candidates and keeps the best on held-out planes, else "
-                        "cubic), isonet, selfnet, otcyclegan, selfvision, rl, linear, cubic")
+                   help="method id (default auto: trains the fast candidates and keeps the best on held-out "
+                        "planes, else cubic); --methods lists them")
     p.add_argument("--factor", type=float, help="anisotropy factor F = dz/dxy (default: from the voxel size)")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in µm")
     g = p.add_mutually_exclusive_group()
@@ -115,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = restore(vol, args.method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
                       psf=psf_spec(args), steps=args.steps, device=args.device, seed=args.seed,
-                      params=parse_params(args.param, args.axes), model_dir=args.model,
+                      params=parse_params(args.param), model_dir=args.model,
                       save_model=args.save_model, work_dir=args.work_dir, resume=args.resume, emit=progress)
     finally:
         progress.close()

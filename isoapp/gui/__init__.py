@@ -18,9 +18,28 @@ log = logging.getLogger(__name__)
 __all__ = ["create_main_window", "main"]
 
 
+def _immortal_bools() -> None:
+    """Make ``True``/``False`` immortal on CPython < 3.12, as CPython 3.12 itself does.
+
+    PySide6 6.12 with pyqtgraph drops references to ``True`` that it never took (measured with
+    ``sys.getrefcount(True)``: about 10 per cursor move, 5 per bare ``ViewBox.setRange``, 1 per bool
+    signal into a Python slot). After enough interaction the count reaches zero and CPython aborts
+    with "bool_dealloc: deallocating True or False" (a long session, or the GUI test suite). The
+    singletons are never freed anyway; a huge reference count keeps it so.
+    """
+    if sys.version_info >= (3, 12) or getattr(_immortal_bools, "done", False):
+        return
+    import ctypes
+
+    for b in (True, False):
+        ctypes.c_ssize_t.from_address(id(b)).value += 1 << 40  # ob_refcnt, PyObject's first field
+    _immortal_bools.done = True  # type: ignore[attr-defined]
+
+
 def _app() -> Any:
     from PySide6.QtWidgets import QApplication
 
+    _immortal_bools()
     app = QApplication.instance()
     if app is None:
         app = QApplication(list(sys.argv[:1]))
@@ -42,6 +61,11 @@ def create_main_window(settings: Any = None, path: str | os.PathLike | None = No
     """
     _app()
     from .main_window import MainWindow
+    from .worker import warm_up
+
+    spent = warm_up()
+    if spent:
+        log.debug("torch warmed up in %.2f s", spent)
 
     window = MainWindow(settings)
     if path is not None:

@@ -1,7 +1,10 @@
-"""Before/after comparison: side by side, wipe or toggle; a disagreement map between methods; metrics.
+"""Before/after comparison: side by side, wipe or toggle; the uncertainty view; metrics.
 
 "Before" is the input interpolated linearly onto the output grid (the same z sampling as the
-restored stack), so both views share shape and calibration and their cursors are linked 1:1.
+restored stack), so both views share shape and calibration; side by side, their cursors (slices),
+zoom and pan are linked 1:1. The uncertainty view is the disagreement between the methods run
+on this stack: the per-voxel spread of their normalised results (where methods agree, the
+restoration is constrained by the data; where they differ, it is a guess).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,7 +33,7 @@ from .orthoview import OrthoView
 
 log = logging.getLogger(__name__)
 
-MODES = ("Side by side", "Wipe", "Toggle", "Disagreement")
+MODES = ("Side by side", "Wipe", "Toggle", "Uncertainty")
 METRIC_KEYS = ("psnr", "ssim", "ms_ssim", "nrmse")
 
 
@@ -65,15 +68,20 @@ class ComparePanel(QWidget):
         self.metrics: dict[str, dict] = {}
 
         self.result_box = QComboBox(self)
+        self.result_box.setToolTip("which restored result to compare (one per method run on this stack)")
         self.result_box.currentIndexChanged.connect(self._refresh)
         self.mode = QComboBox(self)
         self.mode.addItems(MODES)
+        self.mode.setToolTip("side by side (linked), a wipe, a toggle, or the uncertainty view: where the "
+                             "methods run on this stack disagree")
         self.mode.currentIndexChanged.connect(self._refresh)
         self.wipe = QSlider(Qt.Orientation.Horizontal, self)
         self.wipe.setRange(0, 100)
         self.wipe.setValue(50)
+        self.wipe.setToolTip("where the wipe cuts: before on the left, restored on the right")
         self.wipe.valueChanged.connect(self._refresh_single)
         self.toggle = QCheckBox("show restored", self)
+        self.toggle.setToolTip("flip between the restored stack and the interpolated input (the T key in Fiji)")
         self.toggle.setChecked(True)
         self.toggle.toggled.connect(self._refresh_single)
         bar = QHBoxLayout()
@@ -83,11 +91,19 @@ class ComparePanel(QWidget):
         bar.addStretch(1)
 
         self.left = OrthoView(self, title="Before (input, linear interpolation)")
-        self.right = OrthoView(self, title="After (restored)", controls=False)
-        self.left.displayChanged.connect(self.right.set_display)
+        self.right = OrthoView(self, title="After (restored)")
+        self.right.follow(self.left)
         self.single = OrthoView(self, title=" ")
-        self.diff = OrthoView(self, title="Disagreement between methods (std of normalised results)",
+        self.diff = OrthoView(self, title="Uncertainty: disagreement between methods (std of normalised results)",
                               lut="inferno")
+        # before and after move together: slices (cursor), zoom and pan
+        r, left = self.right, self.left
+        r.xy.box.setXLink(left.xy.box)
+        r.xy.box.setYLink(left.xy.box)
+        r.xz.box.setYLink(left.xz.box)
+        r.yz.box.setXLink(left.yz.box)
+        r.mip.box.setXLink(left.mip.box)
+        r.mip.box.setYLink(left.mip.box)
         self.single.volumeChanged.connect(self._refresh_single)
         self._linking = False
         for a, b in ((self.left, self.right), (self.right, self.left)):
@@ -100,7 +116,7 @@ class ComparePanel(QWidget):
         self.stack = QStackedWidget(self)
         for w in (pair, self.single, self.diff):
             self.stack.addWidget(w)
-        self.empty = QLabel("Run Train && Restore to compare before and after.", self)
+        self.empty = QLabel("Run a method (Run button, Ctrl+R) to compare before and after.", self)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.stack.addWidget(self.empty)
 
@@ -127,16 +143,19 @@ class ComparePanel(QWidget):
         self.result_box.blockSignals(with_block)
         self._refresh()
 
-    def add_result(self, label: str, result: Volume, factor: float) -> None:
+    def add_result(self, label: str, result: Volume, factor: float, before: Volume | None = None) -> None:
+        """Show ``result``; ``before`` is the input on its grid when already made (by the worker)."""
         if self.before is None or self.before.shape != result.shape:
-            self.before = interpolated_input(self._input, factor)
+            ok = before is not None and before.shape == result.shape
+            self.before = before if ok else interpolated_input(self._input, factor)
         self.results[label] = result
-        if self.result_box.findText(label) < 0:
-            self.result_box.addItem(label)
-        self.result_box.setCurrentText(label)
+        with QSignalBlocker(self.result_box):  # one refresh below, with the right view deferred
+            if self.result_box.findText(label) < 0:
+                self.result_box.addItem(label)
+            self.result_box.setCurrentText(label)
         if self.reference is not None:
             self.compute_metrics()
-        self._refresh()
+        self._refresh(defer=True)
 
     def current_result(self) -> Volume | None:
         return self.results.get(self.result_box.currentText())
@@ -156,7 +175,14 @@ class ComparePanel(QWidget):
         finally:
             self._linking = False
 
-    def _refresh(self, *_args) -> None:
+    def _show_right(self, res: Volume, cursor) -> None:
+        if self.current_result() is not res:
+            return
+        self.right.set_volume(res, levels=self.left.levels())
+        self.right.set_display(self.left.lut.currentText(), *self.left.levels(), self.left.gamma())
+        self.right.set_cursor(*(cursor if cursor is not None else self.left.cursor))
+
+    def _refresh(self, *_args, defer: bool = False) -> None:
         res = self.current_result()
         mode = self.mode.currentText()
         self.wipe.setVisible(mode == "Wipe")
@@ -167,29 +193,35 @@ class ComparePanel(QWidget):
         if mode == "Side by side":
             cursor = self.right.cursor if self.right.data is not None else None
             self.left.set_volume(self.before)
-            self.right.set_volume(res, levels=self.left.levels())
-            self.right.set_display(self.left.lut.currentText(), *self.left.levels())
-            if cursor is not None:
-                self.right.set_cursor(*cursor)
             self.stack.setCurrentIndex(0)
-        elif mode == "Disagreement":
+            if defer:  # a new result: the right view in the next event-loop turn (no long stall)
+                QTimer.singleShot(0, lambda: self._show_right(res, cursor))
+            else:
+                self._show_right(res, cursor)
+        elif mode == "Uncertainty":
             labels = self.comparable()
             if len(labels) < 2:
-                self.empty.setText("A disagreement map needs results of two or more methods on the same grid:\n"
-                                   "run another method, then choose Disagreement.")
+                self.empty.setText("The uncertainty view is the disagreement between two or more methods on the "
+                                   "same grid:\nrun another method, then choose Uncertainty.")
                 self.stack.setCurrentWidget(self.empty)
                 return
             res_vols = [self.results[k] for k in labels]
             maps = [disagreement([np.asarray(v.channel(c, t).data) for v in res_vols])
                     for t in range(res.n_timepoints) for c in range(res.n_channels)]
             data = maps[0] if res.axes == "ZYX" else np.stack(maps).reshape(res.shape)
-            self.diff.title.setText(f"<b>Disagreement (std of normalised results) between {', '.join(labels)}</b>")
+            self.diff.title.setText(f"<b>Uncertainty: disagreement (std of normalised results) between "
+                                    f"{', '.join(labels)}</b>")
             self.diff.set_volume(res.with_data(data, name="disagreement"))
             self.stack.setCurrentIndex(2)
         else:
             self.single.set_volume(res)
             self.stack.setCurrentIndex(1)
             self._refresh_single()
+
+    def reset_views(self) -> None:
+        """Fit every view of the comparison (zoom and pan reset)."""
+        for v in (self.left, self.right, self.single, self.diff):
+            v.reset_view()
 
     def _refresh_single(self, *_args) -> None:
         res = self.current_result()

@@ -2,13 +2,17 @@
 
 Tests (and scripts) swap a hook with :func:`set_hook` to answer a dialog without a user:
 ``error`` (message boxes for failures), ``info`` (long texts such as the Fiji doctor report),
-``choose`` (pick one of several items, e.g. an HDF5 dataset), ``open_file``, ``open_dir`` and
-``save_file`` (file dialogs).
+``choose`` (pick one of several items, e.g. an HDF5 dataset), ``ask`` (a yes/no question, e.g.
+quitting during a run), ``open_file``, ``open_dir`` and ``save_file`` (file dialogs).
+
+Messages written for the command line name its flags; :func:`gui_wording` says where the same
+setting is in the app, so no dialog or log line asks a GUI user to pass ``--voxel-size``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +43,13 @@ def _qt_choose(parent: QWidget | None, title: str, label: str, items: Sequence[s
     return str(item) if ok else None
 
 
+def _qt_ask(parent: QWidget | None, title: str, question: str) -> bool:
+    answer = QMessageBox.question(parent, title, question,
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
 def _qt_open_file(parent: QWidget | None, title: str, directory: str, filter_: str) -> str | None:
     path, _ = QFileDialog.getOpenFileName(parent, title, directory, filter_)
     return path or None
@@ -54,7 +65,7 @@ def _qt_save_file(parent: QWidget | None, title: str, directory: str, filter_: s
 
 
 HOOKS: dict[str, Callable[..., Any]] = {
-    "error": _qt_error, "info": _qt_info, "choose": _qt_choose,
+    "error": _qt_error, "info": _qt_info, "choose": _qt_choose, "ask": _qt_ask,
     "open_file": _qt_open_file, "open_dir": _qt_open_dir, "save_file": _qt_save_file,
 }
 _DEFAULTS = dict(HOOKS)
@@ -74,12 +85,36 @@ def reset_hooks() -> None:
 
 
 def show_error(parent: QWidget | None, title: str, message: str, details: str = "") -> None:
+    message = gui_wording(message)
     log.error("%s: %s", title, message)
     HOOKS["error"](parent, title, message, details)
 
 
 def show_info(parent: QWidget | None, title: str, message: str, details: str = "") -> None:
+    message = gui_wording(message)
     HOOKS["info"](parent, title, message, details)
+
+
+def ask(parent: QWidget | None, title: str, question: str) -> bool:
+    """A yes/no question; True for yes."""
+    return bool(HOOKS["ask"](parent, title, question))
+
+
+# command-line flags in core messages -> where the same setting lives in the app
+GUI_WORDING = (
+    (r"(pass |give |with )?--voxel-size( Z Y X)?", "type the voxel size in the Stack & method panel"),
+    (r"(pass )?--psf-fwhm( Z Y X)?", "choose PSF > Gaussian FWHM"),
+    (r"(pass )?--psf( FILE)?\b", "choose PSF > Measured PSF file"),
+    (r"(pass )?--fiji-dir( DIR| /path/to/Fiji.app)?", "set the Fiji.app folder in File > Settings"),
+    (r"(pass )?--factor( F| [0-9.]+)?", "untick the factor's 'auto' and type it"),
+)
+
+
+def gui_wording(message: str) -> str:
+    """``message`` with command-line flags replaced by where the setting is in the app."""
+    for pattern, text in GUI_WORDING:
+        message = re.sub(pattern, text, message)
+    return message
 
 
 def choose(parent: QWidget | None, title: str, label: str, items: Sequence[str]) -> str | None:

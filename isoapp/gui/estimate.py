@@ -1,21 +1,19 @@
-"""Rough time and memory estimates shown before a run starts (no Qt here).
+"""Time and memory estimates before and during a run (no Qt here).
 
-The heuristic counts convolution work from the run configuration (steps x batch x patch area x
-filters^2); it is replaced by the measured speed of an earlier run of the same method, preset and
-device when one is known (the window records it after every finished run).
+Before a run: the method's :class:`~isoapp.methods.base.TimeModel` (its fast preset, measured on a
+reference CPU) scaled by the work of the chosen configuration, or this machine's measured speed
+from an earlier run of the same method, preset and device. During a run, :class:`RunClock`
+replaces the prior by the measured seconds per training step of this very run, and its
+whole-run ETA covers every stage still to come (all training stages, channels and the restore).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from ..degrade import output_length
 from ..engine.config import RunConfig
-
-# seconds per unit of "work" (pixel x filter^2 x level), from IsoNet fast on a 2-core laptop CPU
-CPU_SECONDS_PER_WORK = 1.2e-9
-GPU_SPEEDUP = 40.0
-THREE_D_METHODS = ("selfvision",)
 
 
 @dataclass
@@ -25,16 +23,24 @@ class Estimate:
     ram_bytes: int
     gpu_bytes: int
     measured: bool = False
+    train_loops: int = 0  # training-loop iterations of the whole run (all stages and channels)
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.restore_s
 
     def text(self) -> str:
-        src = "from your last run" if self.measured else "rough"
-        mem = f"RAM ~{_fmt_bytes(self.ram_bytes)}"
+        src = "from your last run" if self.measured else "from the method's time model"
+        mem = f"RAM ~{fmt_bytes(self.ram_bytes)}"
         if self.gpu_bytes:
-            mem += f", GPU ~{_fmt_bytes(self.gpu_bytes)}"
-        return f"Estimate ({src}): train {_fmt_s(self.train_s)}, restore {_fmt_s(self.restore_s)}; {mem}"
+            mem += f", GPU ~{fmt_bytes(self.gpu_bytes)}"
+        train = f"train {fmt_s(self.train_s)}, " if self.train_loops else ""
+        return f"Estimate ({src}): {train}restore {fmt_s(self.restore_s)}; {mem}"
 
 
-def _fmt_s(s: float) -> str:
+def fmt_s(s: float) -> str:
+    if s < 1:
+        return "< 1 s"
     if s < 90:
         return f"{s:.0f} s"
     if s < 5400:
@@ -42,7 +48,7 @@ def _fmt_s(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
             return f"{n:.0f} {unit}"
@@ -54,44 +60,113 @@ def timing_key(method: str, preset: str, device: str) -> str:
     return f"{method}-{preset}-{'cuda' if device.startswith('cuda') else 'cpu'}"
 
 
-def work_units(cfg: RunConfig, trainable: bool) -> tuple[float, float]:
-    """(work per training step, work per output voxel)."""
-    p = cfg.params
-    nf = float(p.get("n_filters", 32))
-    depth = float(p.get("depth", 2))
-    per_px = nf * nf * (depth + 1) * 9
-    patch = cfg.train.patch_size
-    area = patch ** 3 if cfg.method in THREE_D_METHODS else patch ** 2
-    step = cfg.train.batch_size * area * per_px if trainable else 0.0
-    return step, 2 * per_px  # every output voxel is restored in two orientations
+def work_scale(cfg: RunConfig, cls) -> tuple[float, float]:
+    """(training, restore) cost of ``cfg`` relative to the method's fast preset."""
+    fast = cls.presets.get("fast", {})
+    ftrain, fparams = fast.get("train", {}), fast.get("params", {})
+    tm = cls.time_model
+    width = 1.0
+    if tm.width_param:
+        default = cls.Params.model_fields[tm.width_param].default if tm.width_param in cls.Params.model_fields else 1
+        w = float(cfg.params.get(tm.width_param, default) or 1)
+        w0 = float(fparams.get(tm.width_param, default) or 1)
+        width = (w / w0) ** 2
+    d = 3 if cls.dims == 3 else 2
+    area = cfg.train.batch_size * cfg.train.patch_size ** d
+    area0 = ftrain.get("batch_size", cfg.train.batch_size) * ftrain.get("patch_size", cfg.train.patch_size) ** d
+    return area / max(area0, 1) * width, width
 
 
-def estimate(cfg: RunConfig, shape: tuple[int, ...], *, trainable: bool, device: str,
-             measured: dict | None = None) -> Estimate:
-    """Estimate a run of ``cfg`` on a stack of ``shape`` (any canonical axes) on ``device``."""
+def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measured: dict | None = None) -> Estimate:
+    """Estimate a run of ``cfg`` (method class ``cls``) on a stack of ``shape`` on ``device``."""
     nz, ny, nx = shape[-3:]
     n_vol = 1
     for s in shape[:-3]:
         n_vol *= int(s)
-    nzo = output_length(nz, cfg.factor)
-    out_vox = nzo * ny * nx * n_vol
-    step_work, vox_work = work_units(cfg, trainable)
-    speed = CPU_SECONDS_PER_WORK / (GPU_SPEEDUP if device.startswith("cuda") else 1.0)
-    steps = cfg.train.steps if trainable else 0
-    train_s = steps * step_work * speed * (n_vol if trainable else 0)
-    restore_s = out_vox * vox_work * speed
+    out_vox = output_length(nz, cfg.factor) * ny * nx * n_vol
+    tm = cls.time_model
+    speed = 1.0 / tm.gpu_speedup if device.startswith("cuda") else 1.0
+    train_scale, restore_scale = work_scale(cfg, cls)
+    n_train = int(shape[-4]) if len(shape) >= 4 else 1  # one model per channel; time points reuse it
+    loops = int(round(cfg.train.steps * tm.loops_per_step)) * n_train if cls.trainable else 0
+    train_s = loops * tm.s_per_step * train_scale * speed
+    restore_s = out_vox * tm.s_per_voxel * restore_scale * speed
     is_measured = False
     if measured:
-        if measured.get("s_per_step") and trainable:
-            train_s = steps * float(measured["s_per_step"]) * n_vol
+        if measured.get("s_per_loop") and cls.trainable:
+            train_s = loops * float(measured["s_per_loop"])
             is_measured = True
         if measured.get("s_per_voxel"):
             restore_s = out_vox * float(measured["s_per_voxel"])
             is_measured = True
     ram = nz * ny * nx * n_vol * 4 + out_vox * 4 * 4  # input + upsampled, output, two orientations
-    nf = int(cfg.params.get("n_filters", 32))
-    act = cfg.train.batch_size * cfg.train.patch_size ** 2 * nf * 4 * 12
+    nf = int(cfg.params.get(tm.width_param or "n_filters", 32) or 32)
+    d = 3 if cls.dims == 3 else 2
+    act = cfg.train.batch_size * cfg.train.patch_size ** d * nf * 4 * 12 if cls.trainable else 0
     gpu = act + 64 * 2**20 if device.startswith("cuda") else 0
     if not device.startswith("cuda"):
         ram += act
-    return Estimate(train_s, restore_s, int(ram), int(gpu), is_measured)
+    return Estimate(train_s, restore_s, int(ram), int(gpu), is_measured, loops)
+
+
+@dataclass
+class RunClock:
+    """The whole-run ETA of a running job, refined from its own measured speed.
+
+    Feed it every :class:`~isoapp.engine.events.ProgressEvent` (:meth:`update`). Training events
+    (any stage but ``restore``) count loop iterations; once a few are timed, the remaining training
+    is (loops left) x (measured seconds per loop), and the restore estimate is scaled by the same
+    ratio of measured to predicted speed. In the restore stage the restore's own progress is used.
+    """
+
+    estimate: Estimate
+    start: float = field(default_factory=time.perf_counter)
+    loops_done: int = 0
+    first_loop_t: float | None = None
+    restore_frac: float = 0.0
+    restore_start: float | None = None
+    _last_step: dict = field(default_factory=dict)
+
+    def update(self, stage: str, step: int, total: int, training: bool, now: float | None = None) -> None:
+        now = time.perf_counter() if now is None else now
+        if training:
+            prev = self._last_step.get(stage)
+            new = step - prev if prev is not None and step > prev else 1
+            self._last_step[stage] = step
+            if self.first_loop_t is None:
+                self.first_loop_t = now
+                self._first_count = self.loops_done + new
+            self.loops_done += new
+            self._t_last_loop = now
+        elif stage == "restore":
+            if self.restore_start is None:
+                self.restore_start = now
+            self.restore_frac = min(max(step / max(total, 1), 0.0), 1.0)
+
+    def speed_ratio(self) -> float:
+        """Measured / predicted seconds per training loop (1 until measured)."""
+        est = self.estimate
+        if not est.train_loops or est.train_s <= 0 or self.first_loop_t is None:
+            return 1.0
+        n = self.loops_done - self._first_count
+        if n < 2:
+            return 1.0
+        measured = (self._t_last_loop - self.first_loop_t) / n
+        return measured / (est.train_s / est.train_loops)
+
+    def remaining(self, now: float | None = None) -> float:
+        now = time.perf_counter() if now is None else now
+        est = self.estimate
+        ratio = self.speed_ratio()
+        if self.restore_start is not None:
+            if self.restore_frac > 0.05:
+                spent = now - self.restore_start
+                return spent * (1 - self.restore_frac) / self.restore_frac
+            return est.restore_s * ratio
+        left = max(est.train_loops - self.loops_done, 0)
+        per_loop = est.train_s / est.train_loops if est.train_loops else 0.0
+        return left * per_loop * ratio + est.restore_s * ratio
+
+    def total(self, now: float | None = None) -> float:
+        now = time.perf_counter() if now is None else now
+        return (now - self.start) + self.remaining(now)

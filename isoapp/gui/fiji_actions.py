@@ -1,15 +1,22 @@
-"""Send to Fiji through :mod:`fiji_bridge`: push with calibration, Orthogonal Views, SNT, deconvolution.
+"""Send to Fiji: calibrated images into a Fiji/ImageJ that stays, Orthogonal Views, SNT, deconvolution.
 
-The bridge is imported and connected on first use (starting Java takes a few seconds). Every
-failure is shown as a dialog; when no backend can start, the ``doctor`` report is shown with it.
+Images go to a separate ImageJ/Fiji program through :class:`fiji_bridge.external.Handoff`: the
+one the user runs receives them (ImageJ's single-instance listener), else ImageJ starts with its
+main window as its own process; either way it survives isoapp quitting, and sending the same
+result again selects its window instead of opening a duplicate. Actions that need a plugin (SNT,
+DeconvolutionLab2) check for it before anything is sent. The in-process bridge
+(:func:`fiji_bridge.connect`, headless) is only used to read Bio-Formats files. Every failure is
+a dialog; when no ImageJ can start, the ``doctor`` report is shown with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import QMenu, QWidget
@@ -56,7 +63,9 @@ class FijiActions(QObject):
         self.settings = settings
         self.context = context
         self.session: Any = None
+        self.handoff: Any = None
         self._last_imp: Any = None
+        self.last_sent: Any = None  # the path of the last file handed to ImageJ
         self.menu = QMenu("F&iji", parent)
         self.actions: dict[str, QAction] = {}
         for key, text, slot in (
@@ -97,64 +106,99 @@ class FijiActions(QObject):
             fb = bridge()
         except IsoappError:
             return True
-        return isinstance(exc, (fb.NoBackendError, fb.PluginMissingError, fb.DisplayError))
+        return isinstance(exc, (fb.NoBackendError, fb.DisplayError))
 
     def connect_session(self) -> Any:
+        """The in-process, headless bridge (used to read Bio-Formats files)."""
         if self.session is None:
             fb = bridge()
-            log.info("connecting to Fiji/ImageJ (starting Java, this takes a few seconds)")
-            self.session = fb.connect(backend="auto", fiji_dir=self.settings.fiji_dir or None)
+            log.info("starting Java to read through Fiji/ImageJ (this takes a few seconds)")
+            self.session = fb.connect(backend="auto", fiji_dir=self.settings.fiji_dir or None, headless=True)
             log.info("connected: %r", self.session)
         return self.session
+
+    def get_handoff(self) -> Any:
+        """The hand-off to a separate ImageJ/Fiji (made on first use; follows the Fiji folder setting)."""
+        bridge()
+        from fiji_bridge.external import Handoff, find_launcher, which_display
+
+        if which_display() is None:
+            raise bridge().DisplayError("there is no display for ImageJ's windows (DISPLAY is not set); "
+                                        "save the result and open it in Fiji instead")
+        launcher = find_launcher(self.settings.fiji_dir or None)
+        if self.handoff is None or self.handoff.launcher.argv != launcher.argv:
+            self.handoff = Handoff(launcher)
+        return self.handoff
+
+    @staticmethod
+    def result_key(vol: Volume) -> str:
+        """Identifies a result's pixels and calibration, so a second send finds the first window."""
+        h = hashlib.sha1(f"{vol.name}|{vol.shape}|{vol.voxel_size}|{vol.dtype}".encode())
+        data = np.asarray(vol.data)
+        step = max(1, data.size // 65536)
+        h.update(np.ascontiguousarray(data.reshape(-1)[::step]).tobytes())
+        return h.hexdigest()
 
     def _volume(self, key: str) -> Volume:
         vol = self.context().get(key)
         if vol is None:
-            what = "restored result (run Train & Restore first)" if key == "result" else "open stack"
+            what = "restored result (run a method first)" if key == "result" else "open stack"
             raise IsoappError(f"there is no {what} to send to Fiji")
         return vol
 
-    def _push(self, vol: Volume, title: str | None = None) -> Any:
-        session = self.connect_session()
-        imp = session.push(vol, voxel_size=vol.voxel_size, title=title or vol.name,
-                           show=not getattr(session, "headless", True))
-        self._last_imp = imp
+    def _send(self, vol: Volume, extra_macro: str = "") -> Any:
+        """Write ``vol`` once as a calibrated ImageJ TIFF and show it in the lasting ImageJ/Fiji."""
+        from ..io import write_volume
+
+        handoff = self.get_handoff()
+        path, new = handoff.file_for(self.result_key(vol), vol.name)
+        if new:
+            write_volume(vol, path)
+        proc = handoff.show(path, extra_macro)
+        self.last_sent = path
         dz, dy, dx = vol.voxel_size
-        msg = f"sent {vol.name} to {session.backend} ({dz:g} x {dy:g} x {dx:g} µm)"
+        msg = f"sent {vol.name} to {handoff.launcher.kind} ({dz:g} x {dy:g} x {dx:g} µm)"
         log.info("%s", msg)
         self.sent.emit(msg)
-        return imp
+        return proc
 
     # ------------------------------------------------------------------ actions
     def push_result(self) -> None:
-        self._push(self._volume("result"))
+        self._send(self._volume("result"))
 
     def push_input(self) -> None:
-        self._push(self._volume("input"))
+        self._send(self._volume("input"))
 
     def orthogonal_views(self) -> None:
-        imp = self._push(self._volume("result"))
-        self.session.orthogonal_views(imp)
+        self._send(self._volume("result"), 'run("Orthogonal Views");')
         self.sent.emit("orthogonal views opened")
 
     def open_in_snt(self) -> None:
-        imp = self._push(self._volume("result"))
-        self.session.open_in_snt(imp)
+        vol = self._volume("result")
+        self.get_handoff().require("SNT", "Opening in SNT")  # before anything is sent
+        self._send(vol, 'run("SNT...");')
         self.sent.emit("opened in SNT")
 
     def compare_with_deconvolution(self) -> None:
         ctx = self.context()
         inp, res = self._volume("input"), self._volume("result")
-        rl = (ctx.get("results") or {}).get("rl")
-        session = self.connect_session()
-        cmp = session.compare_with_deconvolution(inp, rl, res)
-        msg = cmp.message or f"compared {', '.join(cmp.images)} in {session.backend}"
+        rl = next((v for k, v in (ctx.get("results") or {}).items() if "Richardson" in k or k == "rl"), None)
+        handoff = self.get_handoff()
+        if rl is None:
+            if not handoff.launcher.has_plugin("DeconvolutionLab2"):
+                raise IsoappError("Compare with deconvolution needs a Richardson–Lucy result: run the "
+                                  "'Richardson–Lucy deconvolution' method here first, or install DeconvolutionLab2 "
+                                  "in Fiji. Nothing was sent.")
+        for vol in (inp, rl, res):
+            if vol is not None:
+                self._send(vol)
+        self._send(res, 'run("Tile");')
+        msg = "compared " + ", ".join(v.name for v in (inp, rl, res) if v is not None) + f" in {handoff.launcher.kind}"
         self.sent.emit(msg)
-        if cmp.message:
+        if rl is None:
             dialogs.show_info(self.parent_widget, "Compare with deconvolution",
-                              cmp.message + ("" if rl is not None else
-                                             "\n\nTip: run the 'rl' method here to include a "
-                                             "Richardson-Lucy result."))
+                              "Input and restored stacks are in Fiji; run DeconvolutionLab2 there "
+                              "(Plugins > DeconvolutionLab2) on the input to add the Richardson–Lucy result.")
 
     def show_doctor(self) -> None:
         dialogs.show_info(self.parent_widget, "Fiji setup", "Java / ImageJ / Fiji as found by isoapp:",

@@ -61,6 +61,7 @@ class LogPanel(QWidget):
         self.text.setMaximumBlockCount(MAX_LINES)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         clear = QPushButton("Clear", self)
+        clear.setToolTip("empty the log panel (messages are also printed to the terminal)")
         clear.clicked.connect(self.text.clear)
         row = QHBoxLayout()
         row.addStretch(1)
@@ -72,7 +73,14 @@ class LogPanel(QWidget):
         self.handler = QtLogHandler()
         self.handler.relay.record.connect(self.append)
 
+    def append_event(self, level: str, message: str) -> None:
+        """A core LogEvent relayed by the worker (level in any case)."""
+        self.append(str(level).upper(), message)
+
     def append(self, level: str, message: str) -> None:
+        from .dialogs import gui_wording
+
+        message = gui_wording(message)
         color = self.COLORS.get(level)
         esc = message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         self.text.appendHtml(f'<span style="color:{color}">{esc}</span>' if color else esc)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QHBoxLayout,
     QLabel,
@@ -23,27 +21,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..degrade import upsample
-from ..errors import InputError, IsoappError
+from ..errors import IsoappError
 from ..io import write_volume
-from ..restore import NORM_PERCENTILES
 from ..volume import Volume
-from . import dialogs, opening
+from . import dialogs, opening, runs
 from .compare import ComparePanel
-from .estimate import timing_key
 from .fiji_actions import FijiActions
 from .log_panel import LogPanel, install_handler, remove_handler
 from .method_panel import MethodPanel
 from .orthoview import OrthoView
 from .progress_panel import ProgressPanel
+from .report_panel import QualityReport
+from .run_actions import RunMixin
 from .settings import AppSettings
 from .settings_dialog import SettingsDialog
-from .worker import RestoreWorker, RunController, restore_accepts
+from .worker import RunController
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SIZE = (1400, 900)
 
-class MainWindow(QMainWindow):
+
+class MainWindow(RunMixin, QMainWindow):
     """isoapp's main window. Scriptable: :meth:`open_path`, :meth:`start_run`, :meth:`save_result`."""
 
     volume_opened = Signal(object)
@@ -58,32 +57,47 @@ class MainWindow(QMainWindow):
         self.settings = settings or AppSettings()
         self.input: Volume | None = None
         self.last_run: dict[str, Any] | None = None  # options + work_dir of a cancelled run
+        self.results_info: dict[str, dict] = {}  # result label -> RestoreResult.info
+        self._running = False
         self.runner = RunController(self)
         self.runner.thread_finished.connect(self._thread_finished)
         self.setWindowTitle("isoapp — isotropic restoration")
         self.setAcceptDrops(True)
-        self.resize(1400, 900)
 
         self.log_panel = LogPanel(self)
         install_handler(self.log_panel.handler)
         self.ortho = OrthoView(self, title="Input")
         self.compare = ComparePanel(self)
+        self.report = QualityReport(self)
+        cw = QWidget(self)
+        cl = QVBoxLayout(cw)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(self.report)
+        cl.addWidget(self.compare, 1)
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self.ortho, "Input")
-        self.tabs.addTab(self.compare, "Compare")
+        self.compare_tab = cw
+        self.tabs.addTab(cw, "Compare")
+        self.tabs.setTabToolTip(0, "the opened stack in linked orthogonal views")
+        self.tabs.setTabToolTip(1, "before (interpolated) and after, side by side, wipe, toggle or uncertainty")
         self.setCentralWidget(self.tabs)
         self.progress = ProgressPanel(self)
         self.method_panel = MethodPanel(self)
         self.method_panel.timings = self._load_timings()
         self.method_panel.restore_state(self.settings.method_state)
+        self.method_panel.voxelChanged.connect(self._set_voxel_size)
         self.fiji = FijiActions(self, self.settings, self._fiji_context)
         self.fiji.sent.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
         self._build_side_dock()
         self._build_bottom_docks()
         self._build_menus()
+        self.method_panel.changed.connect(self._update_run_button)
         geometry = self.settings.qs.value("window/geometry")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
+        else:
+            self.resize(*DEFAULT_SIZE)
+        self.fit_to_screen()
         self._set_running(False)
         self.statusBar().showMessage("Open a stack (File > Open, or drop a file on the window)")
 
@@ -92,9 +106,11 @@ class MainWindow(QMainWindow):
         self.info = QLabel("No stack open.", self)
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info.setToolTip("what the file says about the stack")
         self.run_button = QPushButton("Train && Restore", self)
-        self.run_button.clicked.connect(lambda: self.start_run())
+        self.run_button.clicked.connect(lambda: self._guard(self.start_run))
         self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setToolTip("stop after the current step; the checkpoint is kept for Resume (Esc)")
         self.cancel_button.clicked.connect(self.cancel_run)
         self.resume_button = QPushButton("Resume", self)
         self.resume_button.setToolTip("continue the cancelled run from its checkpoint")
@@ -110,7 +126,7 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea(self)
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(400)
+        scroll.setMinimumWidth(self.method_panel.minimumSizeHint().width() + 24)  # + vertical scroll bar
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         panel = QWidget(self)  # the estimate and the run buttons stay visible below the scroll area
         pl = QVBoxLayout(panel)
@@ -134,12 +150,12 @@ class MainWindow(QMainWindow):
         for d in (self.progress_dock, self.log_dock):
             d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                           | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
-        self.progress.setMinimumWidth(300)
+        self.progress.setMinimumWidth(240)
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.progress_dock)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
-        self.resizeDocks([self.progress_dock], [460], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.progress_dock], [380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
 
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
@@ -157,6 +173,9 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open OME-&Zarr folder…", self.open_zarr_dialog)
         self.recent_menu = file_menu.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self.resume_menu = file_menu.addMenu("Res&ume run")
+        self.resume_menu.setToolTipsVisible(True)
+        self.resume_menu.aboutToShow.connect(self._fill_resume)
         file_menu.addSeparator()
         self._action(file_menu, "Load &reference (ground truth)…", self.load_reference_dialog)
         self.save_action = self._action(file_menu, "&Save result as…", self.save_result,
@@ -165,13 +184,36 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Settings…", self.open_settings)
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         run_menu = bar.addMenu("&Run")
-        self._action(run_menu, "Train && &Restore", self.start_run, "Ctrl+R")
+        self.run_action = self._action(run_menu, "Train && &Restore", self.start_run, "Ctrl+R")
         self._action(run_menu, "&Cancel", self.cancel_run, "Esc")
         self._action(run_menu, "Res&ume", lambda: self.start_run(resume=True))
         bar.addMenu(self.fiji.menu)
         view = bar.addMenu("&View")
+        self._action(view, "&Reset view (fit)", self.reset_views, "Ctrl+0")
+        view.addSeparator()
         for d in (self.progress_dock, self.log_dock):
             view.addAction(d.toggleViewAction())
+
+    def reset_views(self) -> None:
+        """Fit every visible view to its image (Ctrl+0)."""
+        self.ortho.reset_view()
+        self.compare.reset_views()
+
+    def fit_to_screen(self) -> None:
+        """Keep the whole window on the screen (1366x768 laptops included)."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        frame_w = max(self.frameGeometry().width() - self.geometry().width(), 0)
+        frame_h = max(self.frameGeometry().height() - self.geometry().height(), 0)
+        w = min(self.width(), avail.width() - frame_w)
+        h = min(self.height(), avail.height() - frame_h)
+        if (w, h) != (self.width(), self.height()):
+            self.resize(w, h)
+        x = min(max(self.x(), avail.x()), avail.x() + avail.width() - w - frame_w)
+        y = min(max(self.y(), avail.y()), avail.y() + avail.height() - h - frame_h)
+        self.move(x, y)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -222,9 +264,12 @@ class MainWindow(QMainWindow):
         """Show ``volume`` as the input (also for scripts that built it in memory)."""
         self.input = volume
         self.last_run = None
+        self.results_info.clear()
         self.ortho.set_volume(volume)
         self.method_panel.set_volume(volume)
         self.compare.set_input(volume)
+        self.progress.reset()
+        self.report.clear()
         self.info.setText(opening.describe(volume))
         self.tabs.setCurrentWidget(self.ortho)
         self.setWindowTitle(f"isoapp — {volume.name}")
@@ -232,6 +277,18 @@ class MainWindow(QMainWindow):
         log.info("opened %s", volume.describe())
         self._set_running(False)
         self.volume_opened.emit(volume)
+
+    def _set_voxel_size(self, voxel_size) -> None:
+        """The user typed a voxel size: views and the run use it (the file is not changed)."""
+        if self.input is None or tuple(voxel_size) == tuple(self.input.voxel_size):
+            return
+        vol = self.input.with_data(self.input.data, voxel_size=tuple(float(v) for v in voxel_size))
+        vol.metadata["calibrated"] = True
+        vol.metadata["voxel_size_from"] = "user"
+        self.input = vol
+        self.ortho.set_volume(vol, keep_cursor=True, levels=self.ortho.levels())
+        self.compare.set_input(vol)
+        self.info.setText(opening.describe(vol))
 
     def load_reference_dialog(self) -> None:
         path = dialogs.open_file(self, "Reference (isotropic ground truth)", self.settings.last_dir,
@@ -243,130 +300,14 @@ class MainWindow(QMainWindow):
         ref, _ = opening.load_volume(self, path, None, self.fiji.connect_session)
         if ref is not None:
             self.compare.set_reference(ref)
-            self.tabs.setCurrentWidget(self.compare)
-
-    # ------------------------------------------------------------------ running
-    def _set_running(self, running: bool) -> None:
-        has_input = self.input is not None
-        self.run_button.setEnabled(has_input and not running)
-        self.cancel_button.setEnabled(running)
-        self.resume_button.setEnabled(not running and self.last_run is not None)
-        self.method_panel.setEnabled(not running)
-        self.save_action.setEnabled(not running)
-
-    def _preview_inputs(self, factor: float, y: int, x: int) -> dict[str, np.ndarray]:
-        data = np.asarray(self.input.channel(0, 0).data, np.float32)
-        lo, hi = np.percentile(data, NORM_PERCENTILES)
-        scale = 1.0 / max(hi - lo, 1e-12)
-        return {"xz": (upsample(data[:, y, :], factor, axis=0) - lo) * scale,
-                "yz": (upsample(data[:, :, x], factor, axis=0) - lo) * scale}
-
-    def start_run(self, resume: bool = False) -> None:
-        """Start Train & Restore (or resume the cancelled run) in the background."""
-        if self.input is None:
-            raise InputError("open a stack first (File > Open)")
-        if self.runner.is_running():
-            if not (self.runner.worker is not None and self.runner.worker.completed):
-                return
-            self.runner.wait(5000)  # the previous run has ended; its thread is winding down
-        if resume:
-            if self.last_run is None:
-                raise IsoappError("there is no cancelled run to resume")
-            opts = dict(self.last_run["options"], resume=True)
-        else:
-            opts = self.method_panel.options()
-            self.settings.work_root.mkdir(parents=True, exist_ok=True)
-            work = tempfile.mkdtemp(prefix=f"{self.input.name}-{opts['method']}-", dir=self.settings.work_root)
-            opts.update(work_dir=work, resume=False)
-            self._discard_checkpoint()
-        factor = opts["factor"] or self.input.anisotropy
-        nz, ny, nx = self.input.spatial_shape
-        z, y, x = self.ortho.cursor
-        if restore_accepts("preview_position"):
-            opts["preview_position"] = (y, x)
-            where = f"the cursor (y={y}, x={x})"
-        else:
-            y, x = ny // 2, nx // 2
-            where = f"the volume centre (y={y}, x={x})"
-        dz, dy, dx = self.input.voxel_size
-        if factor > 1.0:
-            self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x), where)
-        self.last_run = {"options": {k: v for k, v in opts.items() if k != "resume"}}
-        worker = RestoreWorker(self.input, opts)
-        worker.stage.connect(self.progress.set_stage)
-        worker.progress.connect(self.progress.on_progress)
-        worker.preview.connect(self.progress.on_preview)
-        worker.log.connect(lambda level, msg: self.log_panel.append(str(level).upper(), msg))
-        worker.finished.connect(self._run_finished)
-        worker.failed.connect(self._run_failed)
-        worker.cancelled.connect(self._run_cancelled)
-        self.runner.start(worker)
-        self._set_running(True)
-        self.progress_dock.raise_()
-        self.statusBar().showMessage(("Resuming " if resume else "Running ") + opts["method"])
-        log.info("%s %s (%s preset) on %s; checkpoints in %s", "resuming" if resume else "starting",
-                 opts["method"], opts["preset"], self.input.name, opts["work_dir"])
-        self.run_started.emit(worker)
-
-    def cancel_run(self) -> None:
-        if self.runner.is_running():
-            self.runner.stop()
-            self.progress.set_stage("cancel", "Cancelling… (stops after the current step)")
-
-    def _discard_checkpoint(self) -> None:
-        if self.last_run and self.last_run["options"].get("work_dir"):
-            shutil.rmtree(self.last_run["options"]["work_dir"], ignore_errors=True)
-        self.last_run = None
-
-    def _run_finished(self, result) -> None:
-        vol = result.volume
-        factor = float(result.info.get("factor", self.input.anisotropy))
-        self._record_timing(result)
-        self._discard_checkpoint()
-        self.compare.add_result(result.info.get("method", vol.name), vol, factor)
-        self.tabs.setCurrentWidget(self.compare)
-        text = f"Done: {vol.name} {vol.shape}, trained {result.train_seconds:.1f} s, " \
-               f"restored {result.restore_seconds:.1f} s"
-        self.progress.finish(text)
-        self.statusBar().showMessage(text, 15000)
-        self.run_finished.emit(result)
-
-    def _run_failed(self, message: str, details: str) -> None:
-        self._discard_checkpoint()
-        self.progress.finish("Failed")
-        dialogs.show_error(self, "Restoration failed", message, details)
-        self.run_failed.emit(message)
-
-    def _run_cancelled(self, message: str) -> None:
-        self.progress.finish("Cancelled: Resume continues from the checkpoint")
-        self.statusBar().showMessage(f"Cancelled: {message}", 15000)
-        self.run_cancelled.emit(message)
-
-    def _thread_finished(self) -> None:
-        self._set_running(False)
-
-    def _load_timings(self) -> dict[str, dict]:
-        return self.settings.get_json("timings", {}) or {}
-
-    def _record_timing(self, result) -> None:
-        info = result.info
-        steps = int(info.get("steps") or 0)
-        out_vox = int(np.prod(result.volume.shape))
-        entry = {"s_per_voxel": result.restore_seconds / max(out_vox, 1)}
-        if steps and result.train_seconds > 0:
-            entry["s_per_step"] = result.train_seconds / steps / max(self.input.n_channels, 1)
-        device = str(info.get("device", "cpu"))
-        timings = self._load_timings()
-        timings[timing_key(str(info.get("method")), str(info.get("preset")), device)] = entry
-        self.settings.set_json("timings", timings)
-        self.method_panel.timings = timings
+            self.tabs.setCurrentWidget(self.compare_tab)
 
     # ------------------------------------------------------------------ saving / Fiji
     def save_result(self, path: str | Path | None = None) -> Path | None:
         """Write the shown result atomically (TIFF, OME-TIFF, HDF5, OME-Zarr by extension)."""
         res = self.compare.current_result()
         if res is None:
-            raise IsoappError("there is no restored result to save yet; run Train & Restore first")
+            raise IsoappError("there is no restored result to save yet; run a method first (Run)")
         if path is None:
             start = str(Path(self.settings.last_dir) / f"{res.name}.tif")
             path = dialogs.save_file(self, "Save result", start, opening.SAVE_FILTER)
@@ -401,8 +342,14 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802
         if self.runner.is_running():
+            if not dialogs.ask(self, "Quit isoapp", "A run is in progress. Stop it and quit?\n\n"
+                               "Its checkpoint is kept: File > Resume run continues it next time."):
+                event.ignore()
+                return
             log.info("stopping the run before closing")
             self.runner.shutdown(60000)
+            if self.last_run:
+                runs.set_status(self.last_run["options"]["work_dir"], "cancelled")
         self.settings.method_state = self.method_panel.state()
         self.settings.qs.setValue("window/geometry", self.saveGeometry())
         self.settings.qs.sync()

@@ -48,6 +48,24 @@ def list_datasets(path: str | Path) -> list[tuple[str, tuple[int, ...], str]]:
     return [d for d in found if len(d[1]) >= 3]
 
 
+LABEL_WORDS = ("label", "seg", "mask", "annot", "pred", "prob", "truth", "instance", "boundar")
+RAW_WORDS = ("raw", "image", "data", "signal", "intensit", "volume", "stack", "channel", "input")
+
+
+def dataset_rank(name: str, dtype: str) -> tuple[int, int]:
+    """Sort key putting raw images first and segmentations (``/label``, masks, predictions) last."""
+    import re
+
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    leaf = words[-1:] if words else []
+    if any(w == "gt" or w.startswith(LABEL_WORDS) for w in leaf):
+        return (2, 0)
+    if any(w.startswith(RAW_WORDS) for w in leaf):
+        return (0, 0)
+    kind = str(dtype).lower()
+    return (1, 0 if kind.startswith(("uint16", "float", "int16", "uint8")) else 1)
+
+
 def is_supported(path: str | Path) -> bool:
     name = str(path).lower().rstrip("/\\")
     return name.endswith(tuple(SUPPORTED_EXTENSIONS)) or name.endswith(BIOFORMATS_EXT)
@@ -68,8 +86,9 @@ def load_volume(parent: QWidget | None, path: str | Path, dataset: str | None = 
         found = list_datasets(p)
         if not found:
             raise InputError(f"{p.name} holds no 3D dataset; it needs a (Z, Y, X) array")
+        found = sorted(found, key=lambda d: dataset_rank(d[0], d[2]))  # stable: file order otherwise
         if len(found) > 1:
-            labels = [f"{n}  {tuple(s)}  {d}" for n, s, d in found]
+            labels = [f"{n}  {tuple(s)}  {d}" for n, s, d in found]  # the first is preselected
             choice = dialogs.choose(parent, "HDF5 dataset", f"{p.name} holds several stacks; open which?", labels)
             if choice is None:
                 return None, None
@@ -104,6 +123,6 @@ def describe(volume: Volume) -> str:
     ]
     html = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows)
     warn = ("" if md.get("calibrated", True) else
-            "<p style='color:#b36b00'>No voxel size in the file: set the factor by hand or fix the "
-            "calibration in Fiji (Image &gt; Properties).</p>")
+            "<p style='color:#b36b00'>No voxel size in the file: type it under Voxel (µm) below "
+            "(or fix the calibration in Fiji: Image &gt; Properties).</p>")
     return f"<table cellspacing='2'>{html}</table>{warn}"

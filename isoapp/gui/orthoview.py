@@ -1,10 +1,17 @@
-"""Three linked orthogonal views (XY, XZ, YZ) with a crosshair cursor, plane sliders, contrast and LUT.
+"""Linked orthogonal views (XY, XZ, YZ + a max projection) with a crosshair cursor, as in Fiji and napari.
 
 Layout as in Fiji's Orthogonal Views: XY top left, YZ to its right (z horizontal), XZ below it
-(z vertical). Images are placed in micrometres, so the aspect follows the voxel size; XY/XZ
-share the x range and XY/YZ the y range. The cursor ``(z, y, x)`` in voxels is the one state;
-:meth:`OrthoView.set_cursor` updates every view and slider under signal blockers, and
-``cursorChanged`` is emitted once per real change, so linked views never loop.
+(z vertical); the empty fourth quadrant shows the maximum-intensity projection along z. Images
+are placed in micrometres, so the aspect follows the voxel size; XY/XZ share the x range and
+XY/YZ the y range. The cursor ``(z, y, x)`` in voxels is the one state; :meth:`OrthoView.set_cursor`
+updates every view and slider under signal blockers, and ``cursorChanged`` is emitted once per
+real change, so linked views never loop.
+
+Mouse and keys (Fiji's convention): the wheel steps through slices of the plane under the mouse,
+Ctrl+wheel zooms, middle/right drag pans, a left click places the cursor. ``<``/``>`` (also ``,``/``.``)
+and the left/right arrows step one slice, PageUp/PageDown ten, Home (or Ctrl+0) fits the view.
+Views fit their image whenever they are shown with a usable size (a view fitted while hidden
+would have had a zero size).
 """
 
 from __future__ import annotations
@@ -12,134 +19,98 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QRectF, QSignalBlocker, Qt, Signal
+from PySide6.QtCore import QRectF, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QPushButton,
     QSizePolicy,
     QSlider,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..volume import Volume
+from .view_tools import (
+    AUTO_PERCENTILES,
+    COMPOSITE_COLORS,
+    LUTS,
+    ContrastBar,
+    Graphics,
+    Plane,
+    ScaleBar,
+    auto_levels,
+    composite_rgb,
+    lookup_table,
+    split_by_extent,
+)
 
 log = logging.getLogger(__name__)
 
-LUTS = ("gray", "fire", "viridis", "magma", "inferno", "green", "magenta", "cyan")
-AUTO_PERCENTILES = (0.5, 99.8)
-
-
-def lookup_table(name: str) -> np.ndarray:
-    """A 256x3 uint8 lookup table for ``name`` (one of :data:`LUTS`)."""
-    ramp = np.linspace(0, 1, 256)
-    simple = {"gray": (1, 1, 1), "green": (0, 1, 0), "magenta": (1, 0, 1), "cyan": (0, 1, 1)}
-    if name in simple:
-        rgb = np.outer(ramp, simple[name])
-    elif name == "fire":
-        rgb = np.stack([np.clip(ramp * 1.5, 0, 1), np.clip(ramp * 2 - 0.6, 0, 1), np.clip(ramp * 3 - 2, 0, 1)], 1)
-    else:
-        return pg.colormap.get(name).getLookupTable(0.0, 1.0, 256, alpha=False)
-    return (rgb * 255).astype(np.uint8)
-
-
-def auto_levels(data: np.ndarray, percentiles: tuple[float, float] = AUTO_PERCENTILES) -> tuple[float, float]:
-    """Display range from percentiles of (a subsample of) ``data``."""
-    a = np.asarray(data)
-    step = max(1, int(round((a.size / 2_000_000) ** (1 / 3))))
-    sample = a[::step, ::step, ::step] if a.ndim == 3 else a
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
-    if hi <= lo:
-        hi = lo + max(abs(lo) * 1e-3, 1e-6)
-    return lo, hi
-
-
-class CursorViewBox(pg.ViewBox):
-    """A view box where the left button places the cursor (click or drag); middle drag pans."""
-
-    sigCursor = Signal(float, float)
-
-    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt naming
-        if ev.button() == Qt.MouseButton.LeftButton:
-            ev.accept()
-            p = self.mapSceneToView(ev.scenePos())
-            self.sigCursor.emit(p.x(), p.y())
-        else:
-            super().mouseClickEvent(ev)
-
-    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802
-        if ev.button() == Qt.MouseButton.LeftButton:
-            ev.accept()
-            p = self.mapSceneToView(ev.scenePos())
-            self.sigCursor.emit(p.x(), p.y())
-        else:
-            super().mouseDragEvent(ev, axis)
-
-
-class _Plane:
-    """One view: its box, image and crosshair lines."""
-
-    def __init__(self, layout: pg.GraphicsLayout, title: str, row: int, col: int) -> None:
-        self.box = CursorViewBox(lockAspect=True, invertY=True, enableMenu=False)
-        layout.addItem(self.box, row, col)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.box.addItem(self.image)
-        pen = pg.mkPen((255, 215, 0, 170), width=1)
-        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pen)
-        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=pen)
-        self.box.addItem(self.vline, ignoreBounds=True)
-        self.box.addItem(self.hline, ignoreBounds=True)
-        self.label = pg.TextItem(title, color=(255, 215, 0), anchor=(0, 0))
-        self.label.setParentItem(self.box)
-        self.label.setPos(4, 2)
+__all__ = ["LUTS", "AUTO_PERCENTILES", "OrthoView", "auto_levels", "lookup_table"]
+STEP_KEYS = {Qt.Key.Key_Right: 1, Qt.Key.Key_Period: 1, Qt.Key.Key_Greater: 1, Qt.Key.Key_Left: -1,
+             Qt.Key.Key_Comma: -1, Qt.Key.Key_Less: -1, Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10}
+PLANE_AXIS = {"xy": "z", "xz": "y", "yz": "x", "mip": "z"}  # the axis a plane's wheel/keys step
+MIN_FIT_PX = 40
 
 
 class OrthoView(QWidget):
-    """Linked XY / XZ / YZ views of a ZYX volume (channel and time point selectable)."""
+    """Linked XY / XZ / YZ views of a ZYX volume (channel, composite and time point selectable)."""
 
     cursorChanged = Signal(int, int, int)  # z, y, x voxels
     volumeChanged = Signal()
-    displayChanged = Signal(str, float, float)  # LUT, min, max
+    displayChanged = Signal(str, float, float, float)  # LUT, min, max, gamma
 
     def __init__(self, parent: QWidget | None = None, *, title: str = "", lut: str = "gray",
                  controls: bool = True) -> None:
         """``controls=False`` hides LUT/contrast (e.g. a view that follows another's display)."""
         super().__init__(parent)
         self.volume: Volume | None = None
-        self.data: np.ndarray | None = None  # the displayed ZYX array
+        self.data: np.ndarray | None = None  # the displayed ZYX array (the first channel of a composite)
+        self.composite: list[tuple[np.ndarray, tuple[float, float], np.ndarray]] | None = None
         self.voxel = (1.0, 1.0, 1.0)
         self.cursor = (0, 0, 0)
+        self.active_axis = "z"
+        self.hover_text = ""
+        self._mip: np.ndarray | None = None
         self._wipe: np.ndarray | None = None
         self._wipe_fraction = 0.5
+        self._fit_pending = False
+        self._auto_fit = True  # refit on resize until the user zooms or pans
         self._build(title, lut)
         for w in self._controls:
             w.setVisible(controls)
         self.follow_label.setVisible(not controls)
         self.title.setVisible(bool(title))
         self._show_controls = controls
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
     # ------------------------------------------------------------------ construction
     def _build(self, title: str, lut: str) -> None:
-        self.graphics = pg.GraphicsLayoutWidget(self)
+        self.graphics = Graphics(self)
         self.graphics.setBackground("k")
+        self.graphics.setMinimumSize(120, 120)
+        self.graphics.setToolTip("")
         lay = self.graphics.ci
-        self.xy = _Plane(lay, "XY", 0, 0)
-        self.yz = _Plane(lay, "YZ", 0, 1)
-        self.xz = _Plane(lay, "XZ", 1, 0)
+        self.xy = Plane(lay, "xy", "XY", 0, 0)
+        self.yz = Plane(lay, "yz", "YZ", 0, 1)
+        self.xz = Plane(lay, "xz", "XZ", 1, 0)
+        self.mip = Plane(lay, "mip", "MIP along z", 1, 1, crosshair=False)
         self.xz.box.setXLink(self.xy.box)
         self.yz.box.setYLink(self.xy.box)
-        self.xy.box.sigCursor.connect(lambda x, y: self._clicked(None, y, x))
-        self.xz.box.sigCursor.connect(lambda x, z: self._clicked(z, None, x))
-        self.yz.box.sigCursor.connect(lambda z, y: self._clicked(z, y, None))
+        self.xy.box.sigCursor.connect(lambda x, y: self._clicked("xy", None, y, x))
+        self.xz.box.sigCursor.connect(lambda x, z: self._clicked("xz", z, None, x))
+        self.yz.box.sigCursor.connect(lambda z, y: self._clicked("yz", z, y, None))
+        self.mip.box.sigCursor.connect(lambda x, y: self._clicked("mip", None, y, x))
+        for p in self.plane_items():
+            p.box.sigWheelStep.connect(lambda n, k=p.key: self.step(n, PLANE_AXIS[k]))
+            p.box.sigRangeChangedManually.connect(self._user_moved_view)
+        self.scale_bar = ScaleBar()
+        self.scale_bar.setParentItem(self.xy.box)
+        self.graphics.scene().sigMouseMoved.connect(self._hovered)
 
         self.sliders: dict[str, QSlider] = {}
         self.spins: dict[str, QSpinBox] = {}
@@ -147,6 +118,8 @@ class OrthoView(QWidget):
         for row, axis in enumerate("zyx"):
             s = QSlider(Qt.Orientation.Horizontal, self)
             sp = QSpinBox(self)
+            s.setToolTip(f"{axis.upper()} position of the cursor (plane shown in the other views)")
+            sp.setToolTip(f"{axis.upper()} position of the cursor in pixels")
             s.valueChanged.connect(lambda v, a=axis: self._axis_moved(a, v))
             sp.valueChanged.connect(lambda v, a=axis: self._axis_moved(a, v))
             grid.addWidget(QLabel(axis.upper(), self), row, 0)
@@ -157,45 +130,56 @@ class OrthoView(QWidget):
         self.lut = QComboBox(self)
         self.lut.addItems(LUTS)
         self.lut.setCurrentText(lut)
+        self.lut.setToolTip("lookup table (colour map) of the display")
         self.lut.currentTextChanged.connect(self._apply_display)
-        self.lo = QDoubleSpinBox(self)
-        self.hi = QDoubleSpinBox(self)
-        for sb in (self.lo, self.hi):
-            sb.setRange(-1e12, 1e12)
-            sb.setDecimals(3)
-            sb.setKeyboardTracking(False)
-            sb.setMaximumWidth(95)
-            sb.valueChanged.connect(self._apply_display)
-        auto = QPushButton("Auto", self)
-        auto.setToolTip(f"contrast from the {AUTO_PERCENTILES[0]}-{AUTO_PERCENTILES[1]} percentiles")
+        self.contrast = ContrastBar(self)
+        self.contrast.levelsChanged.connect(self._apply_display)
+        self.contrast.gammaChanged.connect(self._apply_display)
+        self.lo, self.hi = self.contrast.lo, self.contrast.hi
+        auto = QToolButton(self)
+        auto.setText("Auto")
+        auto.setToolTip(f"contrast from the {AUTO_PERCENTILES[0]}-{AUTO_PERCENTILES[1]} percentiles of the stack")
         auto.clicked.connect(self.auto_contrast)
+        fit = QToolButton(self)
+        fit.setText("Fit")
+        fit.setToolTip("reset zoom and pan so every view shows its whole image (Home, Ctrl+0)")
+        fit.clicked.connect(self.reset_view)
         self.channel = QComboBox(self)
         self.channel.currentIndexChanged.connect(self._channel_changed)
-        self.channel.setToolTip("channel / time point shown")
+        self.channel.setToolTip("channel / time point shown; Composite overlays every channel in its colour")
+        for combo in (self.lut, self.channel):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(7)
 
         bar = QHBoxLayout()
         self.title = QLabel(f"<b>{title}</b>" if title else "", self)
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.follow_label = QLabel("display follows the view on the left", self)
-        bar.addWidget(self.follow_label)
-        bar.addStretch(1)
+        self.follow_label = QLabel("display follows the left view", self)
+        self.follow_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        bar.addWidget(self.follow_label, 1)
         self.channel_label = QLabel("Channel", self)
-        self.lo.setToolTip("display minimum")
-        self.hi.setToolTip("display maximum")
-        self._controls = [self.lut, QLabel("LUT", self), self.lo, self.hi, auto]
-        for w in (self.channel_label, self.channel, self._controls[1], self.lut, self.lo, self.hi, auto):
+        lut_label = QLabel("LUT", self)
+        self._controls = [self.lut, lut_label, self.contrast, auto]
+        for w in (self.channel_label, self.channel, lut_label, self.lut, auto, fit):
             bar.addWidget(w)
+        self.channel.setVisible(False)
+        self.channel_label.setVisible(False)
         self.status = QLabel("no image", self)
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status.setToolTip("cursor, and under the mouse: position in pixels and µm, and the value")
         outer = QVBoxLayout(self)
         outer.setContentsMargins(2, 2, 2, 2)
         outer.addWidget(self.title)
         outer.addLayout(bar)
+        outer.addWidget(self.contrast)
         outer.addWidget(self.graphics, 1)
         outer.addLayout(grid)
         outer.addWidget(self.status)
         self._apply_display()
+
+    def plane_items(self) -> tuple[Plane, ...]:
+        return (self.xy, self.xz, self.yz, self.mip)
 
     # ------------------------------------------------------------------ data
     def set_volume(self, volume: Volume | None, *, keep_cursor: bool = False, levels=None) -> None:
@@ -206,11 +190,23 @@ class OrthoView(QWidget):
             self.channel.clear()
             if volume is not None:
                 for t in range(volume.n_timepoints):
+                    tt = f" T{t}" if volume.n_timepoints > 1 else ""
                     for c in range(volume.n_channels):
-                        self.channel.addItem(f"C{c}" + (f" T{t}" if volume.n_timepoints > 1 else ""), (c, t))
+                        self.channel.addItem(f"C{c}{tt}", (c, t))
+                    if volume.n_channels > 1:
+                        self.channel.addItem(f"Composite{tt}", (-1, t))
         self.channel.setVisible(self.channel.count() > 1)
         self.channel_label.setVisible(self.channel.count() > 1)
         self._load_channel(keep_cursor=keep_cursor, levels=levels)
+
+    def set_composite(self, on: bool = True) -> None:
+        """Show every channel in its own colour (or the first channel again)."""
+        _c, t = self.channel.currentData() or (0, 0)
+        want = (-1, t) if on else (0, t)
+        for i in range(self.channel.count()):
+            if tuple(self.channel.itemData(i)) == want:
+                self.channel.setCurrentIndex(i)
+                return
 
     def _channel_changed(self, _index: int) -> None:
         self._load_channel(keep_cursor=True)
@@ -218,13 +214,23 @@ class OrthoView(QWidget):
     def _load_channel(self, keep_cursor: bool = False, levels=None) -> None:
         vol = self.volume
         if vol is None:
-            self.data = None
-            for p in (self.xy, self.xz, self.yz):
+            self.data = self._mip = self.composite = None
+            for p in self.plane_items():
                 p.image.clear()
+            self.contrast.set_histogram(None)
             self.status.setText("no image")
             return
         c, t = self.channel.currentData() or (0, 0)
-        self.data = np.asarray(vol.channel(c, t).data)
+        if c < 0:  # composite: every channel with its own colour and auto contrast
+            chans = [np.asarray(vol.channel(i, t).data) for i in range(vol.n_channels)]
+            self.composite = [(a, auto_levels(a), lookup_table(COMPOSITE_COLORS[i % len(COMPOSITE_COLORS)]))
+                              for i, a in enumerate(chans)]
+            self.data = chans[0]
+        else:
+            self.composite = None
+            self.data = np.asarray(vol.channel(c, t).data)
+        self.contrast.setEnabled(self.composite is None)
+        self._mip = None
         self.voxel = tuple(float(v) for v in vol.voxel_size)
         nz, ny, nx = self.data.shape
         for axis, n in zip("zyx", (nz, ny, nx), strict=True):
@@ -234,6 +240,7 @@ class OrthoView(QWidget):
         old = self.cursor
         self.cursor = (-1, -1, -1)
         target = old if keep_cursor else (nz // 2, ny // 2, nx // 2)
+        self.contrast.set_histogram(self.data)
         self.set_levels(*(levels or auto_levels(self.data)))
         self._place_images()
         self.set_cursor(*target)
@@ -245,6 +252,7 @@ class OrthoView(QWidget):
             raise ValueError(f"wipe volume shape {np.shape(other)} differs from {self.data.shape}")
         self._wipe = None if other is None else np.asarray(other)
         self._wipe_fraction = float(np.clip(fraction, 0.0, 1.0))
+        self._mip = None
         self._update_images()
 
     # ------------------------------------------------------------------ cursor
@@ -264,6 +272,13 @@ class OrthoView(QWidget):
         self._update_images()
         self.cursorChanged.emit(*new)
 
+    def step(self, n: int, axis: str | None = None) -> None:
+        """Move the cursor ``n`` planes along ``axis`` (default: the axis of the last plane used)."""
+        axis = axis or self.active_axis
+        self.active_axis = axis
+        z, y, x = self.cursor
+        self.set_cursor(*{"z": (z + n, y, x), "y": (z, y + n, x), "x": (z, y, x + n)}[axis])
+
     def cursor_physical(self) -> tuple[float, float, float]:
         """The cursor's voxel centre in µm ``(z, y, x)``."""
         return tuple((i + 0.5) * d for i, d in zip(self.cursor, self.voxel, strict=True))  # type: ignore[return-value]
@@ -276,29 +291,148 @@ class OrthoView(QWidget):
         z, y, x = self.cursor
         self.set_cursor(*{"z": (value, y, x), "y": (z, value, x), "x": (z, y, value)}[axis])
 
-    def _clicked(self, z_um: float | None, y_um: float | None, x_um: float | None) -> None:
+    def _clicked(self, plane: str, z_um: float | None, y_um: float | None, x_um: float | None) -> None:
         if self.data is None:
             return
+        self.active_axis = PLANE_AXIS[plane]
         dz, dy, dx = self.voxel
         z, y, x = self.cursor
         self.set_cursor(z if z_um is None else int(np.floor(z_um / dz)),
                         y if y_um is None else int(np.floor(y_um / dy)),
                         x if x_um is None else int(np.floor(x_um / dx)))
 
+    # ------------------------------------------------------------------ hover readout
+    def _hovered(self, scene_pos) -> None:
+        for p in self.plane_items():
+            if p.box.sceneBoundingRect().contains(scene_pos):
+                v = p.box.mapSceneToView(scene_pos)
+                self.active_axis = PLANE_AXIS[p.key]
+                self.hover(p.key, v.x(), v.y())
+                return
+
+    def hover(self, plane: str, u_um: float, v_um: float) -> str:
+        """The readout for view coordinates ``(u, v)`` µm of ``plane`` (also shown in the status line)."""
+        if self.data is None:
+            return ""
+        dz, dy, dx = self.voxel
+        z, y, x = self.cursor
+        if plane in ("xy", "mip"):
+            x, y = int(np.floor(u_um / dx)), int(np.floor(v_um / dy))
+        elif plane == "xz":
+            x, z = int(np.floor(u_um / dx)), int(np.floor(v_um / dz))
+        else:
+            z, y = int(np.floor(u_um / dz)), int(np.floor(v_um / dy))
+        nz, ny, nx = self.data.shape
+        if not (0 <= z < nz and 0 <= y < ny and 0 <= x < nx):
+            self.hover_text = ""
+        else:
+            if plane == "mip":
+                value, what = float(self._mip_image()[y, x]), "max"
+                zt = "z=all"
+            else:
+                src = self.planes()
+                value = float({"xy": src["xy"][y, x], "xz": src["xz"][z, x], "yz": src["yz"][y, z]}[plane])
+                what, zt = "value", f"z={z}"
+            self.hover_text = (f"{zt} y={y} x={x} px  ({(z + 0.5) * dz:.2f}, {(y + 0.5) * dy:.2f}, "
+                               f"{(x + 0.5) * dx:.2f} µm)  {what} {value:.5g}")
+        self._update_status()
+        return self.hover_text
+
+    def _update_status(self) -> None:
+        if self.data is None:
+            return
+        z, y, x = self.cursor
+        zc, yc, xc = self.cursor_physical()
+        cursor = f"cursor z={z} y={y} x={x} ({zc:.2f}, {yc:.2f}, {xc:.2f} µm) = {float(self.data[z, y, x]):.4g}"
+        hover = f"   |   mouse {self.hover_text}" if self.hover_text else ""
+        self.status.setText(cursor + hover + f"   |   voxel {self.voxel[0]:g} x {self.voxel[1]:g} x "
+                            f"{self.voxel[2]:g} µm")
+
+    # ------------------------------------------------------------------ keys, fitting
+    def _split(self) -> None:
+        """Columns and rows sized by physical extent (XY | Z), so the linked views all fit; refit."""
+        if self.data is None or not split_by_extent(self.graphics, self.data.shape, self.voxel):
+            return
+        if self._auto_fit:
+            self.reset_view()
+        self._fit_if_ready()
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        if not self._key(event):
+            super().keyPressEvent(event)
+
+    def _key(self, event) -> bool:
+        key = Qt.Key(event.key())
+        if key in STEP_KEYS and not (event.modifiers() & Qt.KeyboardModifier.ControlModifier):
+            self.step(STEP_KEYS[key])
+            return True
+        if key == Qt.Key.Key_Home:
+            self.reset_view()
+            return True
+        return False
+
+    def _user_moved_view(self, *_args) -> None:
+        self._auto_fit = False
+
+    def reset_view(self) -> None:
+        """Fit each view to its image (zoom and pan reset); it then follows resizes again."""
+        self._auto_fit = True
+        if self.data is None:
+            return
+        # XY fits its image; the axial views share its x (XZ) or y (YZ) range, so only their z range
+        # is left: centred on the stack, at the size their aspect gives (the split by physical extent
+        # makes that size hold the whole z extent)
+        self.mip.box.autoRange(padding=0.02)
+        self.xy.box.autoRange(padding=0.02)
+        ext_z = self.data.shape[0] * self.voxel[0]
+        for box, axis in ((self.xz.box, 1), (self.yz.box, 0)):
+            lo, hi = box.viewRange()[axis]
+            half = max((hi - lo) / 2, ext_z * 0.51)
+            rng = (ext_z / 2 - half, ext_z / 2 + half)
+            (box.setYRange if axis == 1 else box.setXRange)(*rng, padding=0)
+
+    def _fit_if_ready(self) -> None:
+        if not self._fit_pending or self.data is None or not self.isVisible():
+            return
+        if self.graphics.width() < MIN_FIT_PX or self.graphics.height() < MIN_FIT_PX:
+            return
+        self._fit_pending = False
+        self.reset_view()
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        QTimer.singleShot(0, self._fit_if_ready)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._fit_if_ready()
+
     # ------------------------------------------------------------------ display
     def planes(self) -> dict[str, np.ndarray]:
         """The three planes at the cursor as displayed: ``xy`` (Y, X), ``xz`` (Z, X), ``yz`` (Y, Z)."""
         if self.data is None:
             return {}
+        return self._planes_of(self.data, self._wipe)
+
+    def _planes_of(self, data: np.ndarray, wipe: np.ndarray | None) -> dict[str, np.ndarray]:
         z, y, x = self.cursor
-        out = {"xy": self.data[z], "xz": self.data[:, y, :], "yz": self.data[:, :, x].T}
-        if self._wipe is not None:
-            w = self._wipe
-            cut = int(round(self._wipe_fraction * self.data.shape[2]))
+        out = {"xy": data[z], "xz": data[:, y, :], "yz": data[:, :, x].T}
+        if wipe is not None:
+            cut = int(round(self._wipe_fraction * data.shape[2]))
             xy, xz = out["xy"].copy(), out["xz"].copy()
-            xy[:, cut:], xz[:, cut:] = w[z][:, cut:], w[:, y, cut:]
-            out.update(xy=xy, xz=xz, yz=(w[:, :, x].T if x >= cut else out["yz"]))
+            xy[:, cut:], xz[:, cut:] = wipe[z][:, cut:], wipe[:, y, cut:]
+            out.update(xy=xy, xz=xz, yz=(wipe[:, :, x].T if x >= cut else out["yz"]))
         return out
+
+    def _mip_image(self) -> np.ndarray:
+        if self._mip is None:
+            mip = self.data.max(axis=0)
+            if self._wipe is not None:
+                cut = int(round(self._wipe_fraction * self.data.shape[2]))
+                mip = mip.copy()
+                mip[:, cut:] = self._wipe.max(axis=0)[:, cut:]
+            self._mip = mip
+        return self._mip
 
     def _place_images(self) -> None:
         nz, ny, nx = self.data.shape
@@ -307,24 +441,32 @@ class OrthoView(QWidget):
         self.xy.image.setRect(QRectF(0, 0, nx * dx, ny * dy))
         self.xz.image.setRect(QRectF(0, 0, nx * dx, nz * dz))
         self.yz.image.setRect(QRectF(0, 0, nz * dz, ny * dy))
-        # give each row/column room in proportion to its physical extent, so the linked views fill it
-        grid = self.graphics.ci.layout
-        w_xy, w_z, h_xy = nx * dx, nz * dz, ny * dy
-        for i, (a, b) in enumerate(((w_xy, w_z), (h_xy, w_z))):
-            fa = int(round(1000 * a / (a + b)))
-            fb = max(1000 - fa, 150)  # the axial views stay visible for very thin stacks
-            (grid.setColumnStretchFactor if i == 0 else grid.setRowStretchFactor)(0, fa)
-            (grid.setColumnStretchFactor if i == 0 else grid.setRowStretchFactor)(1, fb)
-        for p in (self.xy, self.xz, self.yz):
-            p.box.autoRange(padding=0.02)
+        self.mip.image.setRect(QRectF(0, 0, nx * dx, ny * dy))
+        self._split()  # room for each row/column in proportion to its physical extent
+        self._fit_pending = True
+        self.reset_view()  # right away (tests, visible views) and again once shown at a usable size
+        self._fit_if_ready()
+
+    def _rgb(self, key: str) -> np.ndarray:
+        """A composite plane: every channel through its colour LUT, added and clipped."""
+        planes = [self._planes_of(data, None)[key] for data, _lv, _t in self.composite]
+        return composite_rgb(planes, [lv for _d, lv, _t in self.composite], [t for _d, _lv, t in self.composite])
 
     def _update_images(self) -> None:
         if self.data is None:
             return
-        planes = self.planes()
-        levels = (self.lo.value(), self.hi.value())
-        for key, p in (("xy", self.xy), ("xz", self.xz), ("yz", self.yz)):
-            p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=levels)
+        levels = self.levels()
+        if self.composite is not None:
+            for key, p in (("xy", self.xy), ("xz", self.xz), ("yz", self.yz)):
+                p.image.setLookupTable(None)
+                p.image.setImage(self._rgb(key), autoLevels=False, levels=(0, 255))
+            self.mip.image.clear()
+        else:
+            planes = self.planes()
+            for key, p in (("xy", self.xy), ("xz", self.xz), ("yz", self.yz)):
+                p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=levels)
+            self.mip.image.setImage(np.asarray(self._mip_image(), np.float32), autoLevels=False, levels=levels)
+            self._apply_lut()
         zc, yc, xc = self.cursor_physical()
         self.xy.vline.setPos(xc)
         self.xy.hline.setPos(yc)
@@ -332,19 +474,20 @@ class OrthoView(QWidget):
         self.xz.hline.setPos(zc)
         self.yz.vline.setPos(zc)
         self.yz.hline.setPos(yc)
-        z, y, x = self.cursor
-        value = float(self.data[z, y, x])
-        self.status.setText(f"z={z} y={y} x={x}  ({zc:.2f}, {yc:.2f}, {xc:.2f} µm)  value {value:.4g}  "
-                            f"voxel {self.voxel[0]:g} x {self.voxel[1]:g} x {self.voxel[2]:g} µm")
+        self._update_status()
 
     def set_levels(self, lo: float, hi: float) -> None:
-        with QSignalBlocker(self.lo), QSignalBlocker(self.hi):
-            self.lo.setValue(lo)
-            self.hi.setValue(hi)
+        self.contrast.set_levels(lo, hi)
         self._apply_display()
 
     def levels(self) -> tuple[float, float]:
-        return self.lo.value(), self.hi.value()
+        return self.contrast.levels()
+
+    def gamma(self) -> float:
+        return float(self.contrast.gamma.value())
+
+    def set_gamma(self, gamma: float) -> None:
+        self.contrast.gamma.setValue(gamma)
 
     def auto_contrast(self) -> None:
         if self.data is not None:
@@ -353,16 +496,30 @@ class OrthoView(QWidget):
     def set_lut(self, name: str) -> None:
         self.lut.setCurrentText(name)
 
-    def _apply_display(self, *_args) -> None:
-        table = lookup_table(self.lut.currentText())
-        levels = (self.lo.value(), self.hi.value())
-        for p in (self.xy, self.xz, self.yz):
+    def _apply_lut(self) -> None:
+        if self.composite is not None:
+            return
+        table = lookup_table(self.lut.currentText(), self.gamma())
+        levels = self.levels()
+        for p in self.plane_items():
             p.image.setLookupTable(table)
             p.image.setLevels(levels)
-        self.displayChanged.emit(self.lut.currentText(), *levels)
 
-    def set_display(self, lut: str, lo: float, hi: float) -> None:
-        """Follow another view's LUT and contrast."""
-        with QSignalBlocker(self.lut):
+    def _apply_display(self, *_args) -> None:
+        self._apply_lut()
+        self.displayChanged.emit(self.lut.currentText(), *self.levels(), self.gamma())
+
+    def follow(self, other: OrthoView) -> None:
+        """Take LUT, contrast and gamma from ``other`` (controls shown but disabled, so both views
+        keep the same size and their linked ranges map 1:1)."""
+        for w in self._controls:
+            w.setEnabled(False)
+            w.setToolTip("follows the left view's display (change it there)")
+        other.displayChanged.connect(self.set_display)
+
+    def set_display(self, lut: str, lo: float, hi: float, gamma: float = 1.0) -> None:
+        """Follow another view's LUT, contrast and gamma."""
+        with QSignalBlocker(self.lut), QSignalBlocker(self.contrast.gamma):
             self.lut.setCurrentText(lut)
+            self.contrast.gamma.setValue(gamma)
         self.set_levels(lo, hi)

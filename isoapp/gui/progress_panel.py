@@ -1,8 +1,14 @@
-"""Run progress: stage, progress bar with ETA, live loss plot and live XZ/YZ previews."""
+"""Run progress: stage, progress bar with a whole-run ETA, live loss plots and live XZ/YZ previews.
+
+Each training stage group gets its own loss plot (Self-Net's stage 1 losses are ~10, its stage 2
+losses ~0.01: one axis would flatten one of them); epochs of the same stage continue one curve.
+A resumed run keeps the history it had before it was cancelled.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pyqtgraph as pg
@@ -10,9 +16,15 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from ..engine.events import PreviewEvent, ProgressEvent
+from .estimate import RunClock
 from .orthoview import auto_levels
 
 log = logging.getLogger(__name__)
+
+
+def stage_group(stage: str) -> str:
+    """The loss plot a training stage belongs to: epochs (``_e<N>``) share one."""
+    return re.sub(r"_e\d+", "", stage)
 
 
 def format_eta(seconds: float | None) -> str:
@@ -37,17 +49,22 @@ class ProgressPanel(QWidget):
         top.addWidget(self.bar, 1)
         top.addWidget(self.eta)
 
-        self.loss_plot = pg.PlotWidget(self, title="Training loss")
-        self.loss_plot.setLogMode(False, True)
-        self.loss_plot.setLabel("bottom", "step")
-        self.loss_plot.addLegend(offset=(-10, 10))
-        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#3498db", width=2), name="loss")
-        self.val_curve = self.loss_plot.plot([], [], pen=None, symbol="o", symbolSize=6,
-                                             symbolBrush="#e67e22", name="validation")
+        self.bar.setToolTip("progress of the current stage")
+        self.eta.setToolTip("time left for the whole run (all stages), refined from the measured speed")
+        self.loss_view = pg.GraphicsLayoutWidget(self)
+        self.loss_view.setBackground("w")
+        self.loss_view.setToolTip("training loss per stage (blue) and validation loss (orange dots), log scale")
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.curves: dict[str, tuple] = {}
+        self.series: dict[str, dict[str, list]] = {}
+        self._offsets: dict[str, int] = {}  # stage -> x offset inside its group
+        self._group_end: dict[str, int] = {}
         self.loss_steps: list[int] = []
         self.losses: list[float] = []
         self.val_steps: list[int] = []
         self.val_losses: list[float] = []
+        self.clock: RunClock | None = None
+        self.position_text = ""
 
         self.preview = pg.GraphicsLayoutWidget(self)
         self.preview.setBackground("k")
@@ -73,7 +90,7 @@ class ProgressPanel(QWidget):
         self.preview_count = 0
 
         split = QSplitter(Qt.Orientation.Vertical, self)
-        split.addWidget(self.loss_plot)
+        split.addWidget(self.loss_view)
         pw = QWidget(self)
         pl = QVBoxLayout(pw)
         pl.setContentsMargins(0, 0, 0, 0)
@@ -88,29 +105,58 @@ class ProgressPanel(QWidget):
         lay.addWidget(split, 1)
 
     # ------------------------------------------------------------------ run lifecycle
-    def start(self, voxel_out: tuple[float, float, float], input_planes: dict[str, np.ndarray],
-              position_text: str) -> None:
-        """Reset for a new run; ``input_planes`` ('xz' (Z', X), 'yz' (Z', Y)) on the output grid."""
-        self.loss_steps.clear()
-        self.losses.clear()
-        self.val_steps.clear()
-        self.val_losses.clear()
-        self.loss_curve.setData([], [])
-        self.val_curve.setData([], [])
+    def _clear_losses(self) -> None:
+        self.loss_view.clear()
+        self.plots.clear()
+        self.curves.clear()
+        self.series.clear()
+        self._offsets.clear()
+        self._group_end.clear()
+        for lst in (self.loss_steps, self.losses, self.val_steps, self.val_losses):
+            lst.clear()
+
+    def reset(self) -> None:
+        """Back to idle: no curves, previews, bar or text of an earlier run (a new stack was opened)."""
+        self._clear_losses()
+        for img in self.images.values():
+            img.clear()
+        self.preview_count = 0
+        self.clock = None
+        self.stage_label.setText("Idle")
+        self.preview_label.setText("Live preview: appears while a network trains")
+        self._reset_bar()
+
+    def _reset_bar(self) -> None:
+        self.bar.setValue(0)
+        self.bar.setFormat("%p%")
+        self.eta.setText("")
+
+    def start(self, voxel_out: tuple[float, float, float], input_planes: dict[str, np.ndarray] | None,
+              position_text: str, *, keep_history: bool = False, clock: RunClock | None = None) -> None:
+        """Reset for a new run; ``input_planes`` ('xz' (Z', X), 'yz' (Z', Y)) on the output grid.
+
+        ``keep_history`` (a resumed run) keeps the loss curves of the run it continues.
+        """
+        if not keep_history:
+            self._clear_losses()
+        self.clock = clock
         self.preview_count = 0
         self.voxel_out = tuple(float(v) for v in voxel_out)
-        self.levels = auto_levels(np.concatenate([input_planes["xz"].ravel(), input_planes["yz"].ravel()]))
-        for key in ("xz", "yz"):
-            self.images[key].clear()
-            self._show(f"in_{key}", input_planes[key])
-            self._show(key, np.zeros_like(input_planes[key]))
-        self.boxes["in_xz"].autoRange(padding=0.02)
-        self.boxes["in_yz"].autoRange(padding=0.02)
-        self.preview_label.setText(f"Live preview at {position_text}: waiting for the first preview")
+        for img in self.images.values():
+            img.clear()
+        if input_planes is not None:
+            self.levels = auto_levels(np.concatenate([input_planes["xz"].ravel(), input_planes["yz"].ravel()]))
+            for key in ("xz", "yz"):
+                self._show(f"in_{key}", input_planes[key])
+                self._show(key, np.zeros_like(input_planes[key]))
+            self.boxes["in_xz"].autoRange(padding=0.02)
+            self.boxes["in_yz"].autoRange(padding=0.02)
+        self.preview_label.setText(f"Live preview at {position_text}: waiting for the first preview"
+                                   if input_planes is not None else
+                                   "No live preview: this method does not train (the result shows in Compare)")
         self.position_text = position_text
         self.stage_label.setText("Starting…")
-        self.bar.setValue(0)
-        self.eta.setText("")
+        self._reset_bar()
 
     def _show(self, key: str, plane: np.ndarray) -> None:
         dz, dy, dx = self.voxel_out
@@ -123,21 +169,69 @@ class ProgressPanel(QWidget):
     def set_stage(self, stage: str, description: str) -> None:
         self.stage_label.setText(description or stage)
 
+    def _plot(self, group: str) -> pg.PlotItem:
+        if group not in self.plots:
+            plot = self.loss_view.addPlot(row=len(self.plots), col=0)
+            plot.setTitle(group.replace("_", " "), size="9pt")
+            plot.setLogMode(False, True)
+            plot.showGrid(x=True, y=True, alpha=0.2)
+            font = self.font()
+            font.setPointSizeF(max(font.pointSizeF() * 0.8, 6.0))
+            for side in ("left", "bottom"):
+                ax = plot.getAxis(side)
+                # small tick labels, major ticks only: no overlapping numbers in a narrow dock
+                ax.setStyle(tickFont=font, autoExpandTextSpace=True, maxTextLevel=0, tickTextOffset=2)
+                ax.setTextPen("k")
+            plot.getAxis("left").setWidth(52)
+            loss = plot.plot([], [], pen=pg.mkPen("#3498db", width=2))
+            val = plot.plot([], [], pen=None, symbol="o", symbolSize=6, symbolBrush="#e67e22")
+            self.plots[group] = plot
+            self.curves[group] = (loss, val)
+            self.series[group] = {"x": [], "y": [], "vx": [], "vy": []}
+        return self.plots[group]
+
+    def _x(self, stage: str, group: str, step: int) -> int:
+        if stage not in self._offsets:
+            self._offsets[stage] = self._group_end.get(group, 0)
+        x = self._offsets[stage] + int(step)
+        self._group_end[group] = max(self._group_end.get(group, 0), x)
+        return x
+
     def on_progress(self, ev: ProgressEvent) -> None:
         total = max(int(ev.total), 1)
         self.bar.setValue(int(round(100 * min(ev.step, total) / total)))
         self.bar.setFormat(f"{ev.stage} {ev.step}/{ev.total}")
-        eta = format_eta(ev.eta_s)
-        self.eta.setText(f"ETA {eta}" if eta else "")
-        if ev.loss is not None and np.isfinite(ev.loss) and ev.loss > 0:
+        training = ev.stage != "restore" and ev.loss is not None
+        if self.clock is not None:
+            self.clock.update(ev.stage, int(ev.step), int(ev.total), training)
+            eta = format_eta(self.clock.remaining())
+            self.eta.setText(f"ETA {eta} (whole run)" if eta else "")
+        else:
+            eta = format_eta(ev.eta_s)
+            self.eta.setText(f"ETA {eta}" if eta else "")
+        if ev.stage == "restore":
+            return
+        group = stage_group(ev.stage)
+        has_loss = ev.loss is not None and np.isfinite(ev.loss) and ev.loss > 0
+        has_val = ev.val_loss is not None and np.isfinite(ev.val_loss) and ev.val_loss > 0
+        if not (has_loss or has_val):
+            return
+        self._plot(group)
+        x = self._x(ev.stage, group, int(ev.step))
+        ser = self.series[group]
+        loss_curve, val_curve = self.curves[group]
+        if has_loss:
             self.loss_steps.append(int(ev.step))
             self.losses.append(float(ev.loss))
-            self.loss_curve.setData(self.loss_steps, self.losses)
-        if ev.val_loss is not None and np.isfinite(ev.val_loss) and ev.val_loss > 0:
-            if not self.val_steps or self.val_steps[-1] != ev.step:
-                self.val_steps.append(int(ev.step))
-                self.val_losses.append(float(ev.val_loss))
-                self.val_curve.setData(self.val_steps, self.val_losses)
+            ser["x"].append(x)
+            ser["y"].append(float(ev.loss))
+            loss_curve.setData(ser["x"], ser["y"])
+        if has_val and (not ser["vx"] or ser["vx"][-1] != x):
+            self.val_steps.append(int(ev.step))
+            self.val_losses.append(float(ev.val_loss))
+            ser["vx"].append(x)
+            ser["vy"].append(float(ev.val_loss))
+            val_curve.setData(ser["vx"], ser["vy"])
 
     def on_preview(self, ev: PreviewEvent) -> None:
         self.preview_count += 1
@@ -147,8 +241,15 @@ class ProgressPanel(QWidget):
                 self._show(key, np.asarray(plane))
         self.preview_label.setText(f"Live preview at {self.position_text}: {ev.stage} step {ev.step}")
 
-    def finish(self, text: str) -> None:
+    def finish(self, text: str, state: str = "done") -> None:
+        """The run ended (``state``: done, failed or cancelled); a full bar only for a finished run."""
         self.stage_label.setText(text)
-        if text.startswith("Done"):
+        if state == "done":
             self.bar.setValue(100)
+            self.bar.setFormat("done")
+        elif state == "failed":
+            self.bar.setValue(0)
+            self.bar.setFormat("failed")
+        else:
+            self.bar.setFormat("cancelled at %p% (Resume continues)")
         self.eta.setText("")

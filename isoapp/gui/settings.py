@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +90,11 @@ class AppSettings:
 
     @property
     def work_root(self) -> Path:
-        """Folder holding one checkpoint folder per run (default: the system temp folder)."""
+        """Folder holding one checkpoint folder per run (default: per user, kept across restarts)."""
+        from .runs import default_runs_dir
+
         value = self.get_str("work_root", "")
-        return Path(value) if value else Path(tempfile.gettempdir()) / "isoapp-runs"
+        return Path(value) if value else default_runs_dir()
 
     @work_root.setter
     def work_root(self, value: str | os.PathLike) -> None:

@@ -37,6 +37,32 @@ def live_threads() -> list[QThread]:
     return out
 
 
+_WARM = False
+
+
+def warm_up() -> float:
+    """Import what torch loads lazily on its first optimiser step (torch._dynamo, sympy: ~800 modules).
+
+    Imports hold Python's GIL. Done in the worker thread during the first run, they froze the
+    window for up to a second; done once here, before the window shows, they cost that second at
+    start-up instead. Returns the seconds spent (0 after the first call).
+    """
+    global _WARM
+    if _WARM:
+        return 0.0
+    import time
+
+    t0 = time.perf_counter()
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([p], lr=1e-3)
+    (p * p).sum().backward()
+    opt.step()
+    _WARM = True
+    return time.perf_counter() - t0
+
+
 def restore_accepts(name: str) -> bool:
     """Whether :func:`isoapp.restore.restore` takes the keyword ``name`` (e.g. ``preview_position``)."""
     from ..restore import restore
@@ -103,6 +129,12 @@ class RestoreWorker(QObject):
                 log.error("restoration failed:\n%s", details)
             self.failed.emit(message, details)
         else:
+            try:  # the 'before' of the comparison, made here so the window does not freeze on big stacks
+                from .compare import interpolated_input
+
+                result.before = interpolated_input(self.volume, float(result.info.get("factor")))
+            except Exception as exc:  # noqa: BLE001 - the window makes it itself then
+                log.debug("no interpolated input from the worker: %s", exc)
             self.finished.emit(result)
         finally:
             self.completed = True

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..engine.context import RunContext
 from ..errors import ConfigError, InputError
 from ..heldout import evaluate
-from .base import Method, build_config, get_method, register
+from .base import Method, TimeModel, build_config, get_method, register
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,16 @@ class Auto(Method):
     name = "auto"
     description = "auto: train the fast candidates and keep the best on held-out planes (else cubic)"
     Params = AutoParams
+    label = "Auto (best on held-out planes)"
+    menu_rank = 0
     uses_psf = True
     heldout_check = True
-    presets = {"fast": {}, "balanced": {}, "quality": {}}
+    # the candidates' fast time models added up (IsoNet 300 x 0.1 s + Self-Net 600 x 2 x 0.065 s = 108 s)
+    # over auto's nominal 1000 configured steps; prediction as the slower candidate
+    time_model = TimeModel(s_per_step=0.108, s_per_voxel=1.35e-6)
+    presets = {p: {"note": f"not a method of its own: trains the candidates' {p} presets (IsoNet, then Self-Net "
+                           "while the time budget lasts) and keeps the best on held-out planes, else cubic"}
+               for p in ("fast", "balanced", "quality")}
 
     def __init__(self, config, psf=None, degradation=None) -> None:
         super().__init__(config, psf, degradation)

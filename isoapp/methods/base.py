@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,7 +28,6 @@ from ..errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[Method]] = {}
-_BUILTIN = ("baselines", "isonet", "selfnet", "otcyclegan", "selfvision", "auto")
 
 
 class NoParams(BaseModel):
@@ -50,6 +50,36 @@ class Preset(BaseModel):
     provenance: dict[str, str] = Field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TimeModel:
+    """How long a method takes, as measured for its ``fast`` preset on a reference CPU.
+
+    The GUI's estimate scales these by the work of the chosen configuration (batch x patch area or
+    volume x width^2 relative to the fast preset) and replaces them by this machine's measured speed
+    (earlier runs, then the running one) as soon as it has one. Reference: 2 shared CPU cores, one
+    torch thread (see ``isoapp/gui/estimate.py``); figures are upper bounds on faster machines.
+
+    Attributes
+    ----------
+    s_per_step
+        Seconds per training-loop iteration of the fast preset.
+    s_per_voxel
+        Seconds per output voxel when restoring with the fast preset (all orientations).
+    loops_per_step
+        Training-loop iterations per configured step (e.g. 2 for two alternating stages).
+    width_param
+        The Params field whose square scales the cost (e.g. ``n_filters``), if any.
+    gpu_speedup
+        Rough CUDA speed-up over the reference CPU, used until a GPU run was measured.
+    """
+
+    s_per_step: float = 0.0
+    s_per_voxel: float = 1e-8
+    loops_per_step: float = 1.0
+    width_param: str | None = None
+    gpu_speedup: float = 20.0
+
+
 class Method(ABC):
     """A restoration method trained on (or applied to) the single stack it restores.
 
@@ -67,6 +97,15 @@ class Method(ABC):
     uses_psf: ClassVar[bool] = False
     #: restores single axial planes from their samples (:meth:`restore_sampled`): the held-out check applies
     heldout_check: ClassVar[bool] = False
+    #: a name for people (menus, reports); ``name`` is the id used in files and on the command line
+    label: ClassVar[str] = ""
+    #: 2 (the network sees planes) or 3 (it sees 3D crops): sets the cost model and the minimum stack size
+    dims: ClassVar[int] = 2
+    #: Params fields shown as their own controls in the GUI and listed by the CLI (the rest: "Parameters")
+    options: ClassVar[tuple[str, ...]] = ()
+    time_model: ClassVar[TimeModel] = TimeModel()
+    #: menu order (lower first); the GUI's default is the method named "auto" when one is registered
+    menu_rank: ClassVar[int] = 50
 
     def __init__(self, config: RunConfig, psf: np.ndarray | None = None,
                  degradation: Degradation | None = None) -> None:
@@ -170,21 +209,65 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def _load_builtin() -> None:
-    import importlib
+_LOADED = False
 
-    for mod in _BUILTIN:
-        try:
-            importlib.import_module(f"isoapp.methods.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"isoapp.methods.{mod}":
-                raise
+
+def _load_builtin() -> None:
+    """Import every module of this package once, so a new method is one new file."""
+    global _LOADED
+    if _LOADED:
+        return
+    import importlib
+    import pkgutil
+
+    package = __name__.rsplit(".", 1)[0]
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+    _LOADED = True
 
 
 def available_methods() -> list[str]:
     """Names of every registered method."""
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def method_label(name: str) -> str:
+    """The human-readable name of method ``name`` (its id when it has no label)."""
+    cls = get_method(name)
+    return cls.label or cls.name
+
+
+def default_method() -> str:
+    """The method a new user starts with: ``auto`` when registered, else the first in menu order."""
+    names = available_methods()
+    if "auto" in names:
+        return "auto"
+    return min(names, key=lambda n: (get_method(n).menu_rank, n))
+
+
+def option_choices(cls: type[Method], option: str) -> tuple[Any, ...] | None:
+    """The allowed values of a Params field with a ``Literal`` or ``bool`` type, else None."""
+    from typing import Literal, get_args, get_origin
+
+    field = cls.Params.model_fields[option]
+    ann = field.annotation
+    if get_origin(ann) is Literal:
+        return tuple(get_args(ann))
+    if ann is bool:
+        return (False, True)
+    return None
+
+
+def capabilities(name: str) -> dict[str, Any]:
+    """What a method can do, for the GUI, the CLI and reports (read from its class)."""
+    cls = get_method(name)
+    return {"name": cls.name, "label": cls.label or cls.name, "description": cls.description,
+            "dims": cls.dims, "trainable": cls.trainable, "uses_psf": cls.uses_psf,
+            "options": {o: {"default": cls.Params.model_fields[o].default,
+                            "choices": option_choices(cls, o),
+                            "help": cls.Params.model_fields[o].description or ""} for o in cls.options}}
 
 
 def get_method(name: str) -> type[Method]:

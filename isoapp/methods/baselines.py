@@ -14,7 +14,7 @@ from ..engine.context import RunContext
 from ..engine.events import ProgressEvent
 from ..errors import Cancelled
 from ..psf import psf_on_input_grid
-from .base import Method, register
+from .base import Method, TimeModel, register
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,9 @@ class Linear(Method):
     description = "linear interpolation along z (baseline)"
     trainable = False
     heldout_check = True
+    label = "Linear interpolation"
+    menu_rank = 90
+    time_model = TimeModel(s_per_voxel=2e-9)
     order = 1
 
     def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
@@ -45,6 +48,9 @@ class Cubic(Linear):
 
     name = "cubic"
     description = "cubic-spline interpolation along z (baseline)"
+    label = "Cubic-spline interpolation"
+    menu_rank = 91
+    time_model = TimeModel(s_per_voxel=2e-8)
     order = 3
 
 
@@ -97,6 +103,9 @@ class RichardsonLucy(Method):
     Params = RLParams
     trainable = False
     uses_psf = True
+    label = "Richardson–Lucy deconvolution"
+    menu_rank = 80
+    time_model = TimeModel(s_per_voxel=1.2e-7)
     presets = {"fast": {"params": {"iterations": 20}}, "balanced": {"params": {"iterations": 40}},
                "quality": {"params": {"iterations": 80}}}
 

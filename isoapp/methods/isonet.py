@@ -29,7 +29,7 @@ from ..errors import ModelError
 from ..nets import UNet
 from ..nets.blocks import SRCNN
 from ..pairs import LateralPairs, training_planes
-from .base import register
+from .base import TimeModel, register
 from .planewise import PlaneWiseMethod
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ class IsoNet(PlaneWiseMethod):
     description = "IsoNet / CARE-isotropic: PSF-based self-supervision from lateral planes"
     Params = IsoNetParams
     uses_psf = True
+    label = "IsoNet (CARE isotropic)"
+    menu_rank = 10
+    time_model = TimeModel(s_per_step=0.1, s_per_voxel=1.3e-6, width_param="n_filters")
     presets = {
         "fast": {"train": {"steps": 300, "batch_size": 8, "patch_size": 64, "lr": 1e-3, "val_every": 100,
                            "checkpoint_every": 100, "preview_every": 50},

@@ -65,7 +65,7 @@ from ..nets.blocks import lsgan_loss, resample_along
 from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, fit_window, project
 from ..pairs import acquire_rows_torch
 from ..psf import gaussian_psf, sigma_to_fwhm
-from .base import Method, register
+from .base import Method, TimeModel, register
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,10 @@ class OTCycleGAN(Method):
     name = "otcyclegan"
     description = "Park et al. 3D OT-cycleGAN: 3D U-Net + deep linear blur (learned PSF), MIP discriminators"
     Params = OTCycleGANParams
+    label = "OT-cycleGAN (3D, learned PSF)"
+    dims = 3
+    menu_rank = 30
+    time_model = TimeModel(s_per_step=1.1, s_per_voxel=9.3e-7, width_param="n_filters")
     presets = {
         "fast": {"train": {"steps": 400, "batch_size": 1, "patch_size": 32, "lr": 2e-3, "schedule": "cosine",
                            "checkpoint_every": 100, "preview_every": 100, "val_every": 100},

@@ -66,7 +66,7 @@ from ..nets.selfnet import (
 )
 from ..pairs import acquire_rows_torch, training_planes
 from ..spectral import axial_log_spectrum
-from .base import register
+from .base import TimeModel, register
 from .planewise import PlaneWiseMethod
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ class SelfNet(PlaneWiseMethod):
     description = "Self-Net: PSF-free self-learning (CycleGAN degradation model + DeblurNet, alternating)"
     Params = SelfNetParams
     uses_psf = False
+    label = "Self-Net (PSF-free, two stages)"
+    menu_rank = 20
+    time_model = TimeModel(s_per_step=0.065, s_per_voxel=1.35e-6, loops_per_step=2.0, width_param="deblur_filters")
     presets = {
         "fast": {"train": {"steps": 600, "batch_size": 4, "patch_size": 64, "lr": 1e-3, "val_every": 100,
                            "checkpoint_every": 100, "preview_every": 100},

@@ -57,7 +57,7 @@ from ..engine.tiling import predict_tiled
 from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from ..errors import InputError
 from ..nets.selfvision import SelfVisionNet, linear_upsample
-from .base import Method, register
+from .base import Method, TimeModel, register
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,11 @@ class SelfVision(Method):
     name = "selfvision"
     description = "Self-Vision: lightweight zero-shot 3D super-resolution (axial or all axes)"
     Params = SelfVisionParams
+    label = "Self-Vision (3D, zero-shot, light)"
+    dims = 3
+    options = ("axes",)
+    menu_rank = 25
+    time_model = TimeModel(s_per_step=0.08, s_per_voxel=5.5e-7, width_param="n_shrink")
     presets = {
         "fast": {"train": {"steps": 200, "batch_size": 4, "patch_size": 32, "lr": 3e-3, "val_every": 50,
                            "checkpoint_every": 50, "preview_every": 50, "warmup_steps": 10},

@@ -1,0 +1,210 @@
+"""The main window's run handling: start, cancel, resume (also after a restart), and what a run leaves.
+
+A mixin of :class:`isoapp.gui.main_window.MainWindow` (kept apart so each module stays small). Each
+run gets a folder under the per-user runs folder with a ``run.json`` (see :mod:`.runs`); File >
+Resume lists the unfinished ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..degrade import upsample
+from ..errors import InputError, IsoappError
+from ..methods import get_method, method_label
+from ..restore import NORM_PERCENTILES
+from . import dialogs, runs
+from .estimate import RunClock, timing_key
+from .worker import RestoreWorker, restore_accepts
+
+log = logging.getLogger(__name__)
+
+
+class RunMixin:
+    """Run actions of the main window (uses its widgets; no state of its own but ``last_run``)."""
+
+    last_run: dict[str, Any] | None
+
+    # ------------------------------------------------------------------ buttons
+    def _set_running(self, running: bool) -> None:
+        self._running = running
+        self.cancel_button.setEnabled(running)
+        self.resume_button.setEnabled(not running and self.last_run is not None)
+        self.method_panel.setEnabled(not running)
+        self.save_action.setEnabled(not running)
+        self._update_run_button()
+
+    def _update_run_button(self) -> None:
+        """Run is enabled only with valid settings; it says "Restore" for methods that do not train."""
+        trains = get_method(self.method_panel.method_id()).trainable
+        text = "Train && Restore" if trains else "Restore"
+        self.run_button.setText(text)
+        self.run_action.setText(text)
+        problem = self.method_panel.problem()
+        ok = not problem and not getattr(self, "_running", False)
+        self.run_button.setEnabled(ok)
+        self.run_action.setEnabled(ok)
+        self.run_button.setToolTip(problem or ("train the method on this stack, then restore it" if trains
+                                               else "restore this stack with the chosen method"))
+
+    def _preview_inputs(self, factor: float, y: int, x: int) -> dict[str, np.ndarray]:
+        data = np.asarray(self.input.channel(0, 0).data, np.float32)
+        lo, hi = np.percentile(data, NORM_PERCENTILES)
+        scale = 1.0 / max(hi - lo, 1e-12)
+        return {"xz": (upsample(data[:, y, :], factor, axis=0) - lo) * scale,
+                "yz": (upsample(data[:, :, x], factor, axis=0) - lo) * scale}
+
+    # ------------------------------------------------------------------ start / resume
+    def start_run(self, resume: bool = False) -> None:
+        """Start the run (or resume the cancelled one) in the background."""
+        if self.input is None:
+            raise InputError("open a stack first (File > Open)")
+        if self.runner.is_running():
+            if not (self.runner.worker is not None and self.runner.worker.completed):
+                return
+            self.runner.wait(5000)  # the previous run has ended; its thread is winding down
+        if resume:
+            if self.last_run is None:
+                raise IsoappError("there is no cancelled run to resume")
+            opts = dict(self.last_run["options"], resume=True)
+        else:
+            problem = self.method_panel.problem()
+            if problem:
+                raise IsoappError(problem)
+            opts = self.method_panel.options()
+            self.settings.work_root.mkdir(parents=True, exist_ok=True)
+            work = tempfile.mkdtemp(prefix=f"{self.input.name}-{opts['method']}-", dir=self.settings.work_root)
+            opts.update(work_dir=work, resume=False)
+            self._discard_checkpoint()
+        label = method_label(opts["method"])
+        runs.write_run(opts["work_dir"], input_path=str(self.input.path) if self.input.path else None,
+                       dataset=self.input.metadata.get("dataset"), options=opts, label=label)
+        factor = float(opts.get("factor") or self.input.anisotropy)
+        nz, ny, nx = self.input.spatial_shape
+        z, y, x = self.ortho.cursor
+        if restore_accepts("preview_position"):
+            opts["preview_position"] = (y, x)
+            where = f"the cursor (y={y}, x={x})"
+        else:
+            y, x = ny // 2, nx // 2
+            where = f"the volume centre (y={y}, x={x})"
+        dz, dy, dx = opts.get("voxel_size") or self.input.voxel_size
+        est = self.method_panel.estimate()
+        trains = get_method(opts["method"]).trainable
+        self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x) if trains else None,
+                            where, keep_history=resume, clock=RunClock(est) if est is not None else None)
+        self.report.clear()
+        self.last_run = {"options": {k: v for k, v in opts.items() if k not in ("resume", "preview_position")}}
+        worker = RestoreWorker(self.input, opts)
+        worker.stage.connect(self.progress.set_stage)
+        worker.progress.connect(self.progress.on_progress)
+        worker.preview.connect(self.progress.on_preview)
+        worker.log.connect(self.log_panel.append_event)  # a bound slot: runs in the GUI thread
+        worker.finished.connect(self._run_finished)
+        worker.failed.connect(self._run_failed)
+        worker.cancelled.connect(self._run_cancelled)
+        self.runner.start(worker)
+        self._set_running(True)
+        self.progress_dock.raise_()
+        self.statusBar().showMessage(("Resuming " if resume else "Running ") + label)
+        log.info("%s %s (%s preset) on %s; checkpoints in %s", "resuming" if resume else "starting",
+                 label, opts["preset"], self.input.name, opts["work_dir"])
+        self.run_started.emit(worker)
+
+    def resume_run(self, record: runs.RunRecord) -> None:
+        """Continue a run listed under File > Resume (reopening its input if needed)."""
+        if self.runner.is_running():
+            raise IsoappError("a run is in progress; cancel it before resuming another")
+        if not record.input_path or not Path(record.input_path).exists():
+            raise InputError(f"the input of this run ({record.input_path or 'a stack not from a file'}) cannot "
+                             "be opened any more; start a new run")
+        same = (self.input is not None and self.input.path is not None
+                and Path(self.input.path).resolve() == Path(record.input_path).resolve())
+        if not same and not self.open_path(record.input_path, record.dataset):
+            return
+        self.last_run = {"options": dict(record.options, work_dir=str(record.work_dir))}
+        self.start_run(resume=True)
+
+    def _fill_resume(self) -> None:
+        self.resume_menu.clear()
+        found = [r for r in runs.list_runs(self.settings.work_root)
+                 if not (self.runner.is_running() and self.last_run
+                         and Path(self.last_run["options"]["work_dir"]) == r.work_dir)]
+        for rec in found:
+            act = self.resume_menu.addAction(rec.title())
+            act.setEnabled(rec.resumable)
+            act.setToolTip(str(rec.work_dir))
+            act.triggered.connect(lambda _c=False, r=rec: self._guard(lambda: self.resume_run(r)))
+        if not found:
+            self.resume_menu.addAction("(no unfinished runs)").setEnabled(False)
+        self.resume_menu.addSeparator()
+        self.resume_menu.addAction(f"Runs folder: {self.settings.work_root}").setEnabled(False)
+
+    # ------------------------------------------------------------------ end of a run
+    def cancel_run(self) -> None:
+        if self.runner.is_running():
+            self.runner.stop()
+            self.progress.set_stage("cancel", "Cancelling… (stops after the current step)")
+
+    def _discard_checkpoint(self) -> None:
+        if self.last_run and self.last_run["options"].get("work_dir"):
+            runs.remove_run(self.last_run["options"]["work_dir"])
+        self.last_run = None
+
+    def _run_finished(self, result) -> None:
+        vol = result.volume
+        factor = float(result.info.get("factor", self.input.anisotropy))
+        self._record_timing(result)
+        self._discard_checkpoint()
+        name = str(result.info.get("method", vol.name))
+        label = method_label(name) if name else vol.name
+        self.compare.add_result(label, vol, factor, getattr(result, "before", None))
+        self.results_info[label] = dict(result.info)
+        self.report.show_info(result.info, label)
+        self.tabs.setCurrentWidget(self.compare_tab)
+        text = (f"Done: {label}, {vol.shape}, trained {result.train_seconds:.1f} s, "
+                f"restored {result.restore_seconds:.1f} s")
+        self.progress.finish(text)
+        self.statusBar().showMessage(text, 15000)
+        self.run_finished.emit(result)
+
+    def _run_failed(self, message: str, details: str) -> None:
+        self._discard_checkpoint()
+        self.progress.finish("Failed", "failed")
+        dialogs.show_error(self, "Restoration failed", message, details)
+        self.run_failed.emit(message)
+
+    def _run_cancelled(self, message: str) -> None:
+        if self.last_run:
+            runs.set_status(self.last_run["options"]["work_dir"], "cancelled")
+        self.progress.finish("Cancelled: Resume continues from the checkpoint", "cancelled")
+        self.statusBar().showMessage(f"Cancelled: {message}", 15000)
+        self.run_cancelled.emit(message)
+
+    def _thread_finished(self) -> None:
+        self._set_running(False)
+
+    def _load_timings(self) -> dict[str, dict]:
+        return self.settings.get_json("timings", {}) or {}
+
+    def _record_timing(self, result) -> None:
+        """Keep this machine's measured speed for the next estimate of the same method/preset/device."""
+        info = result.info
+        cls = get_method(str(info.get("method")))
+        out_vox = int(np.prod(result.volume.shape))
+        entry = {"s_per_voxel": result.restore_seconds / max(out_vox, 1)}
+        steps = int(info.get("steps") or 0)
+        if steps and result.train_seconds > 0:
+            loops = steps * cls.time_model.loops_per_step * max(self.input.n_channels, 1)
+            entry["s_per_loop"] = result.train_seconds / loops
+        device = str(info.get("device", "cpu"))
+        timings = self._load_timings()
+        timings[timing_key(cls.name, str(info.get("preset")), device)] = entry
+        self.settings.set_json("timings", timings)
+        self.method_panel.timings = timings
+        self.method_panel.estimate_label.setText(self.method_panel.estimate_text())
