@@ -62,8 +62,8 @@ def timing_key(method: str, preset: str, device: str) -> str:
 
 def work_scale(cfg: RunConfig, cls) -> tuple[float, float]:
     """(training, restore) cost of ``cfg`` relative to the method's fast preset."""
-    fast = cls.presets.get("fast", {})
-    ftrain, fparams = fast.get("train", {}), fast.get("params", {})
+    fast = cls.presets.get("fast")
+    ftrain, fparams = (fast.train, fast.params) if fast is not None else ({}, {})
     tm = cls.time_model
     width = 1.0
     if tm.width_param:
