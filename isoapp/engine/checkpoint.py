@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,19 @@ log = logging.getLogger(__name__)
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    The temporary name records the process id (``.isoapp-tmp-<pid>-...``) so that a later run
+    removes it if this process is killed mid-write.
+    """
+    from ..io.safety import clean_stale_temps, temp_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temps(path.parent)
+    tmp = temp_path(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
