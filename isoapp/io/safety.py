@@ -275,3 +275,19 @@ def check_outputs(outputs: Sequence[PlannedOutput], protected: Sequence[tuple[st
     for folder, total, names in space.values():
         if total:
             ensure_free(folder, total, " and ".join(names))
+
+
+def check_output_folder(folder: str | os.PathLike, names: Sequence[str], *, overwrite: bool, what: str = "-o",
+                        size: int = 0) -> None:
+    """Check a folder a command fills with the files ``names`` (created if missing).
+
+    Files of those names already there are replaced only with ``overwrite``; other files in the
+    folder are never touched.
+    """
+    out = Path(folder).expanduser()
+    check_outputs([PlannedOutput(out, what, "folder", size)], (), overwrite=overwrite)
+    if out.is_dir() and not overwrite:
+        existing = [n for n in names if (out / n).exists()]
+        if existing:
+            raise OutputError(f"{out} already holds {', '.join(existing[:4])}; add --overwrite to replace "
+                              f"{'it' if len(existing) == 1 else 'them'}, or choose another {what} folder")
