@@ -193,11 +193,11 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(PlannedOutput(Path(args.save_model), "--save-model", "folder"))
     if work_dir is not None:
         outputs.append(PlannedOutput(work_dir, "--work-dir", "folder"))
-    check_outputs(outputs, reads, overwrite=args.overwrite)
-    if work_dir is not None:
+    if work_dir is not None:  # checkpoints are read back on --resume: never write over them
         check_collisions(out, [("--work-dir", work_dir)])
-        if args.save_model:
-            check_collisions(Path(args.save_model), [("-o", out)], "--save-model")
+    if args.save_model:
+        check_collisions(Path(args.save_model), [("-o", out)], "--save-model")
+    check_outputs(outputs, reads, overwrite=args.overwrite)
     _check_existing_work(args, work_dir, default_wd)
 
     progress = TqdmProgress()

@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,19 +146,27 @@ def write(tmp: Path, volume: Volume, *, convert, dtype: np.dtype, rescale: dict 
     per_block = -(-ny // chunks[-2]) * -(-nx // chunks[-1]) * chunk_bytes  # one z block allocates these chunks
     _check_space(tmp, total)
     written = 0
-    try:
-        with h5py.File(tmp, "w") as f:
+    with h5py.File(tmp, "w") as f:
+        with _h5_errors():
             ds = f.create_dataset("data", shape=shape, dtype=dtype, chunks=chunks)
             ds.attrs["element_size_um"] = np.asarray(volume.voxel_size, dtype=np.float64)
             ds.attrs["axes"] = volume.axes
             if rescale:
                 ds.attrs["isoapp_rescale"] = rescale_json(rescale)
-            for key in iter_blocks(shape, depth):
-                block = convert(np.asarray(volume.data[key]))
-                _check_space(tmp, total - written)  # what is still to be allocated, headers included
+        for key in iter_blocks(shape, depth):
+            block = convert(np.asarray(volume.data[key]))
+            _check_space(tmp, total - written)  # what is still to be allocated, headers included
+            with _h5_errors():
                 ds[key] = block
-                written += per_block
-    except RuntimeError as exc:  # h5py's write errors (e.g. ENOSPC that appeared after the check)
+            written += per_block
+
+
+@contextmanager
+def _h5_errors():
+    """h5py reports failed writes (e.g. ENOSPC that appeared after the check) as RuntimeError."""
+    try:
+        yield
+    except RuntimeError as exc:
         raise OSError(errno.EIO, f"HDF5 write failed ({str(exc).splitlines()[0][:120]})") from None
 
 
