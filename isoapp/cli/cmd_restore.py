@@ -10,7 +10,7 @@ import shlex
 import signal
 from pathlib import Path
 
-from ..errors import Cancelled, ConfigError, IsoappError, ModelError
+from ..errors import Cancelled, ConfigError, IsoappError, ModelError, OutputError
 from .progress import TqdmProgress
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,12 @@ def run(args: argparse.Namespace) -> int:
     if args.save_model:
         check_collisions(Path(args.save_model), [("-o", out)], "--save-model")
     check_outputs(outputs, reads, overwrite=args.overwrite)
+    if args.save_model and not args.overwrite:
+        d = Path(args.save_model)
+        saved = [*d.glob("config.json"), *d.glob("weights.pt"), *d.glob("channel_*/config.json")]
+        if saved:
+            raise OutputError(f"--save-model {args.save_model} already holds a model ({saved[0].name}); add "
+                              "--overwrite to replace it, or choose another folder")
     _check_existing_work(args, work_dir, default_wd)
 
     progress = TqdmProgress()
@@ -218,6 +224,10 @@ def run(args: argparse.Namespace) -> int:
         raise Interrupted(signum, _stopped_message(args, exc, work_dir)) from None
     except IsoappError as exc:
         raise _with_resume_hint(exc, args, work_dir) from exc
+    except OSError as exc:  # e.g. the model or a checkpoint met a full disk: the environment, not a bug
+        err = OutputError(f"could not write {exc.filename or 'a file'}: {exc.strerror or exc}; check free disk "
+                          "space and write permission")
+        raise _with_resume_hint(err, args, work_dir) from exc
     finally:
         progress.close()
     try:

@@ -251,6 +251,8 @@ def check_outputs(outputs: Sequence[PlannedOutput], protected: Sequence[tuple[st
         seen[out] = o.what
         check_collisions(o.path, protected, o.what)
         if o.kind == "volume":
+            if out.parent.exists() and not out.parent.is_dir():
+                raise OutputError(f"{out.parent} is a file, not a folder; choose another {o.what} path")
             if not out.parent.is_dir():
                 raise OutputError(f"the output folder {out.parent} does not exist; "
                                   f"create it first or choose another {o.what} path")
