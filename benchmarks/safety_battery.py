@@ -383,9 +383,10 @@ def build_cases(fx: Path, w: Path) -> list[Case]:
             add(Case("signal", f"{sn} while training {method}", ["restore", inp, "-o", str(out), "--steps", "100000",
                                                                   "--method", method], expect="signal", mode="signal",
                      sig=sig, wait_for=" steps", after=lambda _w, out=out: _resume_hint(out)))
-        add(Case("signal", f"{sn} twice while training", ["restore", inp, "-o", str(w / f"sig2_{sn}.tif"), "--steps",
-                                                           "100000"], expect="signal", mode="signal", sig=-sig,
-                 wait_for="training 100000 steps"))
+        out2 = w / f"sig2_{sn}.tif"
+        add(Case("signal", f"{sn} twice while training", ["restore", inp, "-o", str(out2), "--steps", "100000"],
+                 expect="signal", mode="signal", sig=-sig, wait_for="training 100000 steps",
+                 after=lambda _w, out=out2: _resume_hint(out)))
         for ext in (".tif", ".h5", ".zarr"):
             add(Case("signal", f"{sn} while writing restore {ext}", ["restore", inp, "-o",
                                                                       str(w / f"sw_{sn}{ext}"), "--method", "linear"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,25 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path.parent)
     tmp = temp_path(path)
+    with _signals_deferred():  # a Ctrl-C mid-save would leave no checkpoint: take it once the file is in place
+        return _save(obj, path, tmp)
+
+
+@contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM while a checkpoint is written (POSIX); they are delivered right after."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
+
+
+def _save(obj: Any, path: Path, tmp: Path) -> Path:
     try:
         with open(tmp, "xb") as fh:
             torch.save(obj, fh)
