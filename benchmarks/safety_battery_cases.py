@@ -98,7 +98,7 @@ def make_fixtures(fx: Path) -> None:
     # models: a linear one, an isonet one, and malformed folders
     run_cli(["restore", str(fx / "in.tif"), "-o", str(fx / "junk1.tif"), "--method", "linear",
              "--save-model", str(fx / "model_linear"), "-q"])
-    run_cli(["restore", str(fx / "in.tif"), "-o", str(fx / "junk2.tif"), "--steps", "2",
+    run_cli(["restore", str(fx / "in.tif"), "-o", str(fx / "junk2.tif"), "--method", "isonet", "--steps", "2",
              "--save-model", str(fx / "model_isonet"), "-q"])
     for j in ("junk1.tif", "junk2.tif"):
         (fx / j).unlink()
@@ -203,19 +203,20 @@ def build_cases(fx: Path, w: Path) -> list[Case]:
     for v in (["-1", "1", "1"], ["0", "0", "0"], ["nan", "1", "1"], ["inf", "1", "1"]):
         r(f"--psf-fwhm {' '.join(v)}", "--method", "rl", "--psf-fwhm", *v, expect="error")
     for v in ("0", "-5"):
-        r(f"--steps {v}", "--steps", v, expect="error")
+        r(f"--steps {v}", "--method", "isonet", "--steps", v, expect="error")
     r("--preset huge", "--preset", "huge", expect="error")
     r("--method nosuch", "--method", "nosuch", expect="error")
     r("--device tpu", "--method", "linear", "--device", "tpu", expect="error")
     r("--device cuda (absent)", "--method", "linear", "--device", "cuda")
     r("--param noequals", "--param", "noequals", expect="error")
-    r("--param unknown", "--param", "bogus=1", "--steps", "1", expect="error")
-    r("--param wrong type", "--param", "depth=[1]", "--steps", "1", expect="error")
+    r("--param unknown", "--method", "isonet", "--param", "bogus=1", "--steps", "1", expect="error")
+    r("--param wrong type", "--method", "isonet", "--param", "depth=[1]", "--steps", "1", expect="error")
     r("--dataset on tif", "--method", "linear", "--dataset", "/x", expect="error")
     r("--checkpoint-seconds -1", "--checkpoint-seconds", "-1", expect="error")
     r("--checkpoint-seconds nan", "--checkpoint-seconds", "nan", expect="error")
     r("--resume without checkpoints", "--method", "linear", "--resume")
-    r("--axes zyx on isonet", "--axes", "zyx", "--steps", "1")
+    r("--axes zyx on isonet", "--method", "isonet", "--axes", "zyx", "--steps", "1")
+    r("--method auto", "--method", "auto", "--steps", "2")
     add(Case("bad option", "restore h5 --dataset missing", ["restore", str(fx / "in.h5"), "-o", str(w / "ds.tif"),
                                                             "--method", "linear", "--dataset", "nope"],
              expect="error"))
@@ -359,7 +360,8 @@ def build_cases(fx: Path, w: Path) -> list[Case]:
                                                                   "--method", method], expect="signal", mode="signal",
                      sig=sig, wait_for=" steps", after=lambda _w, out=out: _resume_hint(out)))
         out2 = w / f"sig2_{sn}.tif"
-        add(Case("signal", f"{sn} twice while training", ["restore", inp, "-o", str(out2), "--steps", "100000"],
+        add(Case("signal", f"{sn} twice while training", ["restore", inp, "-o", str(out2), "--method", "isonet",
+                                                           "--steps", "100000"],
                  expect="signal", mode="signal", sig=-sig, wait_for="training 100000 steps",
                  after=lambda _w, out=out2: _resume_hint(out)))
         for ext in (".tif", ".h5", ".zarr"):
@@ -386,10 +388,10 @@ def build_cases(fx: Path, w: Path) -> list[Case]:
         add(Case("disk", f"read-only disk: restore {ext}", ["restore", inp, "-o", "{mnt}/o" + ext, "--method",
                                                              "linear"], expect="error", mode="disk",
                  disk=("1m", True)))
-    add(Case("disk", "full disk: --work-dir checkpoints", ["restore", inp, "-o", str(w / "fw.tif"), "--steps", "101",
+    add(Case("disk", "full disk: --work-dir checkpoints", ["restore", inp, "-o", str(w / "fw.tif"), "--method", "isonet", "--steps", "101",
                                                            "--work-dir", "{mnt}/wd"], expect="error", mode="disk",
              disk=("64k", False)))
-    add(Case("disk", "full disk: --save-model", ["restore", inp, "-o", str(w / "fs.tif"), "--steps", "1",
+    add(Case("disk", "full disk: --save-model", ["restore", inp, "-o", str(w / "fs.tif"), "--method", "isonet", "--steps", "1",
                                                  "--save-model", "{mnt}/model"], expect="error", mode="disk",
              disk=("64k", False)))
     add(Case("disk", "read-only disk: --save-model", ["restore", inp, "-o", str(w / "rs.tif"), "--steps", "100000",

@@ -1,8 +1,10 @@
 """``isoapp demo``: the whole job on a built-in phantom, no user data needed.
 
-A tubes phantom (after Park et al.) is degraded 4x along z, restored with the chosen method
-(IsoNet, fast preset, by default), and compared with linear interpolation and Richardson–Lucy
-against the ground truth. The input, restored and ground-truth TIFFs, an orthoview PNG and a
+A tubes phantom (after Park et al.) is degraded 4x along z with camera noise (Poisson, about
+200 photons at the peak, and read noise), restored with the chosen method (IsoNet, fast preset,
+by default) with no PSF given, as a new user would (the blur and the noise are estimated from the
+stack), and compared with linear interpolation and Richardson–Lucy against the ground truth. The
+held-out check's gain (measured on the stack alone) is printed beside the true gain. The input, restored and ground-truth TIFFs, an orthoview PNG and a
 metrics JSON are written to the output folder.
 """
 
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEMO_SHAPE = (49, 128, 128)
 DEMO_FACTOR = 4.0
+DEMO_NOISE = {"photons": 200.0, "read_noise": 1.0}
 
 
 def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", preset: str = "fast",
@@ -41,12 +44,10 @@ def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", pre
         raise OutputError(f"{out} exists and is not a folder; choose another -o")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ph = make_phantom("tubes", shape, factor=DEMO_FACTOR, seed=seed)
+    ph = make_phantom("tubes", shape, factor=DEMO_FACTOR, seed=seed, noise=DEMO_NOISE)
     ref = ph.gt_iso.data
-    fwhm = ph.psf_fwhm_um()
-    runs = [("linear", {}), ("rl", {"psf": {"kind": "gaussian", "fwhm_um": fwhm}}),
-            (method, {"psf": {"kind": "gaussian", "fwhm_um": fwhm}, "preset": preset, "steps": steps})]
-    results, volumes = {}, {}
+    runs = [("linear", {}), ("rl", {}), (method, {"preset": preset, "steps": steps})]
+    results, volumes, infos = {}, {}, {}
     for name, kw in runs:
         res = restore(ph.degraded, name, device=device, seed=seed, emit=emit, **kw)
         n = min(res.volume.shape[0], ref.shape[0])
@@ -54,6 +55,7 @@ def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", pre
         m.update(train_seconds=round(res.train_seconds, 2), restore_seconds=round(res.restore_seconds, 2))
         results[name] = m
         volumes[name] = res.volume
+        infos[name] = res.info
     files = {
         "input": write_volume(ph.degraded.with_data(ph.degraded.data, name="input"), out / "input.tif"),
         "restored": write_volume(volumes[method], out / f"restored_{method}.tif"),
@@ -66,7 +68,10 @@ def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", pre
         voxel_sizes=[volumes["linear"].voxel_size, volumes[method].voxel_size, ph.gt_iso.voxel_size])
     summary = {"phantom": "tubes", "shape": list(shape), "factor": DEMO_FACTOR, "method": method,
                "preset": preset, "reference": "ground truth blurred by the isotropic lateral PSF",
+               "noise": DEMO_NOISE, "true_axial_sigma_px": float((ph.params["sigma_z"] ** 2
+                                                                   - ph.params["sigma_iso"] ** 2) ** 0.5),
                "gain_over_linear_db": results[method]["psnr"] - results["linear"]["psnr"],
+               "heldout": infos[method].get("heldout"), "degradation": infos[method].get("degradation"),
                "methods": results, "seconds": round(time.perf_counter() - t0, 1),
                "files": {k: str(v) for k, v in files.items()}}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))

@@ -17,6 +17,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from .segmentation import otsu_threshold
+
 log = logging.getLogger(__name__)
 
 SIGMA_TO_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -228,8 +230,6 @@ def tube_widths(vol, gt, voxel_size: Sequence[float] = (1.0, 1.0, 1.0), *, n_poi
 
     Returns ``dict(axial, lateral, n)``.
     """
-    from .metrics import otsu_threshold  # local import: metrics re-exports this module
-
     g = np.asarray(gt, dtype=np.float64)
     v = np.asarray(vol, dtype=np.float64)
     if g.shape != v.shape:

@@ -1,8 +1,9 @@
-"""Image-quality metrics: PSNR, SSIM, MS-SSIM, NRMSE, Fourier isotropy and the ISBI SEG score.
+"""Image-quality metrics: PSNR, SSIM, MS-SSIM, NRMSE and Fourier isotropy.
 
-Everything is numpy/scipy (no scikit-image); SSIM and NRMSE reproduce
-``skimage.metrics`` to within floating-point rounding. FWHM fits live in :mod:`isoapp.fwhm`
-and are re-exported here.
+PSNR, SSIM and NRMSE are scikit-image's (``skimage.metrics``); this module adds what it lacks:
+the normalisations below, MS-SSIM in 2D and 3D, per-plane means and the Fourier isotropy.
+FWHM fits live in :mod:`isoapp.fwhm` and segmentation / SEG in :mod:`isoapp.segmentation`;
+both are re-exported here.
 
 Normalisation (the ``normalize`` argument of the metric functions)
 ------------------------------------------------------------------
@@ -26,9 +27,11 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage
+from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 from .errors import InputError
 from .fwhm import bead_fwhm, fwhm_profile, line_fwhm, tube_fwhm_mismatch, tube_widths
+from .segmentation import otsu_threshold, seg_score, segment
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +104,15 @@ def _prepare(ref, img, normalize: str, data_range: float | None) -> tuple[np.nda
 
 # ---------------------------------------------------------------------------- pixel metrics
 def psnr(ref, img, *, data_range: float | None = None, normalize: Normalize = "none") -> float:
-    """Peak signal-to-noise ratio in dB, ``10 log10(data_range**2 / MSE)``; ``inf`` if identical."""
+    """Peak signal-to-noise ratio in dB (``skimage.metrics.peak_signal_noise_ratio``); ``inf`` if identical."""
     r, i, dr = _prepare(ref, img, normalize, data_range)
-    mse = float(np.mean((r - i) ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(dr * dr / mse))
+    if np.array_equal(r, i):
+        return float("inf")
+    return float(peak_signal_noise_ratio(r, i, data_range=dr))
 
 
 def nrmse(ref, img, normalization: Literal["euclidean", "min-max", "mean"] = "euclidean") -> float:
-    """Normalised root-mean-square error as ``skimage.metrics.normalized_root_mse``.
+    """Normalised root-mean-square error (``skimage.metrics.normalized_root_mse``).
 
     ``'euclidean'`` divides by ``sqrt(mean(ref**2))``, ``'min-max'`` by the range of ``ref``
     and ``'mean'`` by its mean.
@@ -116,39 +120,48 @@ def nrmse(ref, img, normalization: Literal["euclidean", "min-max", "mean"] = "eu
     r = np.asarray(ref, dtype=np.float64)
     i = np.asarray(img, dtype=np.float64)
     _check_same_shape(r, i)
-    rmse = np.sqrt(np.mean((r - i) ** 2))
-    if normalization == "euclidean":
-        denom = np.sqrt(np.mean(r * r))
-    elif normalization == "min-max":
-        denom = r.max() - r.min()
-    elif normalization == "mean":
-        denom = r.mean()
-    else:
+    if normalization not in ("euclidean", "min-max", "mean"):
         raise ValueError(f"unknown normalization {normalization!r}")
-    return float(rmse / denom)
+    return float(normalized_root_mse(r, i, normalization=normalization))
 
 
-def _ssim_maps(r: np.ndarray, i: np.ndarray, dr: float, win_size: int, gaussian: bool,
-               k1: float = 0.01, k2: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
-    """Luminance and contrast-structure maps, cropped by the window radius as scikit-image."""
+def _check_window(shape: Sequence[int], win_size: int) -> None:
     if win_size % 2 != 1 or win_size < 3:
         raise InputError(f"the SSIM window must be odd and at least 3 (got {win_size}); every axis of "
-                         f"the image {r.shape} needs at least 3 samples")
-    if gaussian:
-        sigma, truncate = 1.5, 3.5
-        win_size = 2 * int(truncate * sigma + 0.5) + 1
-
-        def filt(a):
-            return ndimage.gaussian_filter(a, sigma, truncate=truncate, mode="reflect")
-        cov_norm = 1.0
-    else:
-        def filt(a):
-            return ndimage.uniform_filter(a, size=win_size)
-        n = win_size ** r.ndim
-        cov_norm = n / (n - 1.0)
-    if min(r.shape) < win_size:
-        raise InputError(f"the image {r.shape} is smaller than the SSIM window ({win_size}); "
+                         f"the image {tuple(shape)} needs at least 3 samples")
+    if min(shape) < win_size:
+        raise InputError(f"the image {tuple(shape)} is smaller than the SSIM window ({win_size}); "
                          "use a smaller win_size or a larger image")
+
+
+def ssim(ref, img, *, data_range: float | None = None, normalize: Normalize = "none", win_size: int = 7,
+         gaussian: bool = False) -> float:
+    """Mean structural similarity in 2D or 3D (``skimage.metrics.structural_similarity``).
+
+    Uniform ``win_size`` window with sample covariance (scikit-image defaults, K1=0.01,
+    K2=0.03); ``gaussian=True`` uses the 11-tap sigma-1.5 Gaussian window of Wang et al.
+    with population covariance. The border of half a window is excluded from the mean.
+    """
+    r, i, dr = _prepare(ref, img, normalize, data_range)
+    _check_window(r.shape, 11 if gaussian else win_size)
+    return float(structural_similarity(r, i, data_range=dr, win_size=None if gaussian else win_size,
+                                       gaussian_weights=gaussian, use_sample_covariance=not gaussian))
+
+
+def _ssim_maps(r: np.ndarray, i: np.ndarray, dr: float, win_size: int,
+               k1: float = 0.01, k2: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+    """Luminance and contrast-structure maps (uniform window, cropped by its radius).
+
+    MS-SSIM needs the contrast-structure term alone, which scikit-image does not return; the
+    product of the two maps is scikit-image's SSIM map (checked in the tests).
+    """
+    _check_window(r.shape, win_size)
+    n = win_size ** r.ndim
+    cov_norm = n / (n - 1.0)
+
+    def filt(a):
+        return ndimage.uniform_filter(a, size=win_size)
+
     ux, uy = filt(r), filt(i)
     vx = cov_norm * (filt(r * r) - ux * ux)
     vy = cov_norm * (filt(i * i) - uy * uy)
@@ -159,19 +172,6 @@ def _ssim_maps(r: np.ndarray, i: np.ndarray, dr: float, win_size: int, gaussian:
     pad = (win_size - 1) // 2
     crop = tuple(slice(pad, s - pad) for s in r.shape)
     return lum[crop], cs[crop]
-
-
-def ssim(ref, img, *, data_range: float | None = None, normalize: Normalize = "none", win_size: int = 7,
-         gaussian: bool = False) -> float:
-    """Mean structural similarity in 2D or 3D, as ``skimage.metrics.structural_similarity``.
-
-    Uniform ``win_size`` window with sample covariance (scikit-image defaults, K1=0.01,
-    K2=0.03); ``gaussian=True`` uses the 11-tap sigma-1.5 Gaussian window of Wang et al.
-    with population covariance. The border of half a window is excluded from the mean.
-    """
-    r, i, dr = _prepare(ref, img, normalize, data_range)
-    lum, cs = _ssim_maps(r, i, dr, win_size, gaussian)
-    return float(np.mean(lum * cs, dtype=np.float64))
 
 
 def _ms_scales(shape: Sequence[int], win_size: int, n_weights: int) -> int:
@@ -204,7 +204,7 @@ def ms_ssim(ref, img, *, data_range: float | None = None, normalize: Normalize =
         log.debug("ms_ssim: image %s allows %d of %d scales", r.shape, m, len(weights))
     result = 1.0
     for j in range(m):
-        lum, cs = _ssim_maps(r, i, dr, win_size, False)
+        lum, cs = _ssim_maps(r, i, dr, win_size)
         val = float(np.mean(lum * cs)) if j == m - 1 else float(np.mean(cs))
         result *= max(val, 0.0) ** w[j]
         if j < m - 1:
@@ -330,106 +330,3 @@ def fourier_isotropy(vol, voxel_size: Sequence[float] = (1.0, 1.0, 1.0), thresho
     """
     k = [fourier_cutoff(vol, voxel_size, a, threshold) for a in range(3)]
     return {"kz": k[0], "ky": k[1], "kx": k[2], "ratio_z": k[0] / (0.5 * (k[1] + k[2]))}
-
-
-# ---------------------------------------------------------------------------- segmentation / SEG
-def seg_score(gt_labels, pred_labels) -> float:
-    """ISBI cell-tracking SEG: mean Jaccard index over ground-truth objects.
-
-    A GT object R matches the prediction object S with ``|R ∩ S| > 0.5 |R|`` (at most one
-    can); its score is ``|R ∩ S| / |R ∪ S|``, or 0 without a match. Label 0 is background.
-    Returns ``nan`` when the GT holds no object.
-    """
-    gt = np.asarray(gt_labels)
-    pr = np.asarray(pred_labels)
-    _check_same_shape(gt, pr)
-    gt = gt.astype(np.int64, copy=False).ravel()
-    pr = pr.astype(np.int64, copy=False).ravel()
-    gt_ids, gt_inv = np.unique(gt, return_inverse=True)
-    pr_ids, pr_inv = np.unique(pr, return_inverse=True)
-    gt_size = np.bincount(gt_inv)
-    pr_size = np.bincount(pr_inv)
-    pairs = gt_inv.astype(np.int64) * len(pr_ids) + pr_inv
-    pair_ids, inter = np.unique(pairs, return_counts=True)
-    g, p = pair_ids // len(pr_ids), pair_ids % len(pr_ids)
-    keep = (gt_ids[g] != 0) & (pr_ids[p] != 0) & (inter > 0.5 * gt_size[g])
-    n_gt = int(np.count_nonzero(gt_ids != 0))
-    if n_gt == 0:
-        log.warning("seg_score: the ground truth holds no object")
-        return float("nan")
-    j = inter[keep] / (gt_size[g[keep]] + pr_size[p[keep]] - inter[keep])
-    return float(j.sum() / n_gt)
-
-
-def otsu_threshold(x, bins: int = 256) -> float:
-    """Otsu's threshold (maximum between-class variance over a ``bins`` histogram)."""
-    x = np.asarray(x, dtype=np.float64).ravel()
-    hist, edges = np.histogram(x, bins=bins)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    w0 = np.cumsum(hist).astype(np.float64)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mu0 = m0 / np.maximum(w0, 1)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(centres[int(np.argmax(between[:-1]))])
-
-
-def segment(vol, *, threshold: float | Literal["otsu"] = "otsu", min_size: int = 20, sigma: float = 1.0,
-            split: bool = True, min_distance: int = 3) -> np.ndarray:
-    """Label objects (nuclei) as IsoNet did for SEG: threshold, fill holes, split touching ones.
-
-    Steps: Gaussian smoothing (``sigma`` voxels), threshold (Otsu, or a given value),
-    ``binary_fill_holes``, removal of components below ``min_size`` voxels, and with
-    ``split`` a seeded watershed (:func:`_flood`) of the inverted distance transform with
-    seeds at its smoothed local maxima at least ``min_distance`` apart. (``watershed_ift`` of
-    scipy is not used: its uint16 costs overflow, scipy issue 19575.)
-    Returns int32 labels 1..n (0 background).
-    """
-    x = np.asarray(vol, dtype=np.float32)
-    if sigma > 0:
-        x = ndimage.gaussian_filter(x, sigma)
-    t = otsu_threshold(x) if isinstance(threshold, str) else float(threshold)
-    mask = ndimage.binary_fill_holes(x > t)
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        return lab.astype(np.int32)
-    sizes = np.bincount(lab.ravel())
-    mask = (sizes >= min_size)[lab] & mask
-    if not split:
-        lab, _ = ndimage.label(mask)
-        return lab.astype(np.int32)
-    dist = ndimage.gaussian_filter(ndimage.distance_transform_edt(mask), 1.0)
-    peaks = (dist == ndimage.maximum_filter(dist, size=2 * min_distance + 1)) & mask & (dist > 1.0)
-    markers, _ = ndimage.label(peaks)
-    ws = _flood(markers.astype(np.int32), dist, mask)
-    rest, n_rest = ndimage.label(mask & (ws == 0))  # components without a seed stay whole
-    if n_rest:
-        ws[rest > 0] = rest[rest > 0] + ws.max()
-    sizes = np.bincount(ws.ravel())
-    ws[(sizes < min_size)[ws]] = 0
-    ids = np.unique(ws)
-    ids = ids[ids != 0]
-    relabel = np.zeros(int(ws.max()) + 1, dtype=np.int32)
-    relabel[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return relabel[ws]
-
-
-def _flood(markers: np.ndarray, dist: np.ndarray, mask: np.ndarray, levels: int = 32) -> np.ndarray:
-    """Seeded watershed of ``-dist`` inside ``mask`` by flooding 32 decreasing levels.
-
-    At each level the labels grow (6-connected, larger label wins a tie) into unlabelled
-    mask voxels with ``dist`` at or above the level, until nothing changes.
-    """
-    labels = markers.copy()
-    cross = ndimage.generate_binary_structure(labels.ndim, 1)
-    top = float(dist[mask].max()) if mask.any() else 0.0
-    for t in np.linspace(top, 0.0, levels + 1)[1:]:
-        region = mask & (dist >= t)
-        while True:
-            grow = ndimage.grey_dilation(labels, footprint=cross)
-            new = region & (labels == 0) & (grow > 0)
-            if not new.any():
-                break
-            labels[new] = grow[new]
-    return labels

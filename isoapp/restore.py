@@ -19,16 +19,18 @@ import numpy as np
 import torch
 
 from . import psf as psfmod
+from .degradation import Degradation, estimate_degradation
 from .engine.config import PSFSpec, check_factor, validated
 from .engine.context import RunContext
 from .engine.events import EventCallback, StageEvent, ignore_events
 from .errors import ConfigError, InputError, ModelError
+from .heldout import choose_heldout, evaluate
 from .methods.base import Method, build_config, get_method, load_model
+from .normalize import NORM_PERCENTILES, Normalizer  # noqa: F401 - NORM_PERCENTILES re-exported
 from .volume import Volume
 
 log = logging.getLogger(__name__)
 
-NORM_PERCENTILES = (1.0, 99.8)
 
 
 @dataclass
@@ -57,12 +59,16 @@ def resolve_factor(volume: Volume, factor: float | None) -> float:
     return check_factor(float(factor))
 
 
-def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np.ndarray:
-    """A 3D PSF on the isotropic grid of the lateral pixel size, from ``spec``.
+def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np.ndarray | None:
+    """A 3D PSF on the isotropic grid of the lateral pixel size, from ``spec``; None for ``auto``.
 
-    ``auto`` assumes a Gaussian whose FWHM is two voxels laterally and two z steps axially
-    (a Nyquist-sampled microscope): FWHM = (2 dz, 2 dxy, 2 dxy).
+    ``auto`` is estimated from the stack (:func:`resolve_degradation`). ``nyquist`` assumes a
+    Gaussian whose FWHM is two voxels laterally and two z steps axially (a Nyquist-sampled
+    microscope, FWHM = (2 dz, 2 dxy, 2 dxy)); many stacks are undersampled in z rather than
+    blurred, so this is an explicit choice only.
     """
+    if spec.kind == "auto":
+        return None
     dz, dy, dx = voxel_size
     dxy = 0.5 * (dy + dx)
     iso = (dxy, dxy, dxy)
@@ -94,18 +100,57 @@ def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np
         kind = opts.pop("kind", "widefield")
         return psfmod.optical_psf(kind, voxel_size=iso, **opts)
     fwhm = spec.fwhm_um if spec.kind == "gaussian" and spec.fwhm_um else (2 * dz, 2 * dy, 2 * dx)
-    if spec.kind == "auto":
-        log.info("no PSF given: assuming a Gaussian PSF with FWHM %.3g x %.3g x %.3g µm (z, y, x); "
-                 "pass --psf-fwhm or --psf for better results", *fwhm)
+    if spec.kind == "nyquist":
+        log.info("assuming a Nyquist-sampled Gaussian PSF with FWHM %.3g x %.3g x %.3g µm (z, y, x)", *fwhm)
     return psfmod.gaussian_psf_from_fwhm(fwhm, iso)
 
 
+def psf_axial_sigma(psf_iso: np.ndarray) -> float:
+    """The axial blur beyond the lateral one of a 3D PSF (Gaussian sigma, lateral pixels)."""
+    fz, fy, fx = psfmod.psf_fwhm(psf_iso)
+    sz, sxy = psfmod.fwhm_to_sigma(fz), psfmod.fwhm_to_sigma(0.5 * (fy + fx))
+    return float(np.sqrt(max(sz * sz - sxy * sxy, 0.0)))
+
+
+def resolve_degradation(xn: np.ndarray, spec: PSFSpec, psf_iso: np.ndarray | None, factor: float,
+                        voxel_size: Sequence[float], *, seed: int, name: str, required: bool) -> Degradation | None:
+    """The stack's degradation model: blur from the user's PSF or estimated, noise estimated.
+
+    ``required``: the method needs it (trains, or deconvolves with an estimated PSF); a stack
+    whose blur cannot be estimated is then refused with what to pass instead. A user PSF that
+    disagrees with the estimate by more than 2x gets a warning showing both.
+    """
+    dxy = 0.5 * (voxel_size[1] + voxel_size[2])
+    try:
+        est = estimate_degradation(xn, factor, lateral_um=dxy, seed=seed, name=name)
+    except InputError:
+        if required and psf_iso is None:
+            raise
+        if psf_iso is None:
+            return None
+        est = None
+    if psf_iso is None:
+        return est
+    sigma = psf_axial_sigma(psf_iso)
+    model = Degradation(factor=factor, axial_sigma_px=sigma, blur_source=spec.kind, lateral_um=dxy,
+                        noise_gain=est.noise_gain if est else 0.0, noise_offset=est.noise_offset if est else 0.0,
+                        noise_source="estimated" if est else "none")
+    if est is not None and est.axial_sigma_px > 0 and not 0.5 <= sigma / est.axial_sigma_px <= 2.0:
+        log.warning("the PSF you gave has an axial blur of sigma %.2f px beyond the lateral one, but the stack "
+                    "looks blurred by sigma %.2f px (estimated from its own planes); check the PSF and the voxel "
+                    "size", sigma, est.axial_sigma_px)
+    return model
+
+
+def model_kernel(psf_iso: np.ndarray) -> np.ndarray:
+    """The 2D kernel (axial extent along rows) that turns a sharp lateral plane into an axial one."""
+    return psfmod.isonet_kernels(psf_iso, mode="split", axis="y")
+
+
 def normalize(x: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Percentile normalisation to about [0, 1]; returns the array and ``(lo, hi)`` to undo it."""
-    lo, hi = np.percentile(x, NORM_PERCENTILES)
-    if hi - lo < 1e-12:
-        hi = lo + max(abs(lo), 1.0)
-    return ((x - lo) / (hi - lo)).astype(np.float32), float(lo), float(hi)
+    """Percentile normalisation to about [0, 1] (:class:`Normalizer`); the array and ``(lo, hi)`` to undo it."""
+    n = Normalizer.fit(x)
+    return n.before(x), n.lo, n.hi
 
 
 def _peak_rss() -> int:
@@ -178,9 +223,10 @@ def restore(
     saved_cfg = None
     if model_dir is not None:
         from .engine.config import RunConfig
+        from .export import is_package, package_model
 
         first = Path(model_dir) / "channel_0" if (Path(model_dir) / "channel_0").is_dir() else Path(model_dir)
-        saved_cfg = RunConfig.load(first)
+        saved_cfg = package_model(model_dir).config if is_package(model_dir) else RunConfig.load(first)
         method = saved_cfg.method
         if factor is None and volume.metadata.get("calibrated", True) is False:
             factor = saved_cfg.factor
@@ -190,9 +236,9 @@ def restore(
                          f"needs {F:g}; pass --factor {saved_cfg.factor:g} if that is right, or train a new model")
     cls = get_method(method)
     spec = psf if isinstance(psf, PSFSpec) else validated(PSFSpec, dict(psf or {}), "PSF settings")
-    psf_iso = resolve_psf(spec, volume.voxel_size, F) if cls.uses_psf else None
-    if psf_iso is not None and psf_iso.ndim != 3:
-        raise InputError(f"the PSF must be 3D (Z, Y, X), got shape {psf_iso.shape}")
+    user_psf = resolve_psf(spec, volume.voxel_size, F)
+    if user_psf is not None and user_psf.ndim != 3:
+        raise InputError(f"the PSF must be 3D (Z, Y, X), got shape {user_psf.shape}")
 
     ctx = RunContext(device=device, seed=seed, emit=emit, should_stop=should_stop or (lambda: False),
                      work_dir=Path(work_dir) if work_dir else None, resume=resume,
@@ -201,32 +247,56 @@ def restore(
         torch.cuda.reset_peak_memory_stats(ctx.device)
     out_blocks: dict[tuple[int, int], np.ndarray] = {}
     methods: list[Method] = []
+    quality: dict[str, Any] = {}
     t_train = t_pred = 0.0
     n_ch = volume.n_channels
     for t, c, zyx in volume.iter_channels():
         tag = f"channel_{c}" if n_ch > 1 else ""
         x = np.asarray(zyx.data, dtype=np.float32)
-        xn, lo, hi = normalize(x)
+        norm = Normalizer.fit(x)
+        xn = norm.before(x)
         if model_dir is not None:
             mdir = Path(model_dir) / tag if tag and (Path(model_dir) / tag).is_dir() else Path(model_dir)
-            m = load_model(mdir, psf=psf_iso)
+            m = package_model(mdir) if is_package(mdir) else load_model(mdir, psf=user_psf)
             if m.config.input_shape and len(m.config.input_shape) != 3:
                 raise ModelError(f"the model in {mdir} is not a 3D restoration model")
+            if m.psf is None and m.degradation is not None:
+                m.psf = m.degradation.psf()
+            if not quality and m.config.degradation:
+                quality = {"degradation": Degradation.model_validate(m.config.degradation).summary(),
+                           "heldout": m.config.heldout}
         elif t > 0 and methods and len(methods) == n_ch:
             m = methods[c]  # time points reuse the channel's model
         else:
+            deg = resolve_degradation(xn, spec, user_psf, F, volume.voxel_size, seed=seed,
+                                      name=f"{volume.name} {tag}".strip(), required=cls.trainable or cls.uses_psf)
+            psf_m = user_psf if user_psf is not None else (deg.psf() if deg is not None else None)
             cfg = build_config(method, preset=preset, factor=F, voxel_size=volume.voxel_size, steps=steps,
                                params=params, train=train, psf=spec.model_dump(), seed=seed, device=device,
-                               input_name=volume.name, input_shape=tuple(x.shape))
-            m = cls(cfg, psf=psf_iso)
+                               input_name=volume.name, input_shape=tuple(x.shape),
+                               degradation=deg.model_dump() if deg is not None else None)
+            m = cls(cfg, psf=psf_m if cls.uses_psf else None, degradation=deg)
             if ctx.work_dir is not None and tag:
                 ctx.work_dir = Path(work_dir) / tag
+            check = m.heldout_check and deg is not None and psf_m is not None
+            ctx.heldout = tuple(choose_heldout(xn.shape[0])) if check and m.trainable else ()
             if m.trainable:
                 ctx.send(StageEvent("train", f"training {m.name} on {volume.name} {tag}".strip()))
                 t0 = time.perf_counter()
                 m.fit(xn, ctx)
                 m.fitted = True
                 t_train += time.perf_counter() - t0
+            ho = None
+            if check:
+                planes = xn[list(ctx.heldout)] if ctx.heldout else xn[choose_heldout(xn.shape[0])]
+                ho = evaluate(m, planes, model_kernel(psf_m), deg, ctx, seed=seed)
+                if ho is not None and ho["psnr_gain_db"] <= 0 and m.name not in ("linear", "cubic"):
+                    log.warning("%s does not beat linear interpolation on held-out planes of this stack "
+                                "(%+.2f dB); check the result, or use --method auto or cubic", m.name,
+                                ho["psnr_gain_db"])
+            m.config.heldout = ho
+            if not quality:
+                quality = {"degradation": deg.summary() if deg is not None else None, "heldout": ho}
             if save_model is not None:
                 m.save(Path(save_model) / tag if tag else Path(save_model))
         if m not in methods:
@@ -235,7 +305,7 @@ def restore(
         t0 = time.perf_counter()
         y = m.predict(xn, ctx)
         t_pred += time.perf_counter() - t0
-        out_blocks[(t, c)] = y * (hi - lo) + lo
+        out_blocks[(t, c)] = norm.after(y)
 
     first = out_blocks[(0, 0)]
     if volume.axes == "ZYX":
@@ -251,6 +321,8 @@ def restore(
                  name=f"{volume.name}_{m0.name}", metadata={"method": m0.name, "factor": F, "source": str(volume.path or "")})
     peak_cuda = int(torch.cuda.max_memory_allocated(ctx.device)) if ctx.device.type == "cuda" else 0
     info = {"method": m0.name, "factor": F, "device": str(ctx.device), "parameters": m0.parameter_count(),
-            "preset": m0.config.preset, "steps": m0.config.train.steps if m0.trainable else 0}
+            "preset": m0.config.preset, "steps": m0.config.train.steps if m0.trainable else 0,
+            "preset_note": m0.config.preset_note,
+            **{k: v for k, v in quality.items() if v is not None}, **m0.selection()}
     log.info("%s: trained %.1f s, restored %.1f s, output %s", m0.name, t_train, t_pred, out.shape)
     return RestoreResult(out, methods, t_train, t_pred, _peak_rss(), peak_cuda, info)

@@ -83,8 +83,9 @@ def test_psf_resolution_and_input_grid():
     assert p.ndim == 3 and p.shape[0] > p.shape[1] and abs(p.sum() - 1) < 1e-5
     pin = psf_on_input_grid(p, 4)
     assert pin.shape[0] < p.shape[0] and pin.shape[1:] == p.shape[1:]
-    auto = resolve_psf(PSFSpec(), (0.4, 0.1, 0.1), 4)
-    assert auto.shape[0] > auto.shape[1]
+    assert resolve_psf(PSFSpec(), (0.4, 0.1, 0.1), 4) is None  # auto: estimated from the stack
+    nyq = resolve_psf(PSFSpec(kind="nyquist"), (0.4, 0.1, 0.1), 4)
+    assert nyq.shape[0] > nyq.shape[1]
 
 
 @pytest.fixture(scope="module")

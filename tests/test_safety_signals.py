@@ -57,8 +57,8 @@ def test_signal_during_training_saves_a_checkpoint_and_says_how_to_resume(tmp_pa
     src = _stack(tmp_path / "in.tif")
     out = tmp_path / "out.tif"
     ckpt = tmp_path / "out.tif.isoapp-checkpoints" / "isonet.ckpt"
-    cmd = [sys.executable, "-m", "isoapp", "restore", str(src), "-o", str(out), "--steps", "100000",
-           "--checkpoint-seconds", "0"]
+    cmd = [sys.executable, "-m", "isoapp", "restore", str(src), "-o", str(out), "--method", "isonet",
+           "--steps", "100000", "--checkpoint-seconds", "0"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
     for line in proc.stderr:  # wait until training runs; its first checkpoint (step 100) is seconds away
         if "training 100000 steps" in line:

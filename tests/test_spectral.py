@@ -9,10 +9,11 @@ import pytest
 import torch
 from scipy import ndimage
 
+from isoapp.degradation import estimate_axial_sigma
 from isoapp.degrade import upsample
 from isoapp.phantoms import make_phantom
 from isoapp.restore import normalize
-from isoapp.spectral import axial_log_spectrum, estimate_axial_sigma
+from isoapp.spectral import axial_log_spectrum
 
 torch.set_num_threads(1)
 
@@ -39,6 +40,6 @@ def test_estimate_axial_sigma_finds_the_extra_axial_blur(kind, sigma_z):
     """The blur beyond the lateral one (the phantom's sqrt(sigma_z^2 - sigma_iso^2)) within 15 %, from the stack alone."""
     ph = make_phantom(kind, (97, 112, 112), factor=4, seed=0, sigma_z=sigma_z)
     vol, _, _ = normalize(ph.degraded.data)
-    est = estimate_axial_sigma(vol, upsample(vol, 4, axis=0), 4.0, np.random.default_rng(0))
+    est = estimate_axial_sigma(vol, 4.0, None, np.random.default_rng(0), up=upsample(vol, 4, axis=0))
     true = math.sqrt(ph.params["sigma_z"] ** 2 - ph.params["sigma_iso"] ** 2)
     assert abs(est / true - 1) < 0.15, (est, true)

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 def add_method_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``restore`` and ``demo``."""
-    p.add_argument("--preset", default="fast", help="fast (laptop CPU), balanced, quality (GPU); default fast")
+    p.add_argument("--preset", default="fast",
+                   help="fast (laptop CPU), balanced, quality (GPU); default fast. Presets that depart from their "
+                        "method's paper say how when the run starts and in the saved config.json (preset_note)")
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
@@ -50,13 +52,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="input stack (TIFF, OME-TIFF, HDF5, OME-Zarr)")
     p.add_argument("-o", "--output", required=True, help="output file (.tif, .ome.tif, .h5, .zarr)")
     p.add_argument("--method", default=None,
-                   help="isonet (default), selfnet, otcyclegan, selfvision, rl, linear, cubic; with --model the "
+                   help="auto (default: trains the fast candidates and keeps the best on held-out planes, else "
+                        "cubic), isonet, selfnet, otcyclegan, selfvision, rl, linear, cubic; with --model the "
                         "saved model's method is used and --method may only repeat it")
     p.add_argument("--factor", type=float, help="anisotropy factor F = dz/dxy (default: from the voxel size)")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in µm")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--psf", metavar="FILE", help="measured 3D PSF (bead) stack")
     g.add_argument("--psf-fwhm", type=float, nargs=3, metavar=("Z", "Y", "X"), help="Gaussian PSF FWHM in µm")
+    g.add_argument("--psf-nyquist", action="store_true",
+                   help="assume a Gaussian PSF of FWHM 2 voxels per axis (default: estimate the blur from the stack)")
     m = p.add_mutually_exclusive_group()
     m.add_argument("--save-model", metavar="DIR", help="save the trained model (config.json + weights.pt)")
     m.add_argument("--model", metavar="DIR", help="restore with a saved model, without training")
@@ -81,6 +86,8 @@ def psf_spec(args: argparse.Namespace) -> dict:
         return {"kind": "file", "path": str(Path(args.psf))}
     if getattr(args, "psf_fwhm", None):
         return {"kind": "gaussian", "fwhm_um": tuple(args.psf_fwhm)}
+    if getattr(args, "psf_nyquist", False):
+        return {"kind": "nyquist"}
     return {"kind": "auto"}
 
 
@@ -120,7 +127,7 @@ def resolve_method(args: argparse.Namespace) -> str:
                               f"to train {args.method}")
         get_method(saved)
         return saved
-    method = args.method or "isonet"
+    method = args.method or "auto"
     get_method(method)  # unknown method: one line before any work
     return method
 
@@ -166,6 +173,28 @@ def resume_command(args: argparse.Namespace) -> str:
     if "--resume" not in argv:
         argv.append("--resume")
     return "isoapp " + shlex.join(argv)
+
+
+def quality_lines(info: dict) -> list[str]:
+    """The degradation estimate, the held-out check and auto's choice, for people."""
+    lines = []
+    if info.get("preset_note"):
+        lines.append(f"{info['method']} {info['preset']} preset: {info['preset_note']}")
+    deg = info.get("degradation")
+    if deg:
+        lines.append(f"degradation model ({deg['source']}): axial blur sigma {deg['axial_sigma_px']:.2f} px "
+                     f"(FWHM {deg['axial_fwhm_um']:.3g} µm beyond the lateral PSF), noise std "
+                     f"{deg['noise_std_at_half']:.3g} at half range (normalised)")
+    if info.get("reason"):
+        lines.append(f"auto chose {info['chosen']}: {info['reason']}")
+    ho = info.get("heldout")
+    if ho:
+        lines.append(f"held-out check ({ho['n_planes']} lateral planes degraded by the model): "
+                     f"{ho['psnr_gain_db']:+.2f} dB PSNR, {ho['ssim_gain']:+.3f} SSIM over linear interpolation")
+        if ho["psnr_gain_db"] <= 0 and info.get("method") not in ("linear", "cubic"):
+            lines.append("WARNING: this restoration does not beat linear interpolation on the held-out planes; "
+                         "check it before use, or run --method auto")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -241,8 +270,10 @@ def run(args: argparse.Namespace) -> int:
                "train_seconds": round(res.train_seconds, 2), "restore_seconds": round(res.restore_seconds, 2),
                "peak_rss_mb": round(res.peak_rss_bytes / 2**20, 1), **res.info}
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary, default=float))
     else:
+        for line in quality_lines(res.info):
+            print(line)
         dz, dy, dx = res.volume.voxel_size
         print(f"wrote {path}: {res.volume.shape} {args.dtype}, voxel {dz:.4g} x {dy:.4g} x {dx:.4g} µm "
               f"({res.info['method']}, factor {res.info['factor']:.3g}, train {res.train_seconds:.1f} s, "

@@ -45,7 +45,9 @@ class PSFSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["auto", "gaussian", "optical", "file"] = "auto"
+    kind: Literal["auto", "nyquist", "gaussian", "optical", "file"] = Field(
+        "auto", description="auto: estimate the axial blur from the stack; nyquist: assume a Gaussian of FWHM "
+                            "2 voxels along each axis; gaussian/optical/file: the user's PSF")
     fwhm_um: tuple[float, float, float] | None = None
     path: str | None = None
     optics: dict[str, Any] | None = None  # kind, na, wavelength_um, refractive_index ...
@@ -75,6 +77,12 @@ class RunConfig(BaseModel):
     isoapp_version: str = ""
     input_name: str = ""
     input_shape: tuple[int, ...] = ()
+    degradation: dict[str, Any] | None = Field(None, description="the stack's blur and noise model "
+                                               "(isoapp.degradation.Degradation) the model was trained with")
+    heldout: dict[str, Any] | None = Field(None, description="held-out lateral-plane check (isoapp.heldout)")
+    preset_note: str = Field("", description="how the preset departs from the method's paper")
+    train_overrides: dict[str, Any] = Field(default_factory=dict, description="training settings the user set "
+                                            "over the preset's (auto passes them on to its candidates)")
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

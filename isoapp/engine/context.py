@@ -42,6 +42,8 @@ class RunContext:
         Continue from the checkpoint in ``work_dir`` if one exists.
     preview_position
         ``(y, x)`` at which live previews show the xz and yz planes (default: the centre).
+    heldout
+        Lateral planes (z indices) that training must not use: the held-out check restores them.
     """
 
     device: torch.device | str = "auto"
@@ -52,6 +54,7 @@ class RunContext:
     work_dir: Path | None = None
     resume: bool = False
     preview_position: tuple[int, int] | None = None
+    heldout: tuple[int, ...] = ()
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 _CORRUPT_HINTS = ("corrupt", "invalid", "truncat", "failed to reshape", "failed to read", "not a tiff")
 _RESUNIT_UM = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}  # inch, centimetre, millimetre, micrometre
+_OME_UNIT_UM = {"Å": 1e-4, "pm": 1e-6, "cm": 1e4, "m": 1e6, "in": 25400.0}  # OME units beyond unit_to_um_scale
 _DEFAULT_DPI = (72.0, 96.0, 300.0)  # inch "calibrations" written by non-microscopy software
 _FIX = "re-save it from Fiji (File > Save As > Tiff...) or copy it again"
 
@@ -243,30 +243,36 @@ def _calibration(tif: Any, series: Any, index: int, path: Path) -> tuple[tuple, 
 
 
 def _ome_calibration(xml: str, index: int, path: Path) -> tuple[tuple, str, dict]:
+    """Voxel size (µm) and isoapp's rescale note of image ``index`` from OME-XML (parsed by ome-types)."""
+    from ome_types import from_xml
+
     meta: dict = {}
     try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as exc:
-        log.warning("%s: the OME metadata is not valid XML (%s); ignoring its calibration", path.name, exc)
+        ome = from_xml(xml, validate=False)
+    except ValueError as exc:  # not XML, or values ome-types cannot convert (pydantic errors are ValueErrors)
+        log.warning("%s: the OME metadata cannot be parsed (%s); ignoring its calibration", path.name,
+                    str(exc).splitlines()[0])
         return (None, None, None), "ome-tiff", meta
-    images = [el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Image"]
-    if not images:
+    if not ome.images:
         return (None, None, None), "ome-tiff", meta
-    image = images[min(index, len(images) - 1)]
-    pixels = next((el for el in image if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-    description = next((el.text or "" for el in image if el.tag.rsplit("}", 1)[-1] == "Description"), "")
-    for line in description.splitlines():
+    image = ome.images[min(index, len(ome.images) - 1)]
+    for line in (image.description or "").splitlines():
         if line.startswith("isoapp_rescale="):
             rescale = _parse_rescale(line.split("=", 1)[1])
             if rescale:
                 meta["rescale"] = rescale
+    pixels = image.pixels
     sizes: list[float | None] = []
-    for ax in "ZYX":
-        value = None if pixels is None else pixels.get(f"PhysicalSize{ax}")
+    for ax in "zyx":
+        value = getattr(pixels, f"physical_size_{ax}")
         if value is None:
             sizes.append(None)
             continue
-        scale = _unit_scale(pixels.get(f"PhysicalSize{ax}Unit", "µm"), path)
+        unit = getattr(getattr(pixels, f"physical_size_{ax}_unit"), "value", None) or "µm"
+        if unit in ("pixel", "reference frame"):
+            sizes.append(None)
+            continue
+        scale = _OME_UNIT_UM[unit] if unit in _OME_UNIT_UM else _unit_scale(unit, path)
         sizes.append(None if scale is None else tidy(float(value) * scale))
     return tuple(sizes), "ome-tiff", meta
 

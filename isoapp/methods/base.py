@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..degradation import Degradation
 from ..degrade import output_length
 from ..engine.checkpoint import load_safe, save_atomic
 from ..engine.config import RunConfig, TrainConfig, validated
@@ -26,11 +27,27 @@ from ..errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[Method]] = {}
-_BUILTIN = ("baselines", "isonet", "selfnet", "otcyclegan", "selfvision")
+_BUILTIN = ("baselines", "isonet", "selfnet", "otcyclegan", "selfvision", "auto")
 
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Preset(BaseModel):
+    """A method's preset: overrides of the training settings and parameters, and where they came from.
+
+    ``note`` says how the preset departs from the method's paper; it is shown wherever the preset
+    is picked (CLI, GUI) and saved in the run's config. ``provenance`` maps each tuned constant to
+    the case and command it was measured with.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    note: str = ""
+    provenance: dict[str, str] = Field(default_factory=dict)
 
 
 class Method(ABC):
@@ -44,15 +61,21 @@ class Method(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
-    #: preset -> {"train": {...TrainConfig overrides}, "params": {...Params overrides}}
-    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    #: preset name -> :class:`Preset` (plain dicts are validated into Presets when the method registers)
+    presets: ClassVar[dict[str, Preset]] = {}
     trainable: ClassVar[bool] = True
     uses_psf: ClassVar[bool] = False
+    #: restores single axial planes from their samples (:meth:`restore_sampled`): the held-out check applies
+    heldout_check: ClassVar[bool] = False
 
-    def __init__(self, config: RunConfig, psf: np.ndarray | None = None) -> None:
+    def __init__(self, config: RunConfig, psf: np.ndarray | None = None,
+                 degradation: Degradation | None = None) -> None:
         self.config = config
         self.params = validated(self.Params, config.params, f"{self.name} parameters")
         self.psf = psf  # 3D, on an isotropic grid of the lateral pixel size (uses_psf methods)
+        if degradation is None and config.degradation:
+            degradation = Degradation.model_validate(config.degradation)
+        self.degradation = degradation  # the stack's blur and noise model (isoapp.degradation)
         self.nets: dict[str, torch.nn.Module] = {}
         self.fitted = not self.trainable
 
@@ -64,6 +87,14 @@ class Method(ABC):
     @abstractmethod
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
         """Restore ``vol`` (ZYX, normalised) onto the output grid."""
+
+    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
+        """Restore ``(N, m, W)`` axial planes sampled every ``F`` rows onto ``output_length(m, F)`` rows.
+
+        Used by the held-out check (:mod:`isoapp.heldout`); None where the method cannot restore
+        single planes (3D networks, 3D deconvolution).
+        """
+        return None
 
     # ------------------------------------------------------------------ defaults
     @property
@@ -84,6 +115,10 @@ class Method(ABC):
     def report(self) -> dict[str, Any]:
         """Method-specific figures for ``bench`` and logs (e.g. the FWHM of a learned PSF)."""
         return {"parameters": self.parameter_count()}
+
+    def selection(self) -> dict[str, Any]:
+        """What a method that chooses among others chose, and why (``auto``); empty otherwise."""
+        return {}
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Tensors besides network weights to save with the model (e.g. a learned PSF)."""
@@ -123,7 +158,14 @@ class Method(ABC):
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Class decorator adding a method to the registry under ``cls.name``."""
+    """Class decorator adding a method to the registry under ``cls.name``, its presets validated once."""
+    presets = {}
+    for name, p in cls.presets.items():
+        p = p if isinstance(p, Preset) else Preset.model_validate(p)
+        validated(TrainConfig, p.train, f"{cls.name} preset {name} training settings")
+        validated(cls.Params, p.params, f"{cls.name} preset {name} parameters")
+        presets[name] = p
+    cls.presets = presets
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -159,22 +201,24 @@ def build_config(method: str, *, preset: str = "fast", factor: float, voxel_size
     cls = get_method(method)
     if preset not in ("fast", "balanced", "quality"):
         raise ConfigError(f"unknown preset {preset!r}; use fast, balanced or quality")
-    p = cls.presets.get(preset, {})
-    tr = {**p.get("train", {}), **(train or {})}
-    if steps is not None:
-        tr["steps"] = steps
+    p = cls.presets.get(preset, Preset())
+    overrides = {**(train or {}), **({"steps": steps} if steps is not None else {})}
+    tr = {**p.train, **overrides}
     train_cfg = validated(TrainConfig, tr, "training settings")
-    prm = {**p.get("params", {}), **(params or {})}
+    prm = {**p.params, **(params or {})}
     validated(cls.Params, prm, f"{method} parameters")
     from .. import __version__
 
     return validated(RunConfig, dict(method=method, preset=preset, factor=factor, voxel_size=tuple(voxel_size),
                                      train=train_cfg.model_dump(), params=prm, isoapp_version=__version__,
-                                     **fields), "run configuration")
+                                     preset_note=p.note, train_overrides=overrides, **fields), "run configuration")
 
 
 def load_model(directory: str | Path, psf: np.ndarray | None = None) -> Method:
-    """Load a model saved with :meth:`Method.save` (weights with ``weights_only=True``)."""
+    """Load a model saved with :meth:`Method.save` (weights with ``weights_only=True``).
+
+    The degradation model saved with it (``config.degradation``) comes back with it.
+    """
     config = RunConfig.load(directory)
     cls = get_method(config.method)
     method = cls(config, psf=psf)

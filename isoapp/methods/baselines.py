@@ -26,6 +26,7 @@ class Linear(Method):
     name = "linear"
     description = "linear interpolation along z (baseline)"
     trainable = False
+    heldout_check = True
     order = 1
 
     def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
@@ -33,6 +34,9 @@ class Linear(Method):
 
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
         return upsample(vol, self.factor, axis=0, order=self.order)
+
+    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray:
+        return upsample(samples, self.factor, axis=1, order=self.order)
 
 
 @register

@@ -2,8 +2,10 @@
 
 Training pairs come from the lateral planes of the stack itself: each plane is blurred with the
 PSF rotated into the lateral plane (``full``) or with the split PSF (``split``: the part of the
-rotated PSF not already present laterally), subsampled along that axis by the anisotropy factor
-and interpolated back. A residual U-Net (IsoNet-2) or an SRCNN-like net (IsoNet-1) learns to undo
+rotated PSF not already present laterally), subsampled along that axis by the anisotropy factor,
+given the noise the acquisition adds after the blur, and interpolated back (the stack's
+degradation model, :mod:`isoapp.degradation`, through the shared pair source :mod:`isoapp.pairs`;
+with no PSF given, the kernel is the estimated axial blur). A residual U-Net (IsoNet-2) or an SRCNN-like net (IsoNet-1) learns to undo
 it. At prediction time the stack is interpolated along z, every xz and yz plane is restored and
 the two results are fused (geometric mean by default).
 """
@@ -20,19 +22,17 @@ import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import psf as psfmod
-from ..degrade import degrade_rows, fft_convolve, upsample
+from ..degrade import upsample
 from ..engine.context import RunContext
-from ..engine.sampler import PatchSampler, augment, foreground_mask
-from ..engine.tiling import predict_tiled, receptive_field, restore_axial_planes
 from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from ..errors import ModelError
 from ..nets import UNet
 from ..nets.blocks import SRCNN
-from .base import Method, register
+from ..pairs import LateralPairs, training_planes
+from .base import register
+from .planewise import PlaneWiseMethod
 
 log = logging.getLogger(__name__)
-
-MAX_TRAIN_PLANES = 96
 
 
 class IsoNetParams(BaseModel):
@@ -47,7 +47,7 @@ class IsoNetParams(BaseModel):
 
 
 @register
-class IsoNet(Method):
+class IsoNet(PlaneWiseMethod):
     """IsoNet-1/2 trained on the stack's own lateral planes."""
 
     name = "isonet"
@@ -57,23 +57,32 @@ class IsoNet(Method):
     presets = {
         "fast": {"train": {"steps": 300, "batch_size": 8, "patch_size": 64, "lr": 1e-3, "val_every": 100,
                            "checkpoint_every": 100, "preview_every": 50},
-                 "params": {"n_filters": 16, "depth": 2}},
+                 "params": {"n_filters": 16, "depth": 2},
+                 "note": "IsoNet-2 as in Weigert et al. 2017, but a smaller U-Net (16 filters) and 300 steps for a "
+                         "laptop CPU; without a PSF the blur is estimated from the stack, and training inputs carry "
+                         "the stack's noise"},
         "balanced": {"train": {"steps": 2000, "batch_size": 16, "patch_size": 96, "lr": 4e-4},
-                     "params": {"n_filters": 32, "depth": 2}},
+                     "params": {"n_filters": 32, "depth": 2},
+                     "note": "IsoNet-2 at CSBDeep's default width, fewer steps; estimated blur and noise-matched "
+                             "pairs as in fast"},
         "quality": {"train": {"steps": 10000, "batch_size": 32, "patch_size": 128, "lr": 4e-4},
-                    "params": {"n_filters": 64, "depth": 3}},
+                    "params": {"n_filters": 64, "depth": 3},
+                    "note": "IsoNet-2 at the paper's scale; estimated blur and noise-matched pairs as in fast"},
     }
 
-    def __init__(self, config, psf=None) -> None:
-        super().__init__(config, psf)
+    def __init__(self, config, psf=None, degradation=None) -> None:
+        super().__init__(config, psf, degradation)
         p = self.params
         net = SRCNN(2) if p.arch == "isonet1" else UNet(2, depth=p.depth, n_filters=p.n_filters, residual=True)
         self.nets = {"net": net}
-        self._halo: int | None = None
 
     @property
     def net(self) -> torch.nn.Module:
         return self.nets["net"]
+
+    @property
+    def inference_net(self) -> torch.nn.Module:
+        return self.net
 
     def kernel(self) -> np.ndarray:
         """The 2D degradation kernel, its axial extent along rows (axis 0)."""
@@ -86,42 +95,25 @@ class IsoNet(Method):
         cfg = self.config.train
         F = self.factor
         rng = ctx.rng
-        nz = vol.shape[0]
-        z_idx = np.unique(np.linspace(0, nz - 1, min(nz, MAX_TRAIN_PLANES)).round().astype(int))
+        z_idx = training_planes(vol.shape[0], ctx.heldout)
         planes = np.ascontiguousarray(vol[z_idx], np.float32)
-        k = self.kernel()
-        blurred = {0: fft_convolve(planes, k, axes=(-2, -1)), 1: fft_convolve(planes, k.T, axes=(-2, -1))}
         margin = int(math.ceil(F))
         P = min(cfg.patch_size, *[s - 2 * margin for s in planes.shape[1:]])
         P = max(8, P // 8 * 8)
-        size = P + 2 * margin
         n_val = max(1, len(z_idx) // 10) if len(z_idx) >= 5 else 0
-        mask = foreground_mask(planes)
-        train_s = PatchSampler(planes, (size, size), rng, foreground_fraction=cfg.foreground_fraction,
-                               index_range=(0, len(z_idx) - n_val), mask=mask)
+        k = self.kernel()
+        pairs = LateralPairs(planes, F, P, rng, kernel=k, degradation=self.degradation,
+                             foreground_fraction=cfg.foreground_fraction, index_range=(0, len(z_idx) - n_val))
 
-        def batch(sampler: PatchSampler, n: int, g: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-            xs, ys = [], []
-            for _ in range(n):
-                corner = sampler.corner()
-                orient = int(g.integers(2))
-                clean = sampler.crop(corner)
-                blur = sampler.crop(corner, blurred[orient])
-                if orient:  # degraded along columns: bring that axis onto rows
-                    clean, blur = clean.T, blur.T
-                xs.append(blur)
-                ys.append(clean[margin:-margin, margin:-margin])
-            xs = degrade_rows(np.stack(xs), F, g.uniform(0, F, n), margin)[:, :, margin:-margin]
-            ys = np.stack(ys)
-            xs, ys = augment([xs, ys], g, rotate=False, flip_axes=(-2, -1))  # flips commute with the PSF
-            return (torch.from_numpy(xs).unsqueeze(1).to(ctx.device), torch.from_numpy(ys).unsqueeze(1).to(ctx.device))
+        def to_t(xy: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+            return tuple(torch.from_numpy(a).unsqueeze(1).to(ctx.device) for a in xy)
 
         val = None
         if n_val:
-            vs = PatchSampler(planes, (size, size), np.random.default_rng(ctx.seed + 1),
-                              index_range=(len(z_idx) - n_val, len(z_idx)), mask=mask,
-                              foreground_fraction=cfg.foreground_fraction)
-            val = batch(vs, min(32, 4 * cfg.batch_size), np.random.default_rng(ctx.seed + 2))
+            vpairs = LateralPairs(planes, F, P, np.random.default_rng(ctx.seed + 1), kernel=k,
+                                  degradation=self.degradation, foreground_fraction=cfg.foreground_fraction,
+                                  index_range=(len(z_idx) - n_val, len(z_idx)))
+            val = to_t(vpairs.batch(min(32, 4 * cfg.batch_size), np.random.default_rng(ctx.seed + 2)))
 
         net = self.net.to(ctx.device)
         opt = make_optimizer(net.parameters(), cfg)
@@ -130,7 +122,7 @@ class IsoNet(Method):
         preview_src = upsample(vol, F, axis=0, order=1)
 
         step, validate = supervised_fns(ctx, net, opt, sched, loss_fn,
-                                        lambda: batch(train_s, cfg.batch_size, rng), val)
+                                        lambda: to_t(pairs.batch(cfg.batch_size, rng)), val)
 
         def preview() -> dict[str, np.ndarray]:
             net.eval()
@@ -142,23 +134,3 @@ class IsoNet(Method):
                    state={"net": net, "opt": opt, "sched": sched, "rng": rng}, cfg=cfg,
                    val_fn=validate, preview_fn=preview)
         self._halo = None
-
-    # ---------------------------------------------------------------- prediction
-    def halo(self) -> int:
-        if self._halo is None:
-            self._halo = receptive_field(self.net, 2)
-        return self._halo
-
-    def _restore_planes(self, planes: np.ndarray, ctx: RunContext) -> np.ndarray:
-        net = self.net.to(ctx.device).eval()
-        return predict_tiled(net, planes, ndim=2, tile=self.params.tile, halo=self.halo(),
-                             divisor=getattr(net, "divisor", 1), device=ctx.device, amp=ctx.use_amp,
-                             should_stop=ctx.should_stop)
-
-    def predict(self, vol: np.ndarray, ctx: RunContext, slab: int = 32) -> np.ndarray:
-        from ..engine.events import ProgressEvent
-
-        up = upsample(vol, self.factor, axis=0, order=1)
-        out = restore_axial_planes(lambda p: self._restore_planes(p, ctx), up, fusion=self.params.fusion,
-                                   slab=slab, progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))
-        return out

@@ -14,7 +14,7 @@ Lateral and axial images have their own discriminators (``separate_axial_discrim
 and YZ one each, for light-sheet data). Training uses random 3D crops with flips and rotations
 about z, Adam (betas 0.5, 0.999) and Kaiming initialisation; ``F`` starts as a small Gaussian
 (``blur_init_sigma``), or, with ``blur_init_axial='spectral'``, as the axial blur estimated from
-the stack's own spectra (:func:`~isoapp.spectral.estimate_axial_sigma`, fitted into the layers by
+the stack's own spectra (:func:`~isoapp.degradation.estimate_axial_sigma`, fitted into the layers by
 :meth:`~isoapp.nets.otcyclegan.DeepLinearGenerator.fit_kernel`); ``blur_freeze`` holds it fixed
 for a share of the steps.
 
@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..degradation import estimate_axial_sigma, kernel_energy
 from ..degrade import resample_matrix, sampling_phase, upsample
 from ..engine.context import RunContext
 from ..engine.events import ProgressEvent
@@ -62,8 +63,8 @@ from ..fwhm import fwhm_profile
 from ..nets import UNet
 from ..nets.blocks import lsgan_loss, resample_along
 from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, fit_window, project
+from ..pairs import acquire_rows_torch
 from ..psf import gaussian_psf, sigma_to_fwhm
-from ..spectral import estimate_axial_sigma
 from .base import Method, register
 
 log = logging.getLogger(__name__)
@@ -153,35 +154,41 @@ class OTCycleGAN(Method):
     description = "Park et al. 3D OT-cycleGAN: 3D U-Net + deep linear blur (learned PSF), MIP discriminators"
     Params = OTCycleGANParams
     presets = {
-        # 2-core laptop CPU: 8-filter G without instance norm (its 3D backward is slow on CPUs), 8-wide F,
-        # 16-filter discriminators, 32^3 judged crops (40x32x32 with the 2*4 planes physical_sampling adds at
-        # factor 4), 4 MIPs per orientation per step. In a few hundred steps the cycle and the discriminators
-        # do not teach G (the cycle is exact for G = F = identity, and a free F shrinks towards it: Park's
-        # settings gave +0.14 dB over linear and a PSF 52 % too narrow on the tubes phantom), so F starts at
-        # the axial blur estimated from the stack's spectra and stays fixed, G learns from lateral
-        # self-supervision through it (lambda_lateral) at 20x Park's learning rate, and the adversarial
-        # losses weigh 0.1. At weight 1 D_X made G split sparse beads along z into rows of round ones: over
-        # linear, beads -2.35 dB and tubes +5.28 dB at 1; beads +12.97 dB and tubes +4.24 dB at 0.1.
         "fast": {"train": {"steps": 400, "batch_size": 1, "patch_size": 32, "lr": 2e-3, "schedule": "cosine",
                            "checkpoint_every": 100, "preview_every": 100, "val_every": 100},
                  "params": {"n_filters": 8, "depth": 2, "norm": False, "blur_channels": 8, "disc_filters": 16,
                             "disc_layers": 3, "n_projections": 4, "tile": 128, "overlap": 16,
                             "blur_init_axial": "spectral", "blur_init_sigma": 0.5, "blur_freeze": 1.0,
-                            "lambda_lateral": 30.0, "adversarial_weight": 0.1}},
+                            "lambda_lateral": 30.0, "adversarial_weight": 0.1},
+                 "note": "not Park et al.'s recipe: G learns from lateral self-supervision through a blur F held "
+                         "at the stack's estimated axial blur (lambda_lateral 30, 20x Park's learning rate), the "
+                         "adversarial losses weigh 0.1, and nets and crops are small enough for a laptop CPU",
+                 "provenance": {
+                     "sizes (8-filter G without norm, 8-wide F, 32^3 judged crops, 4 MIPs)": "chosen for a 2-core "
+                         "CPU: 0.65 s per step (session 3, bench_otcyclegan.py --threads 2)",
+                     "F fixed at the estimate, lambda_lateral 30, lr 2e-3": "bench_otcyclegan.py --kinds tubes,beads "
+                         "(65x256x256, F 4, 400 steps): Park's settings +0.14 dB over linear with a PSF 52 % too "
+                         "narrow; this preset +4.24 dB (tubes), +12.97 dB (beads); the project's own noise-free "
+                         "phantoms, session 3",
+                     "adversarial_weight 0.1": "same bench: weight 1 gave beads -2.35 dB (G split beads into rows), "
+                         "0.1 gave +12.97 dB"}},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,
-                                "n_projections": 2}},
-        # Park et al.: 64-filter U-Net, 64-wide deep linear generator, 70x70 PatchGANs, 108^3 crops,
-        # batch 1, Adam 1e-4 constant; 120 dice with 15 overlap at inference.
+                                "n_projections": 2},
+                     "note": "Park et al.'s losses with a learned F, at a quarter of the paper's widths and 64^3 crops; "
+                             "not validated for quality (too slow to measure on a CPU)"},
         "quality": {"train": {"steps": 20000, "batch_size": 1, "patch_size": 108, "lr": 1e-4, "schedule": "constant",
                               "checkpoint_every": 1000, "preview_every": 500},
                     "params": {"n_filters": 64, "depth": 2, "blur_channels": 64, "disc_filters": 64,
-                               "disc_layers": 3, "n_projections": 1, "tile": 120, "overlap": 15}},
+                               "disc_layers": 3, "n_projections": 1, "tile": 120, "overlap": 15},
+                    "note": "Park et al.'s sizes and losses (64-filter U-Net, 64-wide deep linear F, 108^3 crops, "
+                            "Adam 1e-4, 120-voxel dice with 15 overlap), plus the stack's sampling in the cycle and "
+                            "mirrored borders for F; not validated for quality here (needs a GPU)"},
     }
 
-    def __init__(self, config, psf=None) -> None:
-        super().__init__(config, psf)
+    def __init__(self, config, psf=None, degradation=None) -> None:
+        super().__init__(config, psf, degradation)
         p = self.params
         g = UNet(3, depth=p.depth, n_filters=p.n_filters, residual=True, norm=p.norm)
         if p.blur_generator == "linear":
@@ -333,12 +340,9 @@ class OTCycleGAN(Method):
         k = (n - 2 * ml) // self.nets["G"].divisor * self.nets["G"].divisor
         o = ml + (n - 2 * ml - k) // 2
         phases = [round(float(j) * self.factor / 8, 6) for j in rng.integers(0, 8, len(x))]
-        for ph in phases:
-            if ph not in cache:
-                cache[ph] = resample_matrix(n, self.factor, ph, margin=ml)
-        mats = torch.from_numpy(np.stack([cache[ph] for ph in phases])).to(x.device)
-        with torch.no_grad():
-            syn = resample_along(blur(xp).float(), mats, axis=2)  # rows ml .. n - ml
+        kept = kernel_energy(self._sigma_est or 0.0)  # the share of the crop's own noise F's blur keeps
+        with torch.no_grad():  # sampled as acquired, with the stack's noise after the blur; rows ml .. n - ml
+            syn = acquire_rows_torch(blur(xp).float(), self.factor, phases, ml, self.degradation, kept, axis=2)
         return syn[:, :, o - ml:o - ml + k], xp[:, :, o:o + k]
 
     def _discriminators(self, plane_edge: int) -> torch.nn.ModuleDict:
@@ -368,7 +372,8 @@ class OTCycleGAN(Method):
                  sum(q.numel() for q in G.parameters()), sum(q.numel() for q in Fn.parameters()),
                  self._disc_params, cz, c, c, f", {cz - 2 * m} central planes judged" if m else "")
         try:  # the stack's own spectral estimate of the axial blur, reported next to the learned PSF
-            self._sigma_est = estimate_axial_sigma(vol, up, self.factor, np.random.default_rng(ctx.seed + 7))
+            self._sigma_est = (self.degradation.axial_sigma_px if self.degradation is not None else
+                               estimate_axial_sigma(vol, self.factor, None, np.random.default_rng(ctx.seed + 7), up=up))
         except InputError:
             if p.blur_init_axial == "spectral":
                 raise

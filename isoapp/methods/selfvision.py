@@ -8,11 +8,10 @@ Two modes (``axes``):
     grid, one lateral axis (y or x, at random) becomes the network's "z" axis, is blurred by a
     Gaussian of ``blur_sigma`` pixels and sampled every ``F`` pixels (the network input); the
     same crop sampled every ``F / r`` pixels is the target (``r = ceil(F)``). ``blur_sigma``
-    (the axial blur beyond the lateral one) is estimated from the input itself when not given:
-    the sigma whose blurred lateral profiles, sampled every ``F`` pixels, have the same
-    neighbour correlation as the measured z profiles (this assumes statistically isotropic
-    structure; noise biases it low). The z axis of the stack's own data therefore sets the
-    degradation, and its lateral structure sets the target.
+    (the axial blur beyond the lateral one) is the stack's degradation model's
+    (:mod:`isoapp.degradation`: estimated from the stack, noise-aware, or from the user's PSF).
+    The z axis of the stack's own data therefore sets the degradation, and its lateral
+    structure sets the target.
 ``zyx`` (the seed's laterally and axially undersampled scans)
     Zero-shot super-resolution in all axes: crops of the stack are blurred by ``blur_sigma``
     (default 0: point sampling, as in a sparse scan) and sampled every ``F`` voxels along every
@@ -28,8 +27,8 @@ below a quarter of the free memory, else through :func:`isoapp.engine.tiling.pre
 an optional geometric self-ensemble averages the 8 (or 4) symmetries of the lateral plane;
 iterative back-projection then makes the estimate consistent with the input:
 ``Y <- Y + step * upsample(X - subsample(blur(Y)))``, at most ``back_projection_iters`` times and
-stopping once the RMS residual reaches the noise level estimated from the input (Donoho's MAD
-of the finest diagonal Haar details), since fitting the noise only adds it back. Training
+stopping once the RMS residual reaches the noise level of the stack's noise model, since
+fitting the noise only adds it back. Training
 uses a fixed validation batch drawn from the same stack (a convergence monitor, not a held-out
 set: there is nothing else to hold out). Non-integer factors: the network
 upsamples by ``ceil(F)``; its output (position ``j / ceil(F)``) is interpolated linearly onto the
@@ -49,6 +48,7 @@ import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from ..degradation import Degradation, estimate_axial_sigma, estimate_noise, kernel_energy
 from ..degrade import output_length, sample_along, upsample
 from ..engine.context import RunContext
 from ..engine.events import ProgressEvent
@@ -61,7 +61,6 @@ from .base import Method, register
 
 log = logging.getLogger(__name__)
 
-ESTIMATE_WINDOW = 384  # lateral window (px) used to estimate the axial blur
 MEMORY_SHARE = 0.25  # whole-volume inference when activations take less than this share of free memory
 
 
@@ -89,60 +88,6 @@ class SelfVisionParams(BaseModel):
 
 
 # ---------------------------------------------------------------------------- degradation model
-def _lag_corr(v: np.ndarray, lag: float, axis: int) -> float:
-    """Pearson correlation of ``v`` with itself shifted by ``lag`` (fractional: interpolated)."""
-    def at(k: int) -> float:
-        n = v.shape[axis]
-        if k <= 0:
-            return 1.0
-        if k >= n:
-            return 0.0
-        a = np.take(v, np.arange(n - k), axis=axis)
-        b = np.take(v, np.arange(k, n), axis=axis)
-        a = a - a.mean()
-        b = b - b.mean()
-        den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-        return float((a * b).sum()) / den if den > 0 else 1.0
-
-    lo = int(math.floor(lag))
-    t = lag - lo
-    return at(lo) if t < 1e-9 else (1 - t) * at(lo) + t * at(lo + 1)
-
-
-def estimate_axial_sigma(vol: np.ndarray, factor: float, max_sigma: float | None = None) -> float:
-    """Extra axial blur (lateral pixels) that makes lateral profiles look like the z profiles.
-
-    The correlation of neighbouring z planes (``F`` lateral pixels apart) is matched by the
-    correlation, at a lag of ``F`` pixels, of the lateral profiles blurred by a Gaussian of the
-    returned sigma (bisection; both lateral axes averaged).
-    """
-    nz, ny, nx = vol.shape
-    y0, x0 = max(0, (ny - ESTIMATE_WINDOW) // 2), max(0, (nx - ESTIMATE_WINDOW) // 2)
-    v = np.ascontiguousarray(vol[:, y0:y0 + ESTIMATE_WINDOW, x0:x0 + ESTIMATE_WINDOW], np.float32)
-    target = _lag_corr(v, 1.0, 0)
-    hi = max_sigma if max_sigma is not None else 3.0 * factor
-
-    def lateral(s: float) -> float:
-        out = []
-        for ax in (1, 2):
-            b = ndimage.gaussian_filter1d(v, s, axis=ax, mode="reflect") if s > 0 else v
-            out.append(_lag_corr(b, factor, ax))
-        return float(np.mean(out))
-
-    if lateral(0.0) >= target:
-        return 0.0
-    if lateral(hi) <= target:
-        return hi
-    lo = 0.0
-    for _ in range(20):
-        mid = 0.5 * (lo + hi)
-        if lateral(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
 def _blur(a: np.ndarray, sigma: float, axes: tuple[int, ...]) -> np.ndarray:
     for ax in axes:
         if sigma > 0:
@@ -156,16 +101,6 @@ def degrade_along(y: np.ndarray, factor: float, sigma: float, axes: tuple[int, .
     for ax in axes:
         out = sample_along(out, np.arange(n_in[ax]) * factor, axis=ax, order=1)
     return out
-
-
-def noise_sigma(vol: np.ndarray) -> float:
-    """Gaussian noise level of ``vol`` (Donoho's MAD of the finest diagonal Haar details of the planes)."""
-    v = np.asarray(vol, np.float32)
-    ny, nx = v.shape[1] // 2 * 2, v.shape[2] // 2 * 2
-    a, b = v[:, 0:ny:2, 0:nx:2], v[:, 0:ny:2, 1:nx:2]
-    c, d = v[:, 1:ny:2, 0:nx:2], v[:, 1:ny:2, 1:nx:2]
-    hh = 0.5 * (a - b - c + d)
-    return float(np.median(np.abs(hh)) / 0.6745)
 
 
 def back_project(y: np.ndarray, x: np.ndarray, factor: float, sigma: float, axes: tuple[int, ...],
@@ -197,7 +132,7 @@ class PairMaker:
     """
 
     def __init__(self, vol: np.ndarray, factor: float, mode: str, sigma: float, patch: int,
-                 rng: np.random.Generator, foreground_fraction: float = 0.9) -> None:
+                 rng: np.random.Generator, foreground_fraction: float = 0.9, noise: Degradation | None = None) -> None:
         self.F, self.r, self.mode, self.sigma = factor, math.ceil(factor - 1e-9), mode, sigma
         self.integer = abs(factor - round(factor)) < 1e-9
         self.m = int(math.ceil(3 * sigma)) + 1
@@ -229,6 +164,7 @@ class PairMaker:
             size = tuple(deg_len(p) for p in self.p_axes)
         self.sampler = PatchSampler(vol, size, rng, foreground_fraction=foreground_fraction)
         self.rng = rng
+        self.noise = noise  # the acquisition's noise, added to the inputs after the blur (isoapp.degradation)
 
     def _positions(self, p: int) -> tuple[np.ndarray, np.ndarray]:
         """Target and input sample positions (source voxels) along a degraded axis."""
@@ -266,6 +202,8 @@ class PairMaker:
             t, ti = self._positions(p)
             tgt = sample_along(tgt, t, axis=ax, order=1)
             inp = sample_along(inp, ti, axis=ax, order=1)
+        if self.noise is not None:  # the crop keeps sum(k^2) of its own noise per blurred axis; top up the rest
+            inp = self.noise.add_noise(inp, g, already=kernel_energy(self.sigma) ** len(deg_axes))
         return inp, tgt
 
     def batch(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,7 +233,9 @@ class SelfVision(Method):
     presets = {
         "fast": {"train": {"steps": 200, "batch_size": 4, "patch_size": 32, "lr": 3e-3, "val_every": 50,
                            "checkpoint_every": 50, "preview_every": 50, "warmup_steps": 10},
-                 "params": {"n_shrink": 8, "n_middle": 3}},
+                 "params": {"n_shrink": 8, "n_middle": 3},
+                 "note": "Self-Vision's network at a small size; its blur is the stack's estimated axial blur and "
+                         "its inputs carry the stack's noise (the paper assumes a known degradation)"},
         "balanced": {"train": {"steps": 1500, "batch_size": 8, "patch_size": 48, "lr": 1e-3, "warmup_steps": 50},
                      "params": {"n_shrink": 12, "n_middle": 4, "self_ensemble": True}},
         "quality": {"train": {"steps": 6000, "batch_size": 16, "patch_size": 64, "lr": 1e-3, "warmup_steps": 100},
@@ -303,8 +243,8 @@ class SelfVision(Method):
                                "self_ensemble": True}},
     }
 
-    def __init__(self, config, psf=None) -> None:
-        super().__init__(config, psf)
+    def __init__(self, config, psf=None, degradation=None) -> None:
+        super().__init__(config, psf, degradation)
         p = self.params
         r = math.ceil(self.factor - 1e-9)
         self.scale = (r, 1, 1) if p.axes == "z" else (r, r, r)
@@ -345,18 +285,26 @@ class SelfVision(Method):
 
     def _ensure_sigma(self, vol: np.ndarray) -> float:
         if self.sigma is None:
-            self.sigma = estimate_axial_sigma(vol, self.factor)
+            self.sigma = (self.degradation.axial_sigma_px if self.degradation is not None
+                          else estimate_axial_sigma(vol, self.factor, None, np.random.default_rng(self.config.seed + 7)))
             log.info("selfvision: estimated axial blur sigma %.2f lateral px (beyond the lateral blur)", self.sigma)
         return self.sigma
+
+    def _noise_std(self, vol: np.ndarray) -> float:
+        """RMS noise of the stack, from its noise model (estimated here when the run gave none)."""
+        d = self.degradation
+        gain, offset = (d.noise_gain, d.noise_offset) if d is not None else estimate_noise(vol)
+        return float(np.sqrt(max(float(np.mean(gain * np.clip(vol, 0, None) + offset)), 0.0)))
 
     # ---------------------------------------------------------------- training
     def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
         cfg = self.config.train
         sigma = self._ensure_sigma(vol)
         rng = ctx.rng
-        maker = PairMaker(vol, self.factor, self.params.axes, sigma, cfg.patch_size, rng, cfg.foreground_fraction)
+        maker = PairMaker(vol, self.factor, self.params.axes, sigma, cfg.patch_size, rng, cfg.foreground_fraction,
+                          noise=self.degradation)
         val_maker = PairMaker(vol, self.factor, self.params.axes, sigma, cfg.patch_size,
-                              np.random.default_rng(ctx.seed + 7), cfg.foreground_fraction)
+                              np.random.default_rng(ctx.seed + 7), cfg.foreground_fraction, noise=self.degradation)
         val = val_maker.batch(min(16, 2 * cfg.batch_size), ctx.device)  # fixed batch: tracks convergence
         net = self.net.to(ctx.device)
         opt = make_optimizer(net.parameters(), cfg)
@@ -441,7 +389,7 @@ class SelfVision(Method):
         out = np.ascontiguousarray(out, np.float32)
         if self.params.back_projection_iters:
             ctx.check_stop()
-            noise = noise_sigma(vol) if self.params.back_projection_stop == "noise" else 0.0
+            noise = self._noise_std(vol) if self.params.back_projection_stop == "noise" else 0.0
             out, done = back_project(out, vol, self.factor, sigma, self.deg_axes, self.params.back_projection_iters,
                                      self.params.back_projection_step, noise)
             self._fit_info["back_projection_done"] = done

@@ -1,0 +1,142 @@
+"""``auto``: train the fast candidates on the stack and keep the one that restores its held-out planes best.
+
+Each candidate (IsoNet and Self-Net by default, in that order) is trained with the run's preset
+and training overrides on the stack, its held-out lateral planes excluded (:mod:`isoapp.heldout`); a candidate starts
+only while the time budget (``budget_s``) is not spent. The one with the largest held-out PSNR
+gain over linear interpolation is kept, unless none beats cubic interpolation on the same planes
+by ``min_gain_db``: then the result is cubic interpolation. The choice and the reason are
+reported (:meth:`Auto.selection`), printed by the CLI and shown in the GUI; saving the model
+saves the chosen method's model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..engine.context import RunContext
+from ..errors import ConfigError, InputError
+from ..heldout import evaluate
+from .base import Method, build_config, get_method, register
+
+log = logging.getLogger(__name__)
+
+
+class AutoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    candidates: list[str] = Field(["isonet", "selfnet"], min_length=1,
+                                  description="methods to try, in order (each must support the held-out check)")
+    budget_s: float = Field(900.0, gt=0, description="no further candidate starts once this much training time "
+                                                     "(seconds) is spent")
+    min_gain_db: float = Field(0.0, description="a candidate must beat cubic interpolation on held-out planes by "
+                                                "this many dB to be kept")
+
+
+@register
+class Auto(Method):
+    """Chooses, per stack, the candidate with the best held-out gain, or cubic interpolation."""
+
+    name = "auto"
+    description = "auto: train the fast candidates and keep the best on held-out planes (else cubic)"
+    Params = AutoParams
+    uses_psf = True
+    heldout_check = True
+    presets = {"fast": {}, "balanced": {}, "quality": {}}
+
+    def __init__(self, config, psf=None, degradation=None) -> None:
+        super().__init__(config, psf, degradation)
+        for name in self.params.candidates:
+            cls = get_method(name)
+            if name == "auto" or not cls.heldout_check:
+                raise ConfigError(f"auto cannot use {name!r} as a candidate: it cannot be checked on held-out "
+                                  "planes; use isonet, selfnet, linear or cubic")
+        self.chosen: Method | None = None
+        self.trials: list[dict[str, Any]] = []
+        self.reason = ""
+
+    def _candidate(self, name: str) -> Method:
+        c = self.config
+        cfg = build_config(name, preset=c.preset, factor=c.factor, voxel_size=c.voxel_size, psf=c.psf.model_dump(),
+                           train=c.train_overrides, seed=c.seed, device=c.device, input_name=c.input_name,
+                           input_shape=c.input_shape, degradation=c.degradation)
+        cls = get_method(name)
+        return cls(cfg, psf=self.psf if cls.uses_psf else None, degradation=self.degradation)
+
+    def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
+        from ..restore import model_kernel  # the same kernel restore() checks every method with
+
+        if self.degradation is None or self.psf is None:
+            raise InputError("auto needs the stack's degradation model (its blur and noise); pass --psf-fwhm or "
+                             "--psf, or choose a method")
+        planes = vol[list(ctx.heldout)]
+        kernel = model_kernel(self.psf)
+        budget, t0 = self.params.budget_s, time.perf_counter()
+        work_dir = ctx.work_dir
+        best: tuple[float, Method, dict] | None = None
+        cubic_gain = None
+        for name in self.params.candidates:
+            spent = time.perf_counter() - t0
+            if best is not None and spent >= budget:
+                self.trials.append({"method": name, "skipped": f"time budget of {budget:.0f} s spent"})
+                continue
+            m = self._candidate(name)
+            if work_dir is not None:
+                ctx.work_dir = Path(work_dir) / name
+            ts = time.perf_counter()
+            if m.trainable:
+                m.fit(vol, ctx)
+                m.fitted = True
+            ho = evaluate(m, planes, kernel, self.degradation, ctx, seed=self.config.seed)
+            cubic_gain = ho["cubic_gain_db"]
+            self.trials.append({"method": name, "train_s": round(time.perf_counter() - ts, 1),
+                                "heldout_gain_db": ho["psnr_gain_db"], "heldout_ssim_gain": ho["ssim_gain"]})
+            log.info("auto: %s gains %+.2f dB over linear on held-out planes (cubic %+.2f dB)", name,
+                     ho["psnr_gain_db"], cubic_gain)
+            if best is None or ho["psnr_gain_db"] > best[0]:
+                best = (ho["psnr_gain_db"], m, ho)
+        ctx.work_dir = work_dir
+        assert best is not None and cubic_gain is not None
+        gain, m, _ = best
+        if gain - cubic_gain > self.params.min_gain_db:
+            self.chosen = m
+            self.reason = (f"{m.name} restored the held-out planes best: {gain:+.2f} dB over linear interpolation, "
+                           f"{gain - cubic_gain:+.2f} dB over cubic")
+        else:
+            self.chosen = self._candidate("cubic")
+            self.reason = (f"no candidate beat cubic interpolation on the held-out planes (best: {m.name} "
+                           f"{gain:+.2f} dB over linear, cubic {cubic_gain:+.2f} dB): cubic interpolation is used")
+        log.info("auto: %s", self.reason)
+
+    def _need(self) -> Method:
+        if self.chosen is None:
+            raise ConfigError("auto has not chosen a method yet: call fit first")
+        return self.chosen
+
+    def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
+        return self._need().predict(vol, ctx)
+
+    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
+        return self._need().restore_sampled(samples, ctx)
+
+    def parameter_count(self) -> int:
+        return self.chosen.parameter_count() if self.chosen is not None else 0
+
+    def selection(self) -> dict[str, Any]:
+        if self.chosen is None:
+            return {}
+        return {"chosen": self.chosen.name, "reason": self.reason, "candidates": self.trials}
+
+    def report(self) -> dict[str, Any]:
+        return {**self.selection(), **(self.chosen.report() if self.chosen is not None else {})}
+
+    def save(self, directory: str | Path) -> Path:
+        """Save the chosen method's model (loading it restores with that method directly)."""
+        m = self._need()
+        m.config.heldout = self.config.heldout
+        m.config.params = {**m.config.params}
+        return m.save(directory)

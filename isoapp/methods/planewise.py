@@ -1,0 +1,53 @@
+"""The base of methods that restore a stack plane by plane with one 2D network (IsoNet, Self-Net).
+
+Prediction interpolates the stack along z, restores every xz and yz plane with the network and
+fuses the two results; the held-out check (:mod:`isoapp.heldout`) restores single planes the same
+way. Subclasses provide the network (:attr:`inference_net`) and ``params.tile`` / ``params.fusion``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..degrade import upsample
+from ..engine.context import RunContext
+from ..engine.events import ProgressEvent
+from ..engine.tiling import predict_tiled, receptive_field, restore_axial_planes
+from .base import Method
+
+
+class PlaneWiseMethod(Method):
+    """A method whose inference is one 2D network applied to the axial planes of the z-interpolated stack."""
+
+    heldout_check = True
+    dims = 2
+
+    def __init__(self, config, psf=None, degradation=None) -> None:
+        super().__init__(config, psf, degradation)
+        self._halo: int | None = None
+
+    @property
+    def inference_net(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def halo(self) -> int:
+        """The network's receptive-field margin, for tiling (measured once, reset after training)."""
+        if self._halo is None:
+            self._halo = receptive_field(self.inference_net, 2)
+        return self._halo
+
+    def _restore_planes(self, planes: np.ndarray, ctx: RunContext) -> np.ndarray:
+        """Restore ``(N, Z, W)`` axial planes of the z-interpolated stack (z along rows)."""
+        net = self.inference_net.to(ctx.device).eval()
+        return predict_tiled(net, planes, ndim=2, tile=self.params.tile, halo=self.halo(),
+                             divisor=getattr(net, "divisor", 1), device=ctx.device, amp=ctx.use_amp,
+                             should_stop=ctx.should_stop)
+
+    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray:
+        return self._restore_planes(upsample(samples, self.factor, axis=1, order=1), ctx)
+
+    def predict(self, vol: np.ndarray, ctx: RunContext, slab: int = 32) -> np.ndarray:
+        up = upsample(vol, self.factor, axis=0, order=1)
+        return restore_axial_planes(lambda p: self._restore_planes(p, ctx), up, fusion=self.params.fusion,
+                                    slab=slab, progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))

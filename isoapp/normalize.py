@@ -1,0 +1,34 @@
+"""One intensity normaliser: percentiles to about [0, 1] before a method, and back after it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NORM_PERCENTILES = (1.0, 99.8)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """``before(x) = (x - lo) / (hi - lo)`` and its inverse ``after``; ``lo, hi`` from percentiles of the data."""
+
+    lo: float
+    hi: float
+
+    @classmethod
+    def fit(cls, x: np.ndarray, percentiles: tuple[float, float] = NORM_PERCENTILES) -> Normalizer:
+        """The normaliser of ``x``: its ``percentiles`` (a flat array gets a unit range)."""
+        lo, hi = (float(v) for v in np.percentile(x, percentiles))
+        if hi - lo < 1e-12:
+            hi = lo + max(abs(lo), 1.0)
+        return cls(lo, hi)
+
+    def before(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, np.float32) - self.lo) / (self.hi - self.lo)).astype(np.float32)
+
+    def after(self, y: np.ndarray) -> np.ndarray:
+        return (np.asarray(y, np.float32) * (self.hi - self.lo) + self.lo).astype(np.float32)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"lo": self.lo, "hi": self.hi}
