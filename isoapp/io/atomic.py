@@ -17,7 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import OutputError
-from .safety import TMP_PREFIX, check_collisions, check_replaceable, clean_stale_temps, remove_path, temp_path
+from .safety import (
+    TMP_PREFIX,
+    check_collisions,
+    check_replaceable,
+    clean_stale_temps,
+    remove_path,
+    resolve_path,
+    temp_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +103,7 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
         If the output would overwrite or contain an input, already exists (without
         ``overwrite``), or its folder does not exist.
     """
-    out = Path(output).expanduser()
-    resolved = out.resolve()
+    resolved = resolve_path(output)
     check_collisions(resolved, [("input", p) for p in inputs])
     if not resolved.parent.is_dir():
         raise OutputError(f"the output folder {resolved.parent} does not exist; "

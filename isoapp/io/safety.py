@@ -97,8 +97,12 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- collisions
-def _resolve(p: str | os.PathLike) -> Path:
-    return Path(p).expanduser().resolve()
+def resolve_path(p: str | os.PathLike) -> Path:
+    """The absolute, link-free path; OutputError for a symbolic-link loop."""
+    try:
+        return Path(p).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # a symbolic-link loop
+        raise OutputError(f"{p} cannot be resolved ({exc}); check its symbolic links") from exc
 
 
 def _inside(inner: Path, outer: Path) -> bool:
@@ -118,11 +122,11 @@ def check_collisions(output: Path, protected: Iterable[tuple[str, str | os.PathL
     ``protected`` holds ``(label, path)`` pairs such as ``("input", "in.tif")`` or
     ``("--psf", "bead.tif")``; ``None`` paths are skipped.
     """
-    out = _resolve(output)
+    out = resolve_path(output)
     for label, p in protected:
         if p is None or str(p) == "":
             continue
-        r = _resolve(p)
+        r = resolve_path(p)
         if out == r or _same_file(out, r):
             raise OutputError(f"refusing to overwrite the {label} {p}; choose another {what} path")
         if _inside(out, r):
@@ -243,9 +247,10 @@ def check_outputs(outputs: Sequence[PlannedOutput], protected: Sequence[tuple[st
     Stale temporary files of dead isoapp processes in these folders are removed on the way.
     """
     seen: dict[Path, str] = {}
+    outputs = list(outputs)
     space: dict[int, tuple[Path, int, list[str]]] = {}
     for o in outputs:
-        out = _resolve(o.path)
+        out = resolve_path(o.path)
         if out in seen:
             raise OutputError(f"{o.what} and {seen[out]} name the same path {o.path}; choose distinct paths")
         seen[out] = o.what
