@@ -104,13 +104,16 @@ def _check_options(args: argparse.Namespace) -> None:
 def model_method(model_dir: str) -> str:
     """The method a ``--model`` folder was saved with; ModelError for a missing or malformed folder."""
     from ..engine.config import RunConfig
+    from ..export import is_package, package_model
 
     d = Path(model_dir).expanduser()
+    if is_package(d):  # a bioimage.io package (.zip) exported by isoapp
+        return package_model(d).config.method
     if not d.exists():
         raise ModelError(f"the --model folder {model_dir} does not exist; give the folder written by --save-model")
     if not d.is_dir():
         raise ModelError(f"--model {model_dir} is a file; give the folder written by --save-model "
-                         "(it holds config.json and weights.pt)")
+                         "(it holds config.json and weights.pt) or a bioimage.io package (.zip) from isoapp export")
     first = d / "channel_0" if (d / "channel_0").is_dir() else d
     return RunConfig.load(first).method
 
