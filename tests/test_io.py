@@ -337,12 +337,18 @@ def test_failed_write_leaves_original_and_no_temp_files(tmp_path, rng, name):
 
 def test_atomic_path_replaces_folders_and_files(tmp_path):
     target = tmp_path / "d.zarr"
-    target.mkdir()
-    (target / "old").write_text("old")
+    (target / "0").mkdir(parents=True)
+    (target / ".zattrs").write_text("{}")
+    (target / "0" / "0.0.0").write_text("old chunk")
     with atomic_path(target) as tmp:
         tmp.mkdir()
         (tmp / "new").write_text("new")
     assert _listing(target) == ["new"] and _listing(tmp_path) == ["d.zarr"]
+    (target / "notes.txt").write_text("not written by isoapp")  # a folder with foreign files is never replaced
+    with pytest.raises(OutputError, match="did not write"):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+    assert sorted(_listing(target)) == ["new", "notes.txt"] and _listing(tmp_path) == ["d.zarr"]
     with pytest.raises(OutputError, match="nothing was written"):
         with atomic_path(tmp_path / "f.tif"):
             pass

@@ -3,7 +3,7 @@
 Each sub-command lives in ``isoapp/cli/cmd_<name>.py`` and exposes
 ``register(subparsers) -> None``, which adds its parser and sets ``func=run(args) -> int``.
 User errors (:class:`isoapp.errors.IsoappError`) become one line on stderr and exit code 2;
-``--debug`` shows the traceback instead.
+``--debug`` adds the traceback (the exit code stays 2).
 """
 
 from __future__ import annotations
@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
+import traceback
 
-from ..errors import IsoappError
+from ..errors import Cancelled, IsoappError
 
 COMMANDS = ["info", "phantom", "degrade", "metrics", "restore", "export", "demo", "bench", "fiji", "gui"]
 
@@ -59,33 +63,71 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
     fb.setLevel(level)
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the exit flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``isoapp`` console script."""
+    """Entry point of the ``isoapp`` console script.
+
+    Exit codes: 0 success; 2 a user error (one line on stderr; ``--debug`` adds the traceback);
+    1 an internal error; 130 / 143 interrupted by SIGINT / SIGTERM; 141 stdout closed by a pipe
+    reader (e.g. ``| head``), as Unix tools do, without a message.
+    """
+    from .signals import Interrupted, install
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     debug = getattr(args, "debug", False)
     setup_logging(debug, getattr(args, "quiet", False))
+    old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    install()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except IsoappError as exc:
         if debug:
-            raise
-        print(f"isoapp: error: {exc}", file=sys.stderr)
+            traceback.print_exc()
+        print(f"isoapp: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("isoapp: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        text = _one_line(exc) if isinstance(exc, Interrupted) else "interrupted"
+        print(f"isoapp: {text}", file=sys.stderr)
+        return 128 + signum
+    except Cancelled as exc:
+        print(f"isoapp: stopped: {_one_line(exc)}", file=sys.stderr)
+        return 128 + signal.SIGINT
     except MemoryError:
         if debug:
-            raise
+            traceback.print_exc()
         print("isoapp: error: out of memory; use a smaller --preset or restore a crop", file=sys.stderr)
         return 1
     except Exception as exc:  # an internal bug: still one line unless --debug
         if debug:
-            raise
-        print(f"isoapp: internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
-              file=sys.stderr)
+            traceback.print_exc()
+        print(f"isoapp: internal error: {type(exc).__name__}: {_one_line(exc)[:300]} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        for s, h in old_handlers.items():
+            if h is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(s, h)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,12 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace bench.json and bench.md in --out")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..bench import format_markdown, run_bench
+    from ..io.safety import check_output_folder
 
+    if args.out:
+        check_output_folder(args.out, ["bench.json", "bench.md"], overwrite=args.overwrite, what="--out")
     progress = TqdmProgress()
     try:
         rows = run_bench(args.methods, args.phantoms, size=args.size, factor=args.factor, preset=args.preset,

@@ -35,13 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--read-noise", type=float, default=0.0,
                    help="camera read noise sigma in photo-electrons (with --noise-photons)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the noise (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Degrade the input and write it; returns the exit code."""
     from ..degrade import degrade
-    from ..io import check_output_path, read_volume, write_volume
+    from ..io import output_format, read_volume, write_volume
+    from ..io.safety import PlannedOutput, check_outputs, estimate_volume_bytes
     from ..psf import load_psf
 
     if not (np.isfinite(args.factor) and args.factor >= 1):
@@ -54,8 +56,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--read-noise must be >= 0, got {args.read_noise}")
     if args.read_noise > 0 and args.noise_photons is None:
         raise ConfigError("--read-noise needs --noise-photons (the photon scale)")
-    check_output_path(args.output, [args.input])
-    vol = read_volume(args.input).load()
+    fmt = output_format(args.output)
+    reads = [("input", args.input), ("--psf", args.psf)]
+    lazy = read_volume(args.input, lazy=True)
+    size = estimate_volume_bytes(lazy.shape, 4, chunked=fmt in ("hdf5", "ome-zarr"))  # at most the input's planes
+    check_outputs([PlannedOutput(args.output, "-o", size=size, zarr=fmt == "ome-zarr")], reads,
+                  overwrite=args.overwrite)
+    vol = lazy.load()
     vol.check_finite()
     psf = load_psf(args.psf) if args.psf is not None else None
     if psf is None and args.sigma_z is None:
@@ -76,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     dz, dy, dx = vol.voxel_size
     out_vol = vol.with_data(data, voxel_size=(dz * args.factor, dy, dx), path=None,
                             name=f"{vol.name}_degraded")
-    out = write_volume(out_vol, args.output, dtype="float32", inputs=[args.input])
+    out = write_volume(out_vol, args.output, dtype="float32", inputs=[p for _, p in reads if p],
+                       overwrite=args.overwrite)
     log.info("%s -> %s", out_vol.describe(), out)
     return 0

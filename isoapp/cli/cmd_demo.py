@@ -17,14 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the demo's files in an existing folder")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import format_table, run_demo
+    from ..io.safety import check_output_folder
     from ..methods import get_method
 
     get_method(args.method)
+    names = ["input.tif", f"restored_{args.method}.tif", "ground_truth.tif", "orthoview.png", "metrics.json"]
+    check_output_folder(args.output, names, overwrite=args.overwrite, size=40 * 2**20)
     progress = TqdmProgress()
     try:
         s = run_demo(args.output, method=args.method, preset=args.preset, steps=args.steps, device=args.device,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
-from ..errors import OutputError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +42,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="isotropic ground-truth voxel size in µm (default per kind)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--noise", action="store_true", help="add Poisson and camera read noise to the input")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Make the phantom and write its files; returns the exit code."""
-    from ..io import check_output_path, write_volume
+    from ..io import output_format, write_volume
+    from ..io.safety import PlannedOutput, check_outputs, estimate_volume_bytes
     from ..phantoms import make_phantom
 
-    targets = [Path(args.output), Path(args.degraded)] + ([Path(args.iso)] if args.iso else [])
-    resolved = [t.expanduser().resolve() for t in targets]
-    if len(set(resolved)) != len(resolved):
-        raise OutputError("-o, --degraded and --iso must be different files; choose distinct names")
-    for t in targets:
-        check_output_path(t, ())
+    if args.sigma_z is not None and not (math.isfinite(args.sigma_z) and args.sigma_z >= 0):
+        raise ConfigError(f"--sigma-z must be >= 0 pixels, got {args.sigma_z:g}")
+    targets = [("-o", args.output), ("--degraded", args.degraded)] + ([("--iso", args.iso)] if args.iso else [])
+    planned = []
+    for what, t in targets:
+        fmt = output_format(t)
+        size = estimate_volume_bytes(tuple(args.shape), 4, chunked=fmt in ("hdf5", "ome-zarr"))
+        planned.append(PlannedOutput(Path(t), what, size=size, zarr=fmt == "ome-zarr"))
+    check_outputs(planned, (), overwrite=args.overwrite)
     ph = make_phantom(args.kind, tuple(args.shape), factor=args.factor, sigma_z=args.sigma_z,
                       seed=args.seed, noise=args.noise, voxel_um=args.voxel_size)
-    out = write_volume(ph.gt, args.output, dtype="float32")
+    out = write_volume(ph.gt, args.output, dtype="float32", overwrite=args.overwrite)
     log.info("ground truth %s -> %s", ph.gt.describe(), out)
-    out = write_volume(ph.degraded, args.degraded, dtype="float32")
+    out = write_volume(ph.degraded, args.degraded, dtype="float32", overwrite=args.overwrite)
     log.info("degraded input %s -> %s", ph.degraded.describe(), out)
     if args.iso:
-        out = write_volume(ph.gt_iso, args.iso, dtype="float32")
+        out = write_volume(ph.gt_iso, args.iso, dtype="float32", overwrite=args.overwrite)
         log.info("isotropic target %s -> %s", ph.gt_iso.describe(), out)
     return 0

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import shlex
+import signal
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import Cancelled, ConfigError, IsoappError, ModelError, OutputError
 from .progress import TqdmProgress
 
 log = logging.getLogger(__name__)
@@ -62,12 +65,14 @@ def parse_params(items: list[str]) -> dict:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore isotropic resolution of a stack",
                        description="Train a method on the stack itself (or load a saved model) and write the "
-                                   "restored stack on a z grid of dz/F.")
+                                   "restored stack on a z grid of dz/F. Every path the run writes is checked "
+                                   "before any work; existing outputs are kept unless --overwrite is given.")
     p.add_argument("input", help="input stack (TIFF, OME-TIFF, HDF5, OME-Zarr)")
     p.add_argument("-o", "--output", required=True, help="output file (.tif, .ome.tif, .h5, .zarr)")
-    p.add_argument("--method", default="auto",
+    p.add_argument("--method", default=None,
                    help="method id (default auto: trains the fast candidates and keeps the best on held-out "
-                        "planes, else cubic); --methods lists them")
+                        "planes, else cubic); --methods lists them; with --model the saved model's method is used "
+                        "and --method may only repeat it")
     p.add_argument("--factor", type=float, help="anisotropy factor F = dz/dxy (default: from the voxel size)")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in µm")
     g = p.add_mutually_exclusive_group()
@@ -80,8 +85,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--model", metavar="DIR", help="restore with a saved model, without training")
     p.add_argument("--dtype", choices=("float32", "uint16"), default="float32")
     p.add_argument("--dataset", help="HDF5 dataset path inside the input file")
-    p.add_argument("--work-dir", metavar="DIR", help="checkpoint folder (with --resume, continue from it)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from --work-dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (and model files in --save-model); a .zarr folder holding "
+                        "files isoapp did not write is never replaced")
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="checkpoint folder (default: OUTPUT.isoapp-checkpoints beside the output, removed after "
+                        "a successful run)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
+    p.add_argument("--checkpoint-seconds", type=float, metavar="S",
+                   help="checkpoint at least every S seconds of training (default 30; 0: by steps only)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_method_options(p)
     p.set_defaults(func=run)
@@ -95,6 +107,93 @@ def psf_spec(args: argparse.Namespace) -> dict:
     if getattr(args, "psf_nyquist", False):
         return {"kind": "nyquist"}
     return {"kind": "auto"}
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.psf_fwhm is not None and not all(math.isfinite(v) and v > 0 for v in args.psf_fwhm):
+        raise ConfigError("--psf-fwhm needs three positive PSF widths (FWHM) in µm, z y x; got "
+                          + " ".join(f"{v:g}" for v in args.psf_fwhm))
+    if args.checkpoint_seconds is not None and not (math.isfinite(args.checkpoint_seconds)
+                                                    and args.checkpoint_seconds >= 0):
+        raise ConfigError(f"--checkpoint-seconds must be >= 0 (0: checkpoint by steps only), "
+                          f"got {args.checkpoint_seconds:g}")
+
+
+def model_method(model_dir: str) -> str:
+    """The method a ``--model`` folder was saved with; ModelError for a missing or malformed folder."""
+    from ..engine.config import RunConfig
+    from ..export import is_package, package_model
+
+    d = Path(model_dir).expanduser()
+    if is_package(d):  # a bioimage.io package (.zip) exported by isoapp
+        return package_model(d).config.method
+    if not d.exists():
+        raise ModelError(f"the --model folder {model_dir} does not exist; give the folder written by --save-model")
+    if not d.is_dir():
+        raise ModelError(f"--model {model_dir} is a file; give the folder written by --save-model "
+                         "(it holds config.json and weights.pt) or a bioimage.io package (.zip) from isoapp export")
+    first = d / "channel_0" if (d / "channel_0").is_dir() else d
+    return RunConfig.load(first).method
+
+
+def resolve_method(args: argparse.Namespace) -> str:
+    """The method to run: ``--method`` (default isonet), or the saved model's, refusing a conflict."""
+    from ..methods import get_method
+
+    if args.model:
+        saved = model_method(args.model)
+        if args.method and args.method != saved:
+            raise ConfigError(f"--method {args.method} conflicts with --model {args.model}, which holds a {saved} "
+                              f"model; drop --method (or give --method {saved}) to restore with it, or drop --model "
+                              f"to train {args.method}")
+        get_method(saved)
+        return saved
+    method = args.method or "auto"
+    get_method(method)  # unknown method: one line before any work
+    return method
+
+
+def _estimate_output(vol, factor: float | None, voxel_size, dtype: str, fmt: str) -> int:
+    """Bytes of the restored stack: z grows to floor((nz-1)F)+1 planes."""
+    import numpy as np
+
+    from ..degrade import output_length
+    from ..io.safety import estimate_volume_bytes
+
+    dz, dy, dx = voxel_size or vol.voxel_size
+    f = factor if factor is not None else dz / (0.5 * (dy + dx)) if dy + dx > 0 else 1.0
+    f = min(max(float(f), 1.0), 10.0) if math.isfinite(f) else 1.0
+    shape = list(vol.shape)
+    shape[-3] = output_length(shape[-3], f)
+    return estimate_volume_bytes(shape, np.dtype(dtype).itemsize, chunked=fmt in ("hdf5", "ome-zarr"))
+
+
+def default_work_dir(out: Path) -> Path:
+    return out.parent / f"{out.name}.isoapp-checkpoints"
+
+
+def _checkpoints(work_dir: Path | None) -> list[Path]:
+    if work_dir is None or not work_dir.is_dir():
+        return []
+    return sorted([*work_dir.glob("*.ckpt"), *work_dir.glob("channel_*/*.ckpt")])
+
+
+def _remove_checkpoints(work_dir: Path) -> None:
+    """Delete the checkpoints this run wrote into its default folder, then the folder if empty."""
+    for ckpt in _checkpoints(work_dir):
+        ckpt.unlink(missing_ok=True)
+    for d in sorted(work_dir.glob("channel_*"), reverse=True) + [work_dir]:
+        try:
+            d.rmdir()
+        except OSError:
+            pass  # not empty: something else lives there, leave it
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    argv = list(getattr(args, "argv", []) or [])
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return "isoapp " + shlex.join(argv)
 
 
 def quality_lines(info: dict) -> list[str]:
@@ -120,24 +219,74 @@ def quality_lines(info: dict) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import check_output_path, read_volume, write_volume
-    from ..methods import get_method
+    from ..io import output_format, read_volume, write_volume
+    from ..io.safety import PlannedOutput, check_collisions, check_outputs
     from ..restore import restore
+    from .signals import GracefulStop, Interrupted
 
-    get_method(args.method)  # unknown method: one line before any work
-    out = check_output_path(args.output, [args.input])
-    if args.resume and not args.work_dir:
-        raise ConfigError("--resume needs --work-dir DIR (the folder the interrupted run checkpointed into)")
-    vol = read_volume(args.input, dataset=args.dataset)
+    _check_options(args)
+    method = resolve_method(args)
+    fmt = output_format(args.output)  # an unknown extension: one line before any work
+    out = Path(args.output).expanduser().absolute()
+    vol = read_volume(args.input, dataset=args.dataset, lazy=True)
+
+    from ..methods import get_method
+
+    trains = get_method(method).trainable and not args.model
+    default_wd = args.work_dir is None and trains
+    work_dir = Path(args.work_dir).expanduser().absolute() if args.work_dir else (
+        default_work_dir(out) if trains else None)
+    reads = [("input", args.input), ("--psf", args.psf), ("--model", args.model)]
+    outputs = [PlannedOutput(out, "-o", "volume", _estimate_output(vol, args.factor, args.voxel_size,
+                                                                     args.dtype, fmt), zarr=fmt == "ome-zarr")]
+    if args.save_model:
+        outputs.append(PlannedOutput(Path(args.save_model), "--save-model", "folder"))
+    if work_dir is not None:
+        outputs.append(PlannedOutput(work_dir, "--work-dir", "folder"))
+    if work_dir is not None:  # checkpoints are read back on --resume: never write over them
+        check_collisions(out, [("--work-dir", work_dir)])
+    if args.save_model:
+        check_collisions(Path(args.save_model), [("-o", out)], "--save-model")
+    check_outputs(outputs, reads, overwrite=args.overwrite)
+    if args.save_model and not args.overwrite:
+        d = Path(args.save_model)
+        saved = [*d.glob("config.json"), *d.glob("weights.pt"), *d.glob("channel_*/config.json")]
+        if saved:
+            raise OutputError(f"--save-model {args.save_model} already holds a model ({saved[0].name}); add "
+                              "--overwrite to replace it, or choose another folder")
+    _check_existing_work(args, work_dir, default_wd)
+
     progress = TqdmProgress()
+    train = {"checkpoint_seconds": args.checkpoint_seconds} if args.checkpoint_seconds is not None else None
     try:
-        res = restore(vol, args.method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
-                      psf=psf_spec(args), steps=args.steps, device=args.device, seed=args.seed,
-                      params=parse_params(args.param), model_dir=args.model,
-                      save_model=args.save_model, work_dir=args.work_dir, resume=args.resume, emit=progress)
+        with GracefulStop() as stop:
+            res = restore(vol, method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
+                          psf=psf_spec(args), steps=args.steps, device=args.device, seed=args.seed,
+                          params=parse_params(args.param), train=train, model_dir=args.model,
+                          save_model=args.save_model, work_dir=work_dir, resume=args.resume, emit=progress,
+                          should_stop=stop.should_stop)
+            if stop.signum is not None:
+                raise Cancelled("stopped before writing the output")
+    except Cancelled as exc:
+        raise Interrupted(stop.signum or signal.SIGINT, _stopped_message(args, exc, work_dir)) from None
+    except KeyboardInterrupt as exc:  # a second signal: aborted at once, maybe after a timed checkpoint
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, _stopped_message(args, exc, work_dir)) from None
+    except IsoappError as exc:
+        raise _with_resume_hint(exc, args, work_dir) from exc
+    except OSError as exc:  # e.g. the model or a checkpoint met a full disk: the environment, not a bug
+        err = OutputError(f"could not write {exc.filename or 'a file'}: {exc.strerror or exc}; check free disk "
+                          "space and write permission")
+        raise _with_resume_hint(err, args, work_dir) from exc
     finally:
         progress.close()
-    path = write_volume(res.volume, out, dtype=args.dtype, inputs=[args.input])
+    try:
+        path = write_volume(res.volume, out, dtype=args.dtype, inputs=[p for _, p in reads if p],
+                            overwrite=args.overwrite)
+    except IsoappError as exc:
+        raise _with_resume_hint(exc, args, work_dir) from exc
+    if default_wd and work_dir is not None and work_dir.is_dir():
+        _remove_checkpoints(work_dir)
     summary = {"output": str(path), "shape": list(res.volume.shape), "voxel_size": list(res.volume.voxel_size),
                "train_seconds": round(res.train_seconds, 2), "restore_seconds": round(res.restore_seconds, 2),
                "peak_rss_mb": round(res.peak_rss_bytes / 2**20, 1), **res.info}
@@ -151,3 +300,31 @@ def run(args: argparse.Namespace) -> int:
               f"({res.info['method']}, factor {res.info['factor']:.3g}, train {res.train_seconds:.1f} s, "
               f"restore {res.restore_seconds:.1f} s, {res.info['parameters']} parameters)")
     return 0
+
+
+def _check_existing_work(args: argparse.Namespace, work_dir: Path | None, default_wd: bool) -> None:
+    """Never silently start over on top of an interrupted run's checkpoints."""
+    found = _checkpoints(work_dir)
+    if args.resume:
+        if work_dir is None:
+            log.info("--resume: this run does not train, so there is nothing to resume")
+        elif not found:
+            log.warning("--resume: no checkpoint in %s; training from the start", work_dir)
+        return
+    if found and not args.overwrite:
+        raise ConfigError(f"{work_dir} holds checkpoints of an interrupted run ({found[0].name}); add --resume to "
+                          "continue it, or --overwrite to start afresh")
+
+
+def _stopped_message(args: argparse.Namespace, exc: BaseException, work_dir: Path | None) -> str:
+    text = str(exc).replace("; checkpoint saved", "")
+    what = f"interrupted: {text}" if text else "interrupted"
+    if _checkpoints(work_dir):
+        return f"{what}; checkpoint saved in {work_dir}. To continue, run: {resume_command(args)}"
+    return f"{what}; no checkpoint was written yet, nothing to resume"
+
+
+def _with_resume_hint(exc: IsoappError, args: argparse.Namespace, work_dir: Path | None) -> IsoappError:
+    if not _checkpoints(work_dir):
+        return exc
+    return type(exc)(f"{exc}. The training is saved in {work_dir}: fix this, then run {resume_command(args)}")

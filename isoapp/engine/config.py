@@ -32,6 +32,8 @@ class TrainConfig(BaseModel):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     checkpoint_every: int = Field(200, ge=1)
+    checkpoint_seconds: float = Field(30.0, ge=0, description="also checkpoint when this much time passed "
+                                                              "since the last checkpoint (0: by steps only)")
     val_every: int = Field(100, ge=1)
     preview_every: int = Field(50, ge=0, description="0 disables live previews")
     foreground_fraction: float = Field(0.9, ge=0, le=1, description="share of patches drawn from foreground")
@@ -99,7 +101,7 @@ class RunConfig(BaseModel):
                              "--save-model")
         try:
             return cls.model_validate(json.loads(path.read_text()))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise ModelError(f"{path} is not a valid isoapp model config: {_first_error(exc)}") from exc
 
 

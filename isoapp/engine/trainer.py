@@ -159,7 +159,8 @@ def train_loop(
         or ``np.random.Generator`` instances; all are checkpointed. Include the samplers' generators
         so that a resumed run draws the same patches as an uninterrupted one.
     cfg
-        Checkpoint, validation and preview intervals.
+        Checkpoint (every ``checkpoint_every`` steps and every ``checkpoint_seconds`` of
+        training), validation and preview intervals.
     val_fn
         Returns a validation loss (called every ``cfg.val_every`` steps and at the end).
     preview_fn
@@ -183,11 +184,16 @@ def train_loop(
             torch.set_rng_state(saved["torch_rng"])
             log.info("resuming %s from step %d of %d (%s)", stage, start, steps, ckpt)
 
+    last_save = time.monotonic()
+
     def save(step: int) -> None:
+        nonlocal last_save
         if ckpt is None:
             return
         save_atomic({"step": step, "state": _state_dicts(state), "history": history,
                      "torch_rng": torch.get_rng_state()}, ckpt)
+        last_save = time.monotonic()
+        log.debug("%s: checkpoint at step %d -> %s", stage, step, ckpt)
 
     ctx.send(StageEvent(stage, f"training {steps} steps" + (f" (resumed at {start})" if start else "")))
     t0 = time.perf_counter()
@@ -211,7 +217,9 @@ def train_loop(
                                extra={k: v for k, v in record.items() if k not in ("step", "loss", "val_loss")}))
         if preview_fn is not None and cfg.preview_every and (done % cfg.preview_every == 0 or done == steps):
             ctx.send(PreviewEvent(stage, done, preview_fn()))
-        if done % cfg.checkpoint_every == 0 and done < steps:
+        due = done % cfg.checkpoint_every == 0 or (
+            cfg.checkpoint_seconds > 0 and time.monotonic() - last_save >= cfg.checkpoint_seconds)
+        if due and done < steps:
             save(done)
     save(steps)
     secs = time.perf_counter() - t0

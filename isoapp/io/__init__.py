@@ -448,7 +448,8 @@ def rescale_json(info: dict | None) -> str | None:
 
 
 def write_volume(volume: Volume, path: str | os.PathLike, *, dtype: str = "float32",
-                 inputs: Sequence[str | os.PathLike] = (), format: str | None = None) -> Path:
+                 inputs: Sequence[str | os.PathLike] = (), format: str | None = None,
+                 overwrite: bool = True) -> Path:
     """Write ``volume`` atomically; the format follows the extension unless ``format`` is given.
 
     Parameters
@@ -464,6 +465,8 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, dtype: str = "float
         Input files of the run; the output may not overwrite any of them nor ``volume.path``.
     format
         Force ``imagej``, ``tiff`` (plain, JSON metadata), ``ome-tiff``, ``hdf5`` or ``ome-zarr``.
+    overwrite
+        Replace an existing output (default; never a folder holding files isoapp did not write).
 
     Returns
     -------
@@ -478,9 +481,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, dtype: str = "float
         The data contains NaN or Inf.
     """
     fmt = output_format(path, format)
-    out = check_output_path(path, [*inputs, volume.path])
-    if fmt != "ome-zarr" and out.is_dir():
-        raise OutputError(f"{out} is a folder; choose a file name for -o")
+    out = check_output_path(path, [*inputs, volume.path], overwrite=overwrite)
     if str(dtype) not in OUTPUT_DTYPES:
         raise ConfigError(f"output dtype {dtype!r} is not supported; choose one of {', '.join(OUTPUT_DTYPES)}")
     volume.check_finite()

@@ -7,8 +7,11 @@ The voxel size is the dataset attribute ``element_size_um`` = ``(z, y, x)``. Axe
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +130,54 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
 
 
 def write(tmp: Path, volume: Volume, *, convert, dtype: np.dtype, rescale: dict | None, fmt: str) -> None:
-    """Write ``volume`` to ``tmp`` as dataset ``data`` with ``element_size_um`` (z, y, x)."""
+    """Write ``volume`` to ``tmp`` as dataset ``data`` with ``element_size_um`` (z, y, x).
+
+    HDF5 cannot recover from a full disk (h5py raises RuntimeError, and closing the file then
+    crashes the process), so the free space is checked before the file is created and before
+    every block: the writer stops with ENOSPC while the file can still be closed cleanly.
+    """
     shape = volume.shape
     nz, ny, nx = volume.spatial_shape
     depth = min(nz, 16)
     chunks = (1,) * (len(shape) - 3) + (depth, min(ny, 256), min(nx, 256))
+    n_chunks = int(np.prod([-(-s // c) for s, c in zip(shape, chunks, strict=True)]))
+    chunk_bytes = int(np.prod(chunks)) * np.dtype(dtype).itemsize
+    total = n_chunks * chunk_bytes + _HEADER_BYTES
+    per_block = -(-ny // chunks[-2]) * -(-nx // chunks[-1]) * chunk_bytes  # one z block allocates these chunks
+    _check_space(tmp, total)
+    written = 0
     with h5py.File(tmp, "w") as f:
-        ds = f.create_dataset("data", shape=shape, dtype=dtype, chunks=chunks)
-        ds.attrs["element_size_um"] = np.asarray(volume.voxel_size, dtype=np.float64)
-        ds.attrs["axes"] = volume.axes
-        if rescale:
-            ds.attrs["isoapp_rescale"] = rescale_json(rescale)
+        with _h5_errors():
+            ds = f.create_dataset("data", shape=shape, dtype=dtype, chunks=chunks)
+            ds.attrs["element_size_um"] = np.asarray(volume.voxel_size, dtype=np.float64)
+            ds.attrs["axes"] = volume.axes
+            if rescale:
+                ds.attrs["isoapp_rescale"] = rescale_json(rescale)
         for key in iter_blocks(shape, depth):
-            ds[key] = convert(np.asarray(volume.data[key]))
+            block = convert(np.asarray(volume.data[key]))
+            _check_space(tmp, total - written)  # what is still to be allocated, headers included
+            with _h5_errors():
+                ds[key] = block
+            written += per_block
+
+
+@contextmanager
+def _h5_errors():
+    """h5py reports failed writes (e.g. ENOSPC that appeared after the check) as RuntimeError."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise OSError(errno.EIO, f"HDF5 write failed ({str(exc).splitlines()[0][:120]})") from None
+
+
+_HEADER_BYTES = 2**20
+
+
+def _check_space(tmp: Path, needed: int) -> None:
+    try:
+        free = shutil.disk_usage(tmp.parent).free
+    except OSError:
+        return
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device (about {needed / 2**20:.1f} MiB needed, "
+                                    f"{free / 2**20:.1f} MiB free)")

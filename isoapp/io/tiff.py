@@ -23,6 +23,7 @@ import tifffile
 from ..errors import InputError
 from ..volume import Volume, unit_to_um_scale
 from . import LazyArray, RawImage, rescale_json, tidy
+from .origin import raised_by_library
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
     with _tifffile_messages() as messages:
         try:
             tif = tifffile.TiffFile(path)
-        except Exception as exc:
+        except Exception as exc:  # tifffile's own failures on a damaged file; isoapp bugs propagate
+            if not (isinstance(exc, OSError) or raised_by_library(exc)):
+                raise
             raise InputError(f"{path.name} is not a readable TIFF file ({_short(exc)}); "
                              f"check that it is a complete image file, e.g. {_FIX}") from exc
         try:
@@ -98,6 +101,8 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
             raise
         except Exception as exc:
             tif.close()
+            if not (isinstance(exc, OSError) or raised_by_library(exc)):
+                raise  # an isoapp bug: not the file's fault
             raise InputError(f"{path.name}: the TIFF file is damaged or truncated ({_short(exc)}); {_FIX}") from exc
 
 
@@ -120,7 +125,10 @@ def _read_open(tif: tifffile.TiffFile, path: Path, index: int, lazy: bool, messa
         raise InputError(f"{path.name}: the TIFF file looks damaged or truncated ({problems[0][:160]}); {_FIX}")
     if not multifile:
         _check_extent(series, path)
-    voxel, fmt, meta = _calibration(tif, series, index, path)
+    try:
+        voxel, fmt, meta = _calibration(tif, series, index, path)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:  # tag values of the wrong kind
+        raise InputError(f"{path.name}: the calibration tags are damaged ({_short(exc)}); {_FIX}") from exc
     axes = series.axes
     if fmt == "imagej-tiff" and "Z" not in axes and "C" in axes:
         n_c = series.shape[axes.index("C")]

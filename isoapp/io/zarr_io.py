@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InputError, OutputError
 from ..volume import Volume, unit_to_um_scale
 from . import LazyArray, RawImage, iter_blocks, tidy
+from .origin import raised_by_library
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,9 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
     except KeyError as exc:
         listing = ", ".join(n for n, _ in _list_arrays(root)) if not _is_array(root) else "(a single array)"
         raise InputError(f"{path.name} has no dataset {dataset!r}; arrays: {listing}") from exc
-    except Exception as exc:
+    except Exception as exc:  # zarr's own failures on a damaged store; isoapp bugs propagate
+        if not (isinstance(exc, OSError) or raised_by_library(exc)):
+            raise
         raise InputError(f"{path.name} is not a readable Zarr store ({exc}); re-export it or copy it again") from exc
     meta: dict = {}
     voxel: tuple = (None, None, None)
@@ -142,6 +145,8 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
     except InputError:
         raise
     except Exception as exc:
+        if not (isinstance(exc, OSError) or raised_by_library(exc)):
+            raise
         raise InputError(f"{path.name}: the Zarr store is damaged or incomplete ({exc}); re-export it") from exc
     return RawImage(data=data, axes=axes, voxel_size=voxel, fmt=fmt, metadata=meta)
 
