@@ -187,6 +187,8 @@ def test_method_panel_options(window, stack_tif):
     window.open_path(stack_tif)
     mp = window.method_panel
     assert {"isonet", "linear"} <= set(available_methods())
+    assert mp.method_id() == "auto"  # the default
+    mp.set_method("isonet")
     mp.psf_kind.setCurrentIndex(1)
     mp.factor_auto.setChecked(False)
     mp.factor.setValue(3.5)

@@ -1,0 +1,72 @@
+"""Each 3D method beats linear interpolation on a small noisy case from the independent generator.
+
+The case (``benchmarks/indep_phantoms.py``, written without isoapp's forward model): curved
+filaments, an anisotropic Gaussian PSF, 100 photons at the peak with background, read noise, gain
+and offset; 17 planes at factor 4. Reference: the object blurred by the isotropic lateral PSF.
+Each method runs as a user would (fast preset, no PSF: the degradation is estimated). Each test
+also runs the method deliberately broken, which must fall below the same bar.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from isoapp.metrics import normalize_minmse, psnr
+from isoapp.restore import restore
+from isoapp.volume import Volume
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "indep_phantoms.py"
+_spec = importlib.util.spec_from_file_location("indep_phantoms", _PATH)
+ip = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("indep_phantoms", ip)
+_spec.loader.exec_module(ip)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def case():
+    c = ip.make_case("filaments", "gauss", photons=100.0, factor=4.0, shape=(17, 80, 80), seed=0)
+    return c, Volume(c.acquired, "ZYX", c.voxel_size, name=c.name)
+
+
+def _gain(c, vol, res) -> float:
+    ref = c.reference
+
+    def score(v: np.ndarray) -> float:
+        n = min(len(v), len(ref))
+        sl = (slice(4, n - 4), slice(4, -4), slice(4, -4))
+        return psnr(ref[sl], normalize_minmse(v[:n][sl], ref[sl]), data_range=float(ref[sl].max() - ref[sl].min()))
+
+    return score(res.volume.data) - score(restore(vol, "linear", device="cpu").volume.data)
+
+
+# Measured (CPU, 100 steps): Self-Vision +4.86 dB (seed 0), +5.13 dB (seed 1) over linear; with its
+# blur forced to 0 (the degradation model ignored) +0.85 dB.
+def test_selfvision_beats_linear_and_fails_without_the_blur(case):
+    c, vol = case
+    assert _gain(c, vol, restore(vol, "selfvision", steps=100, device="cpu")) > 2.5
+    assert _gain(c, vol, restore(vol, "selfvision", steps=100, device="cpu", params={"blur_sigma": 0.0})) < 2.5
+
+
+# Measured (CPU, 100 steps, seed 0): OT-cycleGAN's fast preset +5.42 dB over linear; without its lateral
+# self-supervision (lambda_lateral 0: Park's losses alone in so few steps) +1.27 dB.
+def test_otcyclegan_beats_linear_and_fails_with_parks_losses_alone(case):
+    c, vol = case
+    assert _gain(c, vol, restore(vol, "otcyclegan", steps=100, device="cpu")) > 3.0
+    assert _gain(c, vol, restore(vol, "otcyclegan", steps=100, device="cpu", params={"lambda_lateral": 0.0})) < 3.0
+
+
+# Measured (CPU, 150 steps, seed 0): IsoNet +8.18 dB over linear (held-out check +2.92 dB); the
+# estimated blur sigma 3.25 px against a true 2.83 px.
+def test_isonet_beats_linear_on_the_independent_case(case):
+    c, vol = case
+    res = restore(vol, "isonet", steps=150, device="cpu")
+    assert _gain(c, vol, res) > 4.0
+    assert res.info["heldout"]["psnr_gain_db"] > 0
+    assert abs(res.info["degradation"]["axial_sigma_px"] / c.params["true_axial_sigma_px"] - 1) < 0.3
