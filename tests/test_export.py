@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import zipfile
 
+import bioimageio.core  # noqa: F401 - the export extra; installer/install.sh installs it
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("bioimageio.core")
 
 from isoapp import export as ex  # noqa: E402
 from isoapp.cli import main  # noqa: E402

@@ -153,9 +153,9 @@ def test_cli_doctor_ok_json():
 
 
 def test_cli_push_without_display_is_a_user_error(tmp_path):
-    io = pytest.importorskip("isoapp.io")
     import numpy as np
 
+    import isoapp.io as io
     from isoapp.volume import Volume
 
     path = io.write_volume(Volume(np.zeros((2, 3, 4), np.float32)), tmp_path / "v.tif")
@@ -182,8 +182,8 @@ NO_NETWORK = """
 
 @needs_java
 def test_bridge_session_works_with_network_blocked(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
     import numpy as np
+    import tifffile
 
     ome = tmp_path / "s.ome.tif"
     tifffile.imwrite(ome, np.ones((3, 8, 8), np.uint16), ome=True,

@@ -136,7 +136,6 @@ def test_imagej_window_beside_qt_window():
 @needs_java
 @needs_xvfb
 def test_cli_push_shows_the_stack():
-    pytest.importorskip("isoapp.io")
     proc = _xvfb("cli_push")
     _check(proc, "SCENARIO-OK")
     assert "opened p: ZYX (3, 8, 8)" in proc.stdout

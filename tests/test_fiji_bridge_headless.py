@@ -109,7 +109,7 @@ def test_push_pull_volume(session):
 
 
 def test_isoapp_tiff_opens_in_imagej_with_calibration(session, tmp_path):
-    io = pytest.importorskip("isoapp.io")
+    import isoapp.io as io
     data = (np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8) / 7).astype(np.float32)
     path = io.write_volume(Volume(data, voxel_size=(2.0, 0.25, 0.2), name="w"), tmp_path / "isoapp.tif")
     imp = _ij("ij.IJ").openImage(str(path))
@@ -129,7 +129,7 @@ def locate_scale(unit: str) -> float:
 
 
 def test_imagej_saved_tiff_reads_in_isoapp(session, tmp_path):
-    io = pytest.importorskip("isoapp.io")
+    import isoapp.io as io
     arr = np.random.default_rng(3).integers(0, 65535, (2, 5, 7, 9)).astype(np.uint16)
     imp = numpy_to_imageplus(arr, "CZYX", (1.8, 0.11, 0.11), "ijsaved")
     path = tmp_path / "ij_saved.tif"
@@ -142,7 +142,7 @@ def test_imagej_saved_tiff_reads_in_isoapp(session, tmp_path):
 def test_bioformats_reads_ome_physical_sizes(session, tmp_path):
     if fiji_bridge.find_bioformats_jar() is None:
         pytest.skip("bioformats_package.jar not installed: run python installer/bioformats_jar.py")
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile
     arr = np.random.default_rng(4).integers(0, 60000, (6, 20, 24)).astype(np.uint16)
     path = tmp_path / "sample.ome.tif"
     tifffile.imwrite(path, arr, ome=True, metadata={
@@ -193,7 +193,7 @@ def test_compare_with_deconvolution_without_dl2(session):
 def test_macos_fiji_show_writes_tiff_and_opens_fiji(session, tmp_path, monkeypatch):
     # macOS cannot run here: this checks the macOS show fallback with a fake Fiji.app folder
     # and a recorded `open -a` call instead of launching the real Fiji application.
-    io = pytest.importorskip("isoapp.io")
+    import isoapp.io as io
     fake_fiji = tmp_path / "Fiji.app"
     calls = []
     mac = fiji_bridge.Session("fiji", headless=False, fiji_dir=fake_fiji, show_via_file=True,
