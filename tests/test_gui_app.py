@@ -244,5 +244,8 @@ def test_method_panel_shows_how_a_preset_departs_from_its_paper_and_the_psf_defa
     assert panel.preset_note.text() == ""
     assert panel.psf_kind.currentData() == "auto" and "Estimate" in panel.psf_kind.currentText()
     assert panel.psf_spec() == {"kind": "auto"}
+    assert "estimated from the stack" in panel.psf_stack.currentWidget().text()
     panel.psf_kind.setCurrentIndex(panel.psf_kind.findData("nyquist"))
     assert panel.psf_spec() == {"kind": "nyquist"}
+    assert panel.psf_stack.count() == panel.psf_kind.count()
+    assert "2 z steps" in panel.psf_stack.currentWidget().text()

@@ -189,7 +189,9 @@ class MethodPanel(QWidget):
             self.psf_kind.addItem(label, key)
         self.psf_kind.setToolTip("the microscope's point-spread function, for methods that take one")
         self.psf_stack = QStackedWidget(box)
-        self.psf_stack.addWidget(QLabel("FWHM = 2 z steps axially, 2 pixels laterally", box))
+        est = QLabel("blur and noise estimated from the stack; the estimate shows after the run", box)
+        est.setWordWrap(True)
+        self.psf_stack.addWidget(est)
         gw = QWidget(box)
         g = QHBoxLayout(gw)
         g.setContentsMargins(0, 0, 0, 0)
@@ -232,6 +234,7 @@ class MethodPanel(QWidget):
         f.addWidget(self.psf_path, 1)
         f.addWidget(browse)
         self.psf_stack.addWidget(fw)
+        self.psf_stack.addWidget(QLabel("FWHM = 2 z steps axially, 2 pixels laterally", box))  # nyquist
         self.psf_kind.currentIndexChanged.connect(self._psf_page)
         self._psf_page(0)
         lay = QVBoxLayout(box)
