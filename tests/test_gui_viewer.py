@@ -125,12 +125,15 @@ def test_every_control_has_a_tooltip_and_methods_have_names(window, stack_tif):
 def test_quality_report_and_banner(window):
     from isoapp.gui.report_panel import beats_interpolation, report_html
 
-    info = {"degradation": {"axial_sigma_px": 1.7, "axial_fwhm_um": 3.2, "source": "estimated",
-                            "noise_gain": 0.8, "noise_read": 2.5},
+    from isoapp.degradation import Degradation
+
+    deg = Degradation(factor=4.0, axial_sigma_px=1.7, lateral_um=0.8, noise_gain=0.02, noise_offset=0.0)
+    info = {"degradation": deg.summary(),  # the keys restore() reports
             "heldout": {"psnr_gain_db": 1.25, "ssim_gain": 0.031, "psnr_method": 31.2, "psnr_interp": 29.95,
                         "n_planes": 6}}
     html = report_html(info, "IsoNet")
     assert "3.2 µm" in html and "estimated from the stack" in html and "+1.25 dB" in html and "6 lateral" in html
+    assert "std 0.1 at half range" in html  # sqrt(0.02 * 0.5)
     rep = window.report
     rep.show_info(info, "IsoNet")
     assert not rep.isHidden() and rep.banner.isHidden()

@@ -34,8 +34,9 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
     if isinstance(deg, dict):
         src = "estimated from the stack" if deg.get("source") == "estimated" else "as you gave it"
         parts.append(f"<b>Axial blur</b> ({src}): FWHM {_f(deg.get('axial_fwhm_um'), '.3g')} µm "
-                     f"(σ {_f(deg.get('axial_sigma_px'), '.3g')} px); <b>noise</b>: gain "
-                     f"{_f(deg.get('noise_gain'), '.3g')}, read {_f(deg.get('noise_read'), '.3g')}")
+                     f"(σ {_f(deg.get('axial_sigma_px'), '.3g')} px); <b>noise</b>: std "
+                     f"{_f(deg.get('noise_std_at_half'), '.3g')} at half range (shot gain "
+                     f"{_f(deg.get('noise_gain'), '.3g')}, normalised units)")
     held = info.get("heldout")
     if isinstance(held, dict):
         gain = held.get("psnr_gain_db")
