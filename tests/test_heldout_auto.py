@@ -94,3 +94,11 @@ def test_selfnet_beats_linear_and_fails_without_its_degradation_model(noisy, mon
     monkeypatch.setattr(BlurThenNet, "forward", lambda self, x: x)  # mutation: G_A ignored
     broken = restore(noisy.degraded, "selfnet", steps=SELFNET_STEPS, train=TRAIN, device="cpu")
     assert _gain(noisy, broken) < BAR_DB
+
+
+def test_auto_skips_a_candidate_the_stack_is_too_small_for():
+    """Self-Net needs more planes than this stack has: auto says so and keeps going (here: to cubic)."""
+    small = make_phantom("tubes", (25, 48, 48), factor=4, seed=1, noise={"photons": 200.0, "read_noise": 1.0})
+    res = restore(small.degraded, "auto", device="cpu", params={"candidates": ["selfnet"]})
+    assert res.info["candidates"][0]["method"] == "selfnet" and "too small" in res.info["candidates"][0]["skipped"]
+    assert res.info["chosen"] == "cubic" and "could be trained" in res.info["reason"]

@@ -96,7 +96,12 @@ class Auto(Method):
                 ctx.work_dir = Path(work_dir) / name
             ts = time.perf_counter()
             if m.trainable:
-                m.fit(vol, ctx)
+                try:
+                    m.fit(vol, ctx)
+                except InputError as exc:  # e.g. a stack too small for this candidate: try the next one
+                    self.trials.append({"method": name, "skipped": str(exc)})
+                    log.info("auto: %s skipped: %s", name, exc)
+                    continue
                 m.fitted = True
             ho = evaluate(m, planes, kernel, self.degradation, ctx, seed=self.config.seed)
             cubic_gain = ho["cubic_gain_db"]
@@ -107,7 +112,11 @@ class Auto(Method):
             if best is None or ho["psnr_gain_db"] > best[0]:
                 best = (ho["psnr_gain_db"], m, ho)
         ctx.work_dir = work_dir
-        assert best is not None and cubic_gain is not None
+        if best is None:
+            self.chosen = self._candidate("cubic")
+            self.reason = "no candidate could be trained on this stack (see candidates): cubic interpolation is used"
+            log.info("auto: %s", self.reason)
+            return
         gain, m, _ = best
         if gain - cubic_gain > self.params.min_gain_db:
             self.chosen = m
