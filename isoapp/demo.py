@@ -74,7 +74,10 @@ def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", pre
                "heldout": infos[method].get("heldout"), "degradation": infos[method].get("degradation"),
                "methods": results, "seconds": round(time.perf_counter() - t0, 1),
                "files": {k: str(v) for k, v in files.items()}}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    from .io.atomic import atomic_path
+
+    with atomic_path(out / "metrics.json") as tmp:  # never a half-written metrics file
+        tmp.write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
