@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -37,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from .degrade import sample_along, sampling_phase, upsample
+from .degrade import sampling_matrices, sampling_phase, upsample
 from .errors import InputError
 from .psf import fwhm_to_sigma, gaussian_psf, sigma_to_fwhm
 from .spectral import axial_log_spectrum
@@ -113,23 +112,6 @@ class Degradation(BaseModel):
 
 
 # ----------------------------------------------------------------------------- sampling matrices
-@lru_cache(maxsize=4096)
-def sampling_matrices(n: int, factor: float, phase: float, margin: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(S, U)``: sample ``n`` rows at ``phase + i*factor`` (``S``, m x n) and interpolate back (``U``).
-
-    ``U @ S`` is :func:`isoapp.degrade.resample_matrix` (rows ``margin .. n-margin-1``); keeping
-    them apart lets noise be added where the acquisition adds it, on the sampled rows.
-    """
-    m = int((n - 1 - phase) // factor) + 1
-    pos = phase + np.arange(m) * factor
-    S = sample_along(np.eye(n, dtype=np.float32), pos, axis=0, order=1)
-    rows = np.arange(margin, n - margin, dtype=np.float64)
-    U = sample_along(np.eye(m, dtype=np.float32), (rows - phase) / factor, axis=0, order=1)
-    S.setflags(write=False)
-    U.setflags(write=False)
-    return S, U
-
-
 def kernel_energy(sigma: float) -> float:
     """``sum(k**2)`` of a sampled 1D Gaussian: the share of white-noise variance a blur keeps."""
     if sigma <= 0:

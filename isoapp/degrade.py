@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage, signal
@@ -313,8 +314,25 @@ def degrade_rows(patches: np.ndarray, factor: float, phase: np.ndarray, margin: 
     return np.stack(out)
 
 
+@lru_cache(maxsize=4096)
+def sampling_matrices(n: int, factor: float, phase: float, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(S, U)``: sample ``n`` rows at ``phase + i*factor`` (``S``, m x n) and interpolate back (``U``).
+
+    ``U @ S`` is :func:`isoapp.degrade.resample_matrix` (rows ``margin .. n-margin-1``); keeping
+    them apart lets noise be added where the acquisition adds it, on the sampled rows.
+    """
+    m = int((n - 1 - phase) // factor) + 1
+    pos = phase + np.arange(m) * factor
+    S = sample_along(np.eye(n, dtype=np.float32), pos, axis=0, order=1)
+    rows = np.arange(margin, n - margin, dtype=np.float64)
+    U = sample_along(np.eye(m, dtype=np.float32), (rows - phase) / factor, axis=0, order=1)
+    S.setflags(write=False)
+    U.setflags(write=False)
+    return S, U
+
+
 def resample_matrix(n: int, factor: float, phase: float, margin: int = 0) -> np.ndarray:
-    """The linear map of :func:`degrade_rows` as a ``(n - 2*margin, n)`` matrix.
+    """The linear map of :func:`degrade_rows` as a ``(n - 2*margin, n)`` matrix (``U @ S`` of :func:`sampling_matrices`).
 
     Row ``r`` of the result holds the weights that sampling ``n`` rows at ``phase + i*factor``
     and interpolating linearly back give output row ``margin + r``. Networks use it to apply
@@ -325,8 +343,8 @@ def resample_matrix(n: int, factor: float, phase: float, margin: int = 0) -> np.
         raise ConfigError(f"resample_matrix needs n >= 2 * margin + 1, got n={n}, margin={margin}")
     if not (0.0 <= phase < n):
         raise ConfigError(f"the sampling phase must lie in [0, {n}), got {phase}")
-    eye = np.eye(n, dtype=np.float32)[None]
-    return degrade_rows(eye, factor, np.array([phase], dtype=np.float64), margin)[0]
+    S, U = sampling_matrices(n, float(factor), float(phase), margin)
+    return U @ S
 
 
 def sampling_phase(start: float, factor: float, length: int, flipped: bool = False) -> float:

@@ -56,7 +56,7 @@ def acquire_rows_torch(blurred: torch.Tensor, factor: float, phases: Sequence[fl
     """:func:`acquire_rows` for a torch batch ``(B, C, ...)`` along ``axis``, one phase per item.
 
     Sampling (``S``), noise on the sampled rows and interpolation back (``U``) as separate
-    matrices (:func:`~isoapp.degradation.sampling_matrices`), zero-padded to a common number of
+    matrices (:func:`~isoapp.degrade.sampling_matrices`), zero-padded to a common number of
     samples. Differentiable in ``blurred`` (the noise is a constant offset).
     """
     n = blurred.shape[axis]

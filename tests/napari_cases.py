@@ -16,7 +16,8 @@ npe2 = pytest.importorskip("npe2")
 pytest.importorskip("napari")
 
 MANIFEST = Path(__file__).resolve().parents[1] / "isoapp" / "napari" / "napari.yaml"
-REAL = Path("/work/shared/data/nuclei_aniso_4um.tif")
+# the project's shared real data sits beside the checkout (../shared/data), as CI lays it out
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei_aniso_4um.tif"
 
 
 @pytest.fixture

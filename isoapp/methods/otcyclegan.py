@@ -324,7 +324,7 @@ class OTCycleGAN(Method):
                 mats.append(cache[phase])
         return np.stack(crops), (np.stack(mats) if m else None)
 
-    def _lateral_pair(self, x: torch.Tensor, blur: torch.nn.Module, cache: dict[float, np.ndarray],
+    def _lateral_pair(self, x: torch.Tensor, blur: torch.nn.Module,
                       rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A self-supervised pair for ``G`` from crops ``x`` ``(B, 1, cz, c, c)`` turned so that y lies along z.
 
@@ -459,10 +459,9 @@ class OTCycleGAN(Method):
             return fake, rec, fakes, {o: views(rec, o, 1) for o in ORIENTATIONS}
 
         # lateral self-supervision: crops turned so that their sharp y axis lies along z, blurred by F, sampled
-        lat_mats: dict[float, np.ndarray] = {}
 
         def lateral(x: torch.Tensor) -> torch.Tensor:
-            inp, target = self._lateral_pair(x, Fn, lat_mats, rng)
+            inp, target = self._lateral_pair(x, Fn, rng)
             with ctx.autocast():
                 out = G(inp)
             return nnf.l1_loss(out.float(), target)

@@ -7,6 +7,8 @@ way. Subclasses provide the network (:attr:`inference_net`) and ``params.tile`` 
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 import torch
 
@@ -28,8 +30,9 @@ class PlaneWiseMethod(Method):
         self._halo: int | None = None
 
     @property
+    @abstractmethod
     def inference_net(self) -> torch.nn.Module:
-        raise NotImplementedError
+        """The 2D network applied to every axial plane."""
 
     def halo(self) -> int:
         """The network's receptive-field margin, for tiling (measured once, reset after training)."""
