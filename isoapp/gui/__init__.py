@@ -19,7 +19,7 @@ __all__ = ["create_main_window", "main"]
 
 
 def _immortal_bools() -> None:
-    """Make ``True``/``False`` immortal on CPython < 3.12, as CPython 3.12 itself does.
+    """Make ``True``/``False``/``None`` immortal on CPython < 3.12, as CPython 3.12 itself does.
 
     PySide6 6.12 with pyqtgraph drops references to ``True`` that it never took (measured with
     ``sys.getrefcount(True)``: about 10 per cursor move, 5 per bare ``ViewBox.setRange``, 1 per bool
@@ -31,7 +31,7 @@ def _immortal_bools() -> None:
         return
     import ctypes
 
-    for b in (True, False):
+    for b in (True, False, None):  # None too: a 2-minute auto run under Xvfb died in none_dealloc
         ctypes.c_ssize_t.from_address(id(b)).value += 1 << 40  # ob_refcnt, PyObject's first field
     _immortal_bools.done = True  # type: ignore[attr-defined]
 
