@@ -278,13 +278,13 @@ def test_lateral_pair_turns_y_to_z_then_samples_it_as_acquired():
     noise_z = np.broadcast_to(rng.random((cz, 1, 1), dtype=np.float32), (cz, c, c))
     noise_y = np.broadcast_to(rng.random((1, c, 1), dtype=np.float32), (cz, c, c))
     x = torch.from_numpy(np.stack([ramp_y, noise_z, noise_y]).copy())[:, None]
-    inp, target = m._lateral_pair(x, torch.nn.Identity(), {}, rng)
+    inp, target = m._lateral_pair(x, torch.nn.Identity(), rng)
     k = 16  # 24 - 2 * 4 planes, a multiple of G's divisor
     assert inp.shape == target.shape == (3, 1, k, cz, c)
     torch.testing.assert_close(target, x.transpose(2, 3)[:, :, 4:4 + k])
     torch.testing.assert_close(inp[:2], target[:2], atol=1e-5, rtol=0)  # linear along y; constant along y
     assert float((inp[2] - target[2]).abs().max()) > 0.05  # random along y: the sampling shows
-    doubled, _ = m._lateral_pair(x, _Scale(2.0), {}, np.random.default_rng(0))
+    doubled, _ = m._lateral_pair(x, _Scale(2.0), np.random.default_rng(0))
     torch.testing.assert_close(doubled[:2], 2 * target[:2], atol=1e-5, rtol=0)
 
 
