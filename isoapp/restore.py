@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import resource
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,10 @@ import torch
 
 from . import psf as psfmod
 from .degradation import Degradation, estimate_degradation
-from .engine.config import PSFSpec, check_factor, validated
-from .engine.context import RunContext
-from .engine.events import EventCallback, StageEvent, ignore_events
-from .errors import ConfigError, InputError, ModelError
-from .heldout import choose_heldout, evaluate
-from .methods.base import Method, build_config, get_method, load_model
+from .engine.config import PSFSpec, check_factor
+from .engine.events import EventCallback, ignore_events
+from .errors import ConfigError, InputError
+from .methods.base import Method
 from .normalize import NORM_PERCENTILES, Normalizer  # noqa: F401 - NORM_PERCENTILES re-exported
 from .volume import Volume
 
@@ -153,7 +150,7 @@ def normalize(x: np.ndarray) -> tuple[np.ndarray, float, float]:
     return n.before(x), n.lo, n.hi
 
 
-def _peak_rss() -> int:
+def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -209,120 +206,24 @@ def restore(
     -------
     RestoreResult
     """
-    if voxel_size is not None:
-        volume = volume.with_data(volume.data, voxel_size=tuple(float(v) for v in voxel_size))
-        volume.metadata["calibrated"] = True
-    if volume.spatial_shape[0] < 3:
-        raise InputError(f"{volume.name} has {volume.spatial_shape[0]} plane(s); at least 3 z planes are needed "
-                         "to restore the axial resolution")
-    if min(volume.spatial_shape[1:]) < 8:
-        raise InputError(f"{volume.name} is only {volume.spatial_shape[1:]} pixels laterally; at least 8x8 needed")
-    volume = volume.load()
+    from .restorer import Restorer, prepare_volume
+
+    volume = prepare_volume(volume, voxel_size).load()
     volume.check_finite()
-
-    saved_cfg = None
-    if model_dir is not None:
-        from .engine.config import RunConfig
-        from .export import is_package, package_model
-
-        first = Path(model_dir) / "channel_0" if (Path(model_dir) / "channel_0").is_dir() else Path(model_dir)
-        saved_cfg = package_model(model_dir).config if is_package(model_dir) else RunConfig.load(first)
-        method = saved_cfg.method
-        if factor is None and volume.metadata.get("calibrated", True) is False:
-            factor = saved_cfg.factor
-    F = resolve_factor(volume, factor)
-    if saved_cfg is not None and abs(saved_cfg.factor - F) > 1e-3 * F:
-        raise ModelError(f"the model in {model_dir} was trained for factor {saved_cfg.factor:g} but this stack "
-                         f"needs {F:g}; pass --factor {saved_cfg.factor:g} if that is right, or train a new model")
-    cls = get_method(method)
-    spec = psf if isinstance(psf, PSFSpec) else validated(PSFSpec, dict(psf or {}), "PSF settings")
-    user_psf = resolve_psf(spec, volume.voxel_size, F)
-    if user_psf is not None and user_psf.ndim != 3:
-        raise InputError(f"the PSF must be 3D (Z, Y, X), got shape {user_psf.shape}")
-
-    ctx = RunContext(device=device, seed=seed, emit=emit, should_stop=should_stop or (lambda: False),
-                     work_dir=Path(work_dir) if work_dir else None, resume=resume,
-                     preview_position=preview_position)
-    if ctx.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(ctx.device)
-    out_blocks: dict[tuple[int, int], np.ndarray] = {}
-    methods: list[Method] = []
-    quality: dict[str, Any] = {}
-    t_train = t_pred = 0.0
-    n_ch = volume.n_channels
-    for t, c, zyx in volume.iter_channels():
-        tag = f"channel_{c}" if n_ch > 1 else ""
-        x = np.asarray(zyx.data, dtype=np.float32)
-        norm = Normalizer.fit(x)
-        xn = norm.before(x)
-        if model_dir is not None:
-            mdir = Path(model_dir) / tag if tag and (Path(model_dir) / tag).is_dir() else Path(model_dir)
-            m = package_model(mdir) if is_package(mdir) else load_model(mdir, psf=user_psf)
-            if m.config.input_shape and len(m.config.input_shape) != 3:
-                raise ModelError(f"the model in {mdir} is not a 3D restoration model")
-            if m.psf is None and m.degradation is not None:
-                m.psf = m.degradation.psf()
-            if not quality and m.config.degradation:
-                quality = {"degradation": Degradation.model_validate(m.config.degradation).summary(),
-                           "heldout": m.config.heldout}
-        elif t > 0 and methods and len(methods) == n_ch:
-            m = methods[c]  # time points reuse the channel's model
-        else:
-            deg = resolve_degradation(xn, spec, user_psf, F, volume.voxel_size, seed=seed,
-                                      name=f"{volume.name} {tag}".strip(), required=cls.trainable or cls.uses_psf)
-            psf_m = user_psf if user_psf is not None else (deg.psf() if deg is not None else None)
-            cfg = build_config(method, preset=preset, factor=F, voxel_size=volume.voxel_size, steps=steps,
-                               params=params, train=train, psf=spec.model_dump(), seed=seed, device=device,
-                               input_name=volume.name, input_shape=tuple(x.shape),
-                               degradation=deg.model_dump() if deg is not None else None)
-            m = cls(cfg, psf=psf_m if cls.uses_psf else None, degradation=deg)
-            if ctx.work_dir is not None and tag:
-                ctx.work_dir = Path(work_dir) / tag
-            check = m.heldout_check and deg is not None and psf_m is not None
-            ctx.heldout = tuple(choose_heldout(xn.shape[0])) if check and m.trainable else ()
-            if m.trainable:
-                ctx.send(StageEvent("train", f"training {m.name} on {volume.name} {tag}".strip()))
-                t0 = time.perf_counter()
-                m.fit(xn, ctx)
-                m.fitted = True
-                t_train += time.perf_counter() - t0
-            ho = None
-            if check:
-                planes = xn[list(ctx.heldout)] if ctx.heldout else xn[choose_heldout(xn.shape[0])]
-                ho = evaluate(m, planes, model_kernel(psf_m), deg, ctx, seed=seed)
-                if ho is not None and ho["psnr_gain_db"] <= 0 and m.name not in ("linear", "cubic"):
-                    log.warning("%s does not beat linear interpolation on held-out planes of this stack "
-                                "(%+.2f dB); check the result, or use --method auto or cubic", m.name,
-                                ho["psnr_gain_db"])
-            m.config.heldout = ho
-            if not quality:
-                quality = {"degradation": deg.summary() if deg is not None else None, "heldout": ho}
-            if save_model is not None:
-                m.save(Path(save_model) / tag if tag else Path(save_model))
-        if m not in methods:
-            methods.append(m)
-        ctx.send(StageEvent("restore", f"restoring {volume.name} {tag}".strip()))
-        t0 = time.perf_counter()
-        y = m.predict(xn, ctx)
-        t_pred += time.perf_counter() - t0
-        out_blocks[(t, c)] = norm.after(y)
-
-    first = out_blocks[(0, 0)]
-    if volume.axes == "ZYX":
-        data = first
-    else:
-        data = np.zeros((volume.n_timepoints, n_ch) + first.shape, np.float32)
-        for (t, c), blk in out_blocks.items():
-            data[t, c] = blk
-        if volume.axes == "CZYX":
-            data = data[0]
-    m0 = methods[0]
-    out = Volume(data, axes=volume.axes, voxel_size=m0.output_voxel_size(volume.voxel_size), path=None,
-                 name=f"{volume.name}_{m0.name}", metadata={"method": m0.name, "factor": F, "source": str(volume.path or "")})
-    peak_cuda = int(torch.cuda.max_memory_allocated(ctx.device)) if ctx.device.type == "cuda" else 0
-    info = {"method": m0.name, "factor": F, "device": str(ctx.device), "parameters": m0.parameter_count(),
-            "preset": m0.config.preset, "steps": m0.config.train.steps if m0.trainable else 0,
-            "preset_note": m0.config.preset_note,
-            **{k: v for k, v in quality.items() if v is not None}, **m0.selection()}
-    log.info("%s: trained %.1f s, restored %.1f s, output %s", m0.name, t_train, t_pred, out.shape)
-    return RestoreResult(out, methods, t_train, t_pred, _peak_rss(), peak_cuda, info)
+    kwargs = dict(preset=preset, factor=factor, psf=psf, steps=steps, device=device, seed=seed, params=params,
+                  train=train, work_dir=work_dir, resume=resume, emit=emit, should_stop=should_stop,
+                  preview_position=preview_position)
+    r = Restorer.load(model_dir, **kwargs) if model_dir is not None else Restorer(method, **kwargs)
+    if r.ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(r.ctx.device)
+    if model_dir is None:
+        r.fit(volume)
+        if save_model is not None:
+            r.save(save_model)
+    out = r.predict(volume)
+    peak_cuda = int(torch.cuda.max_memory_allocated(r.ctx.device)) if r.ctx.device.type == "cuda" else 0
+    info = r.info()
+    log.info("%s: trained %.1f s, restored %.1f s, output %s", info["method"], r.train_seconds, r.predict_seconds,
+             out.shape)
+    return RestoreResult(out, [r.methods[c] for c in sorted(r.methods)], r.train_seconds, r.predict_seconds,
+                         peak_rss_bytes(), peak_cuda, info)

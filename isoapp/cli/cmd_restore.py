@@ -83,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = p.add_mutually_exclusive_group()
     m.add_argument("--save-model", metavar="DIR", help="save the trained model (config.json + weights.pt)")
     m.add_argument("--model", metavar="DIR", help="restore with a saved model, without training")
-    p.add_argument("--dtype", choices=("float32", "uint16"), default="float32")
+    p.add_argument("--dtype", choices=("float32", "uint16"), default="float32",
+                   help="output type; block-wise uint16 output of an integer stack keeps its intensity units")
     p.add_argument("--dataset", help="HDF5 dataset path inside the input file")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (and model files in --save-model); a .zarr folder holding "
@@ -95,6 +96,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-seconds", type=float, metavar="S",
                    help="checkpoint at least every S seconds of training (default 30; 0: by steps only)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    b = p.add_argument_group("large stacks (block-wise restoration; docs/SCALING.md)")
+    mode = b.add_mutually_exclusive_group()
+    mode.add_argument("--blockwise", action="store_true",
+                      help="restore block by block straight to the output file (default: when the stack and its "
+                           "result would not fit in memory, or with --workers/--scheduler/--block-size)")
+    mode.add_argument("--in-memory", action="store_true", help="restore the whole stack in memory")
+    b.add_argument("--block-size", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="block edges in output voxels (default 64 512 512); smaller blocks need less memory")
+    b.add_argument("--workers", type=int, metavar="N", help="run the blocks on a local Dask cluster of N processes")
+    b.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the blocks on an existing Dask cluster (e.g. tcp://10.0.0.1:8786); the workers must "
+                        "read the input and write the output at the same paths")
+    b.add_argument("--train-budget-mb", type=float, metavar="MB",
+                   help="memory for the region a method trains on (default 384); larger stacks train on their "
+                        "most signal-rich region of this size")
     add_method_options(p)
     p.set_defaults(func=run)
 
@@ -113,6 +129,10 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.psf_fwhm is not None and not all(math.isfinite(v) and v > 0 for v in args.psf_fwhm):
         raise ConfigError("--psf-fwhm needs three positive PSF widths (FWHM) in µm, z y x; got "
                           + " ".join(f"{v:g}" for v in args.psf_fwhm))
+    if args.block_size is not None and min(args.block_size) < 1:
+        raise ConfigError("--block-size needs three positive edges in output voxels (z y x), e.g. 64 512 512")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     if args.checkpoint_seconds is not None and not (math.isfinite(args.checkpoint_seconds)
                                                     and args.checkpoint_seconds >= 0):
         raise ConfigError(f"--checkpoint-seconds must be >= 0 (0: checkpoint by steps only), "
@@ -175,13 +195,18 @@ def default_work_dir(out: Path) -> Path:
 def _checkpoints(work_dir: Path | None) -> list[Path]:
     if work_dir is None or not work_dir.is_dir():
         return []
-    return sorted([*work_dir.glob("*.ckpt"), *work_dir.glob("channel_*/*.ckpt")])
+    return sorted([*work_dir.glob("*.ckpt"), *work_dir.glob("channel_*/*.ckpt"), *work_dir.glob("blocks/plan.json")])
 
 
 def _remove_checkpoints(work_dir: Path) -> None:
     """Delete the checkpoints this run wrote into its default folder, then the folder if empty."""
     for ckpt in _checkpoints(work_dir):
         ckpt.unlink(missing_ok=True)
+    blocks = work_dir / "blocks"
+    if (blocks / "plan.json").is_file() or (blocks / "partial.zarr").exists() or (blocks / "partial.tif").exists():
+        import shutil
+
+        shutil.rmtree(blocks, ignore_errors=True)
     for d in sorted(work_dir.glob("channel_*"), reverse=True) + [work_dir]:
         try:
             d.rmdir()
@@ -218,6 +243,31 @@ def quality_lines(info: dict) -> list[str]:
     return lines
 
 
+def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
+    """Block-wise when asked, or when the stack and its float32 result would take over half the free memory."""
+    if args.in_memory:
+        if args.workers or args.scheduler:
+            raise ConfigError("--workers and --scheduler restore block by block; drop --in-memory")
+        return False
+    if args.blockwise or args.workers or args.scheduler or args.block_size:
+        return True
+    from ..degrade import output_length
+    from ..memory import available_bytes
+
+    n_in = vol.nbytes
+    shape = list(vol.shape)
+    f = args.factor or vol.anisotropy
+    shape[-3] = output_length(shape[-3], min(max(float(f), 1.0), 10.0))
+    need = n_in + 3 * 4 * int(math.prod(shape))  # the stack, the result and the working copies in float32
+    if need <= 0.5 * available_bytes():
+        return False
+    if fmt not in ("ome-zarr", "imagej", "ome-tiff", "tiff"):
+        raise ConfigError(f"{vol.name} needs about {need / 2**30:.1f} GiB to restore in memory; write the result "
+                          "block by block to a .zarr or .tif output instead of HDF5")
+    log.info("restoring block by block: in memory it would need about %.1f GiB", need / 2**30)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from ..io import output_format, read_volume, write_volume
     from ..io.safety import PlannedOutput, check_collisions, check_outputs
@@ -229,16 +279,19 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args.output)  # an unknown extension: one line before any work
     out = Path(args.output).expanduser().absolute()
     vol = read_volume(args.input, dataset=args.dataset, lazy=True)
+    blockwise = wants_blockwise(args, vol, fmt)
 
     from ..methods import get_method
 
-    trains = get_method(method).trainable and not args.model
+    trains = (get_method(method).trainable and not args.model) or blockwise
     default_wd = args.work_dir is None and trains
     work_dir = Path(args.work_dir).expanduser().absolute() if args.work_dir else (
         default_work_dir(out) if trains else None)
     reads = [("input", args.input), ("--psf", args.psf), ("--model", args.model)]
-    outputs = [PlannedOutput(out, "-o", "volume", _estimate_output(vol, args.factor, args.voxel_size,
-                                                                     args.dtype, fmt), zarr=fmt == "ome-zarr")]
+    size = _estimate_output(vol, args.factor, args.voxel_size, args.dtype, fmt)
+    if blockwise and fmt == "ome-zarr":
+        size = size * 8 // 7  # the pyramid's halved levels add at most 1/7
+    outputs = [PlannedOutput(out, "-o", "volume", size, zarr=fmt == "ome-zarr")]
     if args.save_model:
         outputs.append(PlannedOutput(Path(args.save_model), "--save-model", "folder"))
     if work_dir is not None:
@@ -258,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress = TqdmProgress()
     train = {"checkpoint_seconds": args.checkpoint_seconds} if args.checkpoint_seconds is not None else None
+    if blockwise:
+        return _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train, reads)
     try:
         with GracefulStop() as stop:
             res = restore(vol, method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
@@ -299,6 +354,64 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}: {res.volume.shape} {args.dtype}, voxel {dz:.4g} x {dy:.4g} x {dx:.4g} µm "
               f"({res.info['method']}, factor {res.info['factor']:.3g}, train {res.train_seconds:.1f} s, "
               f"restore {res.restore_seconds:.1f} s, {res.info['parameters']} parameters)")
+    return 0
+
+
+def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train, reads) -> int:
+    """Train on a bounded region (or load --model), then restore block by block into the output."""
+    from ..restorer import Restorer, prepare_volume
+    from .signals import GracefulStop, Interrupted
+
+    vol = prepare_volume(vol, args.voxel_size)
+    if args.block_size:  # before any training: a block size that cannot fit in memory
+        from ..blockwise import BlockGeometry
+        from ..outofcore import check_block_memory
+
+        f = args.factor or vol.anisotropy
+        check_block_memory(tuple(args.block_size), max(float(f), 1.0), BlockGeometry(16, 64, 8), args.workers or 1)
+    budget = {"train_budget_bytes": int(args.train_budget_mb * 2**20)} if args.train_budget_mb else {}
+    kwargs = dict(preset=args.preset, factor=args.factor, psf=psf_spec(args), steps=args.steps, device=args.device,
+                  seed=args.seed, params=parse_params(args.param), train=train, work_dir=work_dir,
+                  resume=args.resume, emit=progress, **budget)
+    try:
+        with GracefulStop() as stop:
+            kwargs["should_stop"] = stop.should_stop
+            r = Restorer.load(args.model, **kwargs) if args.model else Restorer(method, **kwargs)
+            if not args.model:
+                r.fit(vol)
+                if args.save_model:
+                    r.save(args.save_model)
+            res = r.predict_to(vol, out, dtype=args.dtype, block=tuple(args.block_size) if args.block_size else None,
+                               work_dir=work_dir / "blocks", resume=args.resume, workers=args.workers,
+                               scheduler=args.scheduler, keep_work_dir=True)
+    except Cancelled as exc:
+        raise Interrupted(stop.signum or signal.SIGINT, _stopped_message(args, exc, work_dir)) from None
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, _stopped_message(args, exc, work_dir)) from None
+    except IsoappError as exc:
+        raise _with_resume_hint(exc, args, work_dir) from exc
+    finally:
+        progress.close()
+    if default_wd and work_dir.is_dir():
+        _remove_checkpoints(work_dir)
+    from ..memory import peak_rss_bytes
+
+    run = res.run
+    summary = {"output": str(res.path), "shape": list(res.shape), "voxel_size": list(res.voxel_size),
+               "train_seconds": round(r.train_seconds, 2), "restore_seconds": round(run.seconds, 2),
+               "voxels_per_s": round(run.voxels / run.seconds, 1) if run.seconds > 0 and run.computed else None,
+               "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **res.info}
+    if args.json:
+        print(json.dumps(summary, default=float))
+    else:
+        for line in quality_lines(res.info):
+            print(line)
+        dz, dy, dx = res.voxel_size
+        rate = f", {summary['voxels_per_s'] / 1e6:.2f} Mvoxel/s" if summary["voxels_per_s"] else ""
+        print(f"wrote {res.path}: {res.shape} {args.dtype}, voxel {dz:.4g} x {dy:.4g} x {dx:.4g} µm "
+              f"({res.info['method']}, factor {res.info['factor']:.3g}, {run.total} blocks: {run.computed} restored, "
+              f"{run.skipped} done before; restore {run.seconds:.1f} s{rate})")
     return 0
 
 

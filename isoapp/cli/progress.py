@@ -29,7 +29,9 @@ class TqdmProgress:
             if bar is None or bar.total != event.total:
                 if bar is not None:
                     bar.close()
-                bar = self.bars[event.stage] = tqdm(total=event.total, desc=event.stage, unit="step",
+                voxels = event.extra.get("unit") == "voxel"  # block-wise restoration: voxels/s and an ETA
+                bar = self.bars[event.stage] = tqdm(total=event.total, desc=event.stage, unit="vox" if voxels else "step",
+                                                   unit_scale=voxels, initial=event.step if voxels else 0,
                                                    leave=False, dynamic_ncols=True)
             bar.update(event.step - bar.n)
             post = {}

@@ -81,6 +81,8 @@ class RunConfig(BaseModel):
                                                "(isoapp.degradation.Degradation) the model was trained with")
     heldout: dict[str, Any] | None = Field(None, description="held-out lateral-plane check (isoapp.heldout)")
     preset_note: str = Field("", description="how the preset departs from the method's paper")
+    normalizer: dict[str, float] | None = Field(None, description="the frozen intensity normaliser (lo, hi) of "
+                                                "the stack the model was trained on, from a bounded sample")
     train_overrides: dict[str, Any] = Field(default_factory=dict, description="training settings the user set "
                                             "over the preset's (auto passes them on to its candidates)")
 

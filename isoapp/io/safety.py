@@ -142,12 +142,13 @@ def foreign_zarr_entries(folder: Path) -> list[str]:
     """Entries of an existing Zarr folder that isoapp's writer does not create (max 5)."""
     foreign: list[str] = []
     for top in sorted(folder.iterdir()):
-        if top.name not in _ZARR_TOP or (top.name == "0") != top.is_dir():
+        level = top.name.isdigit()  # a scale level of the pyramid: "0", "1", ...
+        if (top.name not in _ZARR_TOP and not level) or level != top.is_dir():
             foreign.append(top.name)
-        elif top.name == "0":
+        elif level:
             for sub in top.rglob("*"):
                 if not _ZARR_CHUNK.match(sub.relative_to(top).as_posix().replace("/", ".")):
-                    foreign.append(f"0/{sub.relative_to(top).as_posix()}")
+                    foreign.append(f"{top.name}/{sub.relative_to(top).as_posix()}")
                     break
         if len(foreign) >= 5:
             break

@@ -139,6 +139,9 @@ class Auto(Method):
     def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
         return self._need().restore_sampled(samples, ctx)
 
+    def block_geometry(self):
+        return self._need().block_geometry()
+
     def parameter_count(self) -> int:
         return self.chosen.parameter_count() if self.chosen is not None else 0
 
@@ -154,5 +157,6 @@ class Auto(Method):
         """Save the chosen method's model (loading it restores with that method directly)."""
         m = self._need()
         m.config.heldout = self.config.heldout
+        m.config.normalizer = self.config.normalizer
         m.config.params = {**m.config.params}
         return m.save(directory)

@@ -12,7 +12,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from ..engine.checkpoint import load_safe, save_atomic
 from ..engine.config import RunConfig, TrainConfig, validated
 from ..engine.context import RunContext
 from ..errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from ..blockwise import BlockGeometry
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,15 @@ class Method(ABC):
 
         Used by the held-out check (:mod:`isoapp.heldout`); None where the method cannot restore
         single planes (3D networks, 3D deconvolution).
+        """
+        return None
+
+    def block_geometry(self) -> BlockGeometry | None:
+        """How :mod:`isoapp.blockwise` may split prediction into blocks; None: only whole volumes.
+
+        A method whose ``predict`` is local (each output voxel depends on input within a fixed
+        radius) returns its halo and alignment, and block-wise output then equals whole-volume
+        output. Methods with whole-volume steps (FFT deconvolution, histogram matching) return None.
         """
         return None
 

@@ -38,6 +38,13 @@ class Linear(Method):
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
         return upsample(vol, self.factor, axis=0, order=self.order)
 
+    def block_geometry(self):
+        """Linear: the two neighbouring planes. Cubic: the spline's prefilter decays as 0.268^n, so
+        16 planes bring a block within 1e-9 of the whole-volume result."""
+        from ..blockwise import BlockGeometry
+
+        return BlockGeometry(halo_z=1 if self.order == 1 else 16, halo_yx=0)
+
     def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray:
         return upsample(samples, self.factor, axis=1, order=self.order)
 

@@ -40,6 +40,14 @@ class PlaneWiseMethod(Method):
             self._halo = receptive_field(self.inference_net, 2)
         return self._halo
 
+    def block_geometry(self):
+        """Halo: the network's receptive field on the z-interpolated grid, plus one pooling cell."""
+        from ..blockwise import BlockGeometry
+
+        align = int(getattr(self.inference_net, "divisor", 1))
+        r = self.halo() + align
+        return BlockGeometry(halo_z=-(-r // max(int(self.factor), 1)) + 2, halo_yx=r, align=align)
+
     def _restore_planes(self, planes: np.ndarray, ctx: RunContext) -> np.ndarray:
         """Restore ``(N, Z, W)`` axial planes of the z-interpolated stack (z along rows)."""
         net = self.inference_net.to(ctx.device).eval()
