@@ -101,7 +101,7 @@ def plan_blocks(in_shape: Sequence[int], factor: float, geom: BlockGeometry,
     nout = output_length(nz, factor)
     out_shape = (nout, ny, nx)
     q = _z_alignment(factor, geom.align)
-    chunk = tuple(max(1, min(int(c), s)) for c, s in zip(chunk, out_shape, strict=True))
+    chunk = tuple(max(1, min(int(c), int(b), s)) for c, b, s in zip(chunk, block, out_shape, strict=True))
     bsize = [max(c, int(b) // c * c) for b, c in zip(block, chunk, strict=True)]
     if q is None:
         log.warning("factor %g is not a ratio of small integers: blocks span all z planes", factor)

@@ -180,7 +180,7 @@ def run_distributed(client: Any, blocks: Sequence[Block], methods: dict[tuple, A
     progress = BlockProgress(ctx, blocks, done)
     computed = 0
     try:
-        for fut in as_completed(list(futures)):
+        for fut in as_completed(list(futures), loop=client.loop, raise_errors=False):
             b = futures[fut]
             if ctx.should_stop():
                 raise Cancelled(f"stopped after {len(done) + computed} of {len(blocks)} blocks")

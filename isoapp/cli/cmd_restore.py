@@ -200,13 +200,13 @@ def _checkpoints(work_dir: Path | None) -> list[Path]:
 
 def _remove_checkpoints(work_dir: Path) -> None:
     """Delete the checkpoints this run wrote into its default folder, then the folder if empty."""
-    for ckpt in _checkpoints(work_dir):
-        ckpt.unlink(missing_ok=True)
     blocks = work_dir / "blocks"
     if (blocks / "plan.json").is_file() or (blocks / "partial.zarr").exists() or (blocks / "partial.tif").exists():
         import shutil
 
         shutil.rmtree(blocks, ignore_errors=True)
+    for ckpt in _checkpoints(work_dir):
+        ckpt.unlink(missing_ok=True)
     for d in sorted(work_dir.glob("channel_*"), reverse=True) + [work_dir]:
         try:
             d.rmdir()
