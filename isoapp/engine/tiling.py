@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled
-from .device import autocast
+from .device import autocast, to_device
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: Sequence[int]
                 break
             group.append(nxt)
         x = np.stack([flat[(k,) + tuple(slice(a, b) for a, b, _, _ in bx)] for k, bx in group])
-        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).unsqueeze(1).to(device)
+        xt = to_device(torch.from_numpy(np.ascontiguousarray(x, np.float32)).unsqueeze(1), device)
         xt, sizes = _pad_to(xt, divisor, ndim)
         with torch.no_grad(), autocast(device, amp):
             yt = fn(xt)
