@@ -66,6 +66,23 @@ def test_to_device_pinned_non_blocking_copy_on_cuda():
     assert devmod.grad_scaler(CUDA).is_enabled() == (devmod.amp_dtype(CUDA) is torch.float16)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the CI machine)")
+@pytest.mark.parametrize("blend", ["crop", "linear"])
+def test_pipelined_cuda_prediction_matches_the_cpu(blend):
+    # The CUDA path overlaps placing batch i with computing batch i + 1; it must place every tile once.
+    from isoapp.engine.tiling import predict_tiled
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1)).eval()
+    arr = np.random.default_rng(0).random((7, 50, 60), dtype=np.float32)
+    kw = dict(ndim=2, tile=24, halo=4, blend=blend, batch_voxels=3 * 24 * 24)
+    ref = predict_tiled(net, arr, device="cpu", **kw)
+    calls = []
+    got = predict_tiled(net.to(CUDA), arr, device=CUDA, progress=lambda i, n: calls.append((i, n)), **kw)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert calls[-1][0] == calls[-1][1] and [c[0] for c in calls] == sorted(c[0] for c in calls)
+
+
 # ------------------------------------------------------------------ optimizer_step
 def _net_and_loss(seed=0):
     torch.manual_seed(seed)

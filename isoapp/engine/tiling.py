@@ -6,7 +6,9 @@ whole-volume predictions agree to floating-point precision. ``blend="linear"`` d
 half the halo at each inner tile edge and averages the rest of the overlap with linear ramps (for
 GAN generators, where it hides seams, as Park et al.'s border cut and overlap do). Tile origins are multiples
 of ``divisor`` so that pooling grids line up with the whole-volume case. On a CUDA
-out-of-memory error the tile is halved and the prediction retried.
+out-of-memory error the tile is halved and the prediction retried. On CUDA, batches go to the GPU
+from pinned memory and come back without blocking, so the host places one batch's tiles while the
+GPU computes the next.
 """
 
 from __future__ import annotations
@@ -95,6 +97,36 @@ def _predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: Sequence[int]
     per_axis = [_axis_tiles(n, t, h, divisor) for n, t, h in zip(spatial, tile, halo, strict=True)]
     jobs = list(itertools.product(range(flat.shape[0]), itertools.product(*per_axis)))
     done_weights = set()
+
+    def finish(group: list, y_host: torch.Tensor, sizes: list[int], ready: torch.cuda.Event | None) -> None:
+        """Wait for a batch's device-to-host copy, then crop and place (or blend) its tiles."""
+        if ready is not None:
+            ready.synchronize()
+        y = y_host.numpy()
+        y = y[(slice(None),) + tuple(slice(0, s * k) for s, k in zip(sizes, scale, strict=True))]
+        for j, (k, bx) in enumerate(group):
+            if blend == "crop":
+                src = tuple(slice((ks - a) * sc, (ke - a) * sc) for (a, _, ks, ke), sc in zip(bx, scale, strict=True))
+                dst = tuple(slice(ks * sc, ke * sc) for (_, _, ks, ke), sc in zip(bx, scale, strict=True))
+                out[(k,) + dst] = y[(j,) + src]
+            else:
+                dst = tuple(slice(a * sc, b * sc) for (a, b, _, _), sc in zip(bx, scale, strict=True))
+                w = np.ones((), np.float32)
+                for ax, ((a, b, _, _), sc) in enumerate(zip(bx, scale, strict=True)):
+                    r = _ramp((b - a) * sc, a > 0, b < spatial[ax], halo[ax] * sc,
+                              None if border is None else border * sc)
+                    w = np.multiply.outer(w, r) if w.ndim else r
+                out[(k,) + dst] += y[j] * w
+                key = tuple((a, b) for a, b, _, _ in bx)
+                if key not in done_weights:
+                    weight[dst] += w
+                    done_weights.add(key)
+
+    # On CUDA the batches form a two-stage pipeline: batch i's tiles are placed on the host while the
+    # GPU computes batch i + 1 (pinned, non-blocking copies both ways); on the CPU each batch is placed
+    # as soon as it is computed, as before.
+    pending = None
+    finished = 0
     i = 0
     while i < len(jobs):
         if should_stop is not None and should_stop():
@@ -115,28 +147,23 @@ def _predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: Sequence[int]
         xt, sizes = _pad_to(xt, divisor, ndim)
         with torch.no_grad(), autocast(device, amp):
             yt = fn(xt)
-        y = yt.float()[:, 0].cpu().numpy()
-        y = y[(slice(None),) + tuple(slice(0, s * k) for s, k in zip(sizes, scale, strict=True))]
-        for j, (k, bx) in enumerate(group):
-            if blend == "crop":
-                src = tuple(slice((ks - a) * sc, (ke - a) * sc) for (a, _, ks, ke), sc in zip(bx, scale, strict=True))
-                dst = tuple(slice(ks * sc, ke * sc) for (_, _, ks, ke), sc in zip(bx, scale, strict=True))
-                out[(k,) + dst] = y[(j,) + src]
-            else:
-                dst = tuple(slice(a * sc, b * sc) for (a, b, _, _), sc in zip(bx, scale, strict=True))
-                w = np.ones((), np.float32)
-                for ax, ((a, b, _, _), sc) in enumerate(zip(bx, scale, strict=True)):
-                    r = _ramp((b - a) * sc, a > 0, b < spatial[ax], halo[ax] * sc,
-                              None if border is None else border * sc)
-                    w = np.multiply.outer(w, r) if w.ndim else r
-                out[(k,) + dst] += y[j] * w
-                key = tuple((a, b) for a, b, _, _ in bx)
-                if key not in done_weights:
-                    weight[dst] += w
-                    done_weights.add(key)
+        yt = yt.float()[:, 0]
         i += len(group)
+        if device.type == "cuda":
+            y_host, ready = yt.to("cpu", non_blocking=True), torch.cuda.Event()  # lands in pinned memory
+            ready.record()
+            done, pending = pending, (group, y_host, sizes, ready)
+        else:
+            done = (group, yt.cpu(), sizes, None)
+        if done is not None:
+            finish(*done)
+            finished += len(done[0])
+            if progress is not None:
+                progress(finished, len(jobs))
+    if pending is not None:
+        finish(*pending)
         if progress is not None:
-            progress(i, len(jobs))
+            progress(len(jobs), len(jobs))
     if blend == "linear":
         out /= np.maximum(weight, 1e-8)
     return out.reshape(lead + out_spatial)

@@ -334,7 +334,7 @@ class SelfNet(PlaneWiseMethod):
         def noise(t: torch.Tensor) -> torch.Tensor | float:
             if p.cycle_noise <= 0:
                 return 0.0
-            return p.cycle_noise * torch.from_numpy(rng.standard_normal(t.shape, dtype=np.float32)).to(t.device)
+            return p.cycle_noise * to_device(torch.from_numpy(rng.standard_normal(t.shape, dtype=np.float32)), t.device)
 
         def stage1(_: int) -> dict[str, float]:
             for n in (g_a, g_b, d_a, d_b):
