@@ -16,7 +16,8 @@ What it measures (every figure also goes to ``<out>/gpu_bench.json``):
    and loaded by ``isoapp.restore.restore(..., model_dir=...)``: an input of
    ``ceil((size - 1) / F) + 1`` planes of ``size x size`` pixels (176 x 700 x 700 at F=4: 701 x 700 x 700
    output voxels). The stack tiles the phantom's degraded planes, so it has real structure and noise.
-   A small restore runs first, so that one-off CUDA initialisation is not counted. Reported: the
+   A restore of 16 rows of that stack runs first, so that one-off CUDA initialisation and cuDNN
+   autotuning are not counted. Reported: the
    wall time of the ``restore()`` call, its prediction time, output voxels/s, peak RSS and peak
    CUDA memory of that call (:mod:`isoapp.memory`).
 
@@ -113,12 +114,14 @@ def bench_training(name: str, xn: np.ndarray, args, dev: torch.device, amp: bool
     total = args.warmup + args.steps
     m = make_method(name, xn, total, train)
     stamps: dict[int, float] = {}
+    losses: dict[int, float | None] = {}
 
     def emit(ev) -> None:
         if isinstance(ev, ProgressEvent) and ev.stage == name:
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)  # the step's kernels have finished
             stamps[ev.step] = time.perf_counter()
+            losses[ev.step] = ev.loss
 
     ctx = RunContext(device=dev, amp=amp, seed=0, emit=emit)
     with PhaseMemory(dev) as mem:
@@ -134,7 +137,9 @@ def bench_training(name: str, xn: np.ndarray, args, dev: torch.device, amp: bool
            "timed_steps": args.steps, "timed_s": round(timed, 3), "steps_per_s": round(sps, 3),
            "samples_per_s": round(sps * cfg.batch_size, 2), "s_per_step": round(timed / args.steps, 4),
            "fit_wall_s": round(wall, 2), "amp_dtype": str(ctx.amp_dtype).replace("torch.", "") if ctx.amp_dtype else
-           "float32", "grad_scaler": devmod.needs_grad_scaler(dev, ctx.use_amp), **mem.figures}
+           "float32", "grad_scaler": devmod.needs_grad_scaler(dev, ctx.use_amp), "first_loss": losses.get(1),
+           "final_loss": losses.get(total),
+           "losses_finite": all(v is not None and math.isfinite(v) for v in losses.values()), **mem.figures}
     return row, m
 
 
@@ -148,11 +153,13 @@ def big_stack(src: np.ndarray, size: int) -> Volume:
 
 
 def bench_restore(model_dir: Path, src: np.ndarray, args, dev: torch.device) -> dict:
-    warm = big_stack(src, min(args.size, 64))
+    vol = big_stack(src, args.size)
+    # warm-up: 16 rows of the same stack give xz planes of the timed run's shape (CUDA context,
+    # cuDNN autotuning for that shape), at a fraction of the cost
+    warm = vol.with_data(np.ascontiguousarray(vol.data[:, :16, :]))
     t0 = time.perf_counter()
     restore(warm, model_dir=model_dir, device=str(dev))
     warm_s = time.perf_counter() - t0
-    vol = big_stack(src, args.size)
     with PhaseMemory(dev) as mem:
         t0 = time.perf_counter()
         r = restore(vol, model_dir=model_dir, device=str(dev))
@@ -180,11 +187,14 @@ def table(result: dict) -> str:
     lines = [f"device: {result['machine']['device']}, torch {result['machine']['torch']}, "
              f"precision {result['precision']}"]
     lines.append("")
-    lines.append("training (quality preset)  | batch | patch | amp      | steps/s | samples/s | peak RSS GiB | peak CUDA GiB")
+    lines.append("training (quality preset)  | batch | patch | amp      | steps/s | samples/s | final loss | "
+                 "peak RSS GiB | peak CUDA GiB")
     for r in result["training"]:
+        loss = f"{r['final_loss']:.4g}" if r["final_loss"] is not None else "-"
+        cuda = r["peak_cuda_allocated_gib"] if r["peak_cuda_allocated_gib"] is not None else "-"
         lines.append(f"{r['method']:<26} | {r['batch_size']:>5} | {r['patch_size']:>5} | {r['amp_dtype']:<8} | "
-                     f"{r['steps_per_s']:>7.3f} | {r['samples_per_s']:>9.2f} | {r['peak_rss_gib']:>12.2f} | "
-                     f"{r['peak_cuda_allocated_gib'] if r['peak_cuda_allocated_gib'] is not None else '-':>13}")
+                     f"{r['steps_per_s']:>7.3f} | {r['samples_per_s']:>9.2f} | {loss:>10} | "
+                     f"{r['peak_rss_gib']:>12.2f} | {cuda:>13}")
     rs = result.get("restore")
     if rs:
         lines.append("")
@@ -218,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = devmod.resolve_device(args.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    bf16 = devmod.bf16_supported
     if args.precision == "fp16":
         devmod.bf16_supported = lambda device: False  # the float16 + GradScaler path on any GPU
     amp = args.precision != "fp32"
@@ -239,6 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         result["training"].append(row)
         if name == "isonet":
             isonet = m
+    if dev.type == "cuda" and args.precision == "auto" and devmod.amp_dtype(dev) == torch.bfloat16:
+        # a bfloat16 GPU never runs the float16 + GradScaler path: check it once, briefly
+        print("training isonet with float16 + GradScaler (check) ...", flush=True)
+        devmod.bf16_supported = lambda device: False
+        try:
+            short = argparse.Namespace(**{**vars(args), "steps": min(args.steps, 20), "warmup": min(args.warmup, 5)})
+            row, _ = bench_training("isonet", xn, short, dev, amp)
+        finally:
+            devmod.bf16_supported = bf16
+        result["training"].append({**row, "method": "isonet (fp16 check)"})
     if not args.skip_restore:
         if isonet is None:
             _, isonet = bench_training("isonet", xn, argparse.Namespace(**{**vars(args), "steps": 1, "warmup": 0}),
