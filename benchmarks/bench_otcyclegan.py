@@ -25,11 +25,11 @@ import argparse
 import json
 import logging
 import math
-import resource
 import time
 
 import torch
 
+from isoapp.memory import peak_rss_bytes
 from isoapp.metrics import compute_metrics
 from isoapp.phantoms import make_phantom
 from isoapp.psf import sigma_to_fwhm
@@ -67,7 +67,7 @@ def run(kind: str, shape: tuple[int, int, int], preset: str, steps: int | None, 
             "train_s": r.train_seconds, "restore_s": r.restore_seconds, "steps": r.info["steps"],
             "device": r.info["device"], "psnr_lin": m_lin["psnr"], "psnr": m_otc["psnr"], "ssim_lin": m_lin["ssim"],
             "ssim": m_otc["ssim"], "rep": rep, "true": tp, "voxel_um": ph.params["voxel_um"],
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "peak_rss_gb": peak_rss_bytes() / 2**30}
 
 
 def main() -> None:

@@ -18,18 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import time
 
 import torch
 
+from isoapp.memory import peak_rss_bytes
 from isoapp.metrics import bead_fwhm, compute_metrics
 from isoapp.phantoms import make_phantom
 from isoapp.restore import restore
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_bytes() / 2**20
 
 
 def candidates(ph, args, wrong_psf: bool) -> list[tuple[str, str, dict]]:

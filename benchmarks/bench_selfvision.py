@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import time
 
 import numpy as np
 import torch
 
 from isoapp.engine.context import RunContext
+from isoapp.memory import peak_rss_bytes
 from isoapp.metrics import bead_fwhm, compute_metrics
 from isoapp.phantoms import make_phantom
 from isoapp.restore import normalize, restore
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_bytes() / 2**20
 
 
 def score(ph, data: np.ndarray, voxel_size) -> dict:

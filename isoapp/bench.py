@@ -20,6 +20,7 @@ import numpy as np
 
 from .engine.events import EventCallback, ignore_events
 from .errors import ConfigError
+from .memory import current_rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,7 @@ class PeakRSS:
 
     @staticmethod
     def read() -> int:
-        try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, AttributeError):  # not Linux: fall back to the lifetime peak
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return current_rss_bytes()
 
     def _run(self) -> None:
         while not self._stop.is_set():

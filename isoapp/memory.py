@@ -1,24 +1,173 @@
-"""Memory figures that work on every platform (temporary lead version; replaced by helper's)."""
+"""Portable memory figures of this process and machine: peak and current RSS, available RAM, peak GPU memory.
+
+One place for what was ``resource.getrusage`` (Unix only, and in kilobytes on Linux but bytes on
+macOS) scattered over the code. Every function returns bytes, works on Linux, macOS and Windows,
+and degrades to a weaker figure (never an exception) where the platform lacks the precise one:
+
+- Linux: ``VmHWM`` / ``VmRSS`` from ``/proc/self/status`` and ``MemAvailable`` from ``/proc/meminfo``;
+- Windows: psutil's ``peak_wset`` (the peak working set) and ``rss``;
+- macOS and other Unix: ``resource.getrusage(...).ru_maxrss`` (bytes on macOS, KiB elsewhere).
+
+psutil (a dependency) supplies current RSS and available memory everywhere; the ``/proc`` and
+``resource`` fallbacks keep the module working where it is missing. Torch is imported only by
+:func:`peak_cuda_bytes`, so the module is cheap to import.
+"""
 
 from __future__ import annotations
 
-import psutil
+import logging
+import os
+import sys
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+try:  # pragma: no cover - psutil is a dependency; the fallbacks are for stripped-down installs
+    import psutil
+except ImportError:  # pragma: no cover
+    psutil = None  # type: ignore[assignment]
+
+_STATUS = "/proc/self/status"
+_MEMINFO = "/proc/meminfo"
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    """The ``key:  N kB`` line of a ``/proc`` file in bytes, or None where absent."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _ru_maxrss_bytes() -> int | None:
+    """The lifetime peak RSS from ``getrusage`` (POSIX), converted to bytes."""
+    try:
+        import resource  # POSIX only; imported here so that the module loads on Windows
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS: bytes; Linux/BSD: KiB
+
+
+def _process() -> Any:
+    return psutil.Process() if psutil is not None else None
 
 
 def current_rss_bytes() -> int:
-    return int(psutil.Process().memory_info().rss)
+    """This process's resident set size now, in bytes (0 if no source is available)."""
+    proc = _process()
+    if proc is not None:
+        try:
+            return int(proc.memory_info().rss)
+        except (OSError, psutil.Error):
+            pass
+    rss = _proc_kib(_STATUS, "VmRSS")
+    if rss is not None:
+        return rss
+    return _ru_maxrss_bytes() or 0  # last resort: the peak bounds the current value from above
 
 
 def peak_rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    """The highest resident set size this process has reached (since start or :func:`reset_peak_rss`), in bytes.
+
+    Linux reads ``VmHWM``, Windows psutil's ``peak_wset``, macOS ``ru_maxrss``. Where none exists
+    the current RSS is returned (a lower bound of the peak).
+    """
+    if sys.platform.startswith("linux"):
+        hwm = _proc_kib(_STATUS, "VmHWM")
+        if hwm is not None:
+            return hwm
+    elif sys.platform == "win32":
+        proc = _process()
+        if proc is not None:
+            try:
+                peak = getattr(proc.memory_info(), "peak_wset", None)
+            except (OSError, psutil.Error):
+                peak = None
+            if peak is not None:
+                return int(peak)
+    peak = _ru_maxrss_bytes()
+    if peak is not None:
+        return peak
     return current_rss_bytes()
 
 
+def reset_peak_rss() -> bool:
+    """Restart :func:`peak_rss_bytes` from the current RSS where the OS allows it (Linux); True if it did.
+
+    Writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM`` (Linux 4.0+). Elsewhere the peak is
+    the process's lifetime peak, and benchmarks should run each phase in its own process.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def total_bytes() -> int:
+    """The machine's physical memory in bytes (0 if unknown)."""
+    if psutil is not None:
+        return int(psutil.virtual_memory().total)
+    total = _proc_kib(_MEMINFO, "MemTotal")
+    if total is not None:
+        return total
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 def available_bytes() -> int:
-    return int(psutil.virtual_memory().available)
+    """Memory that new allocations can get without swapping, in bytes (psutil, else ``MemAvailable``)."""
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    avail = _proc_kib(_MEMINFO, "MemAvailable")
+    if avail is not None:
+        return avail
+    free = _proc_kib(_MEMINFO, "MemFree")
+    if free is not None:  # kernels before 3.14 lack MemAvailable
+        return free + (_proc_kib(_MEMINFO, "Cached") or 0)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def peak_cuda_bytes(device: Any = None, *, reserved: bool = False) -> int | None:
+    """Peak GPU memory torch allocated on ``device`` since start or ``torch.cuda.reset_peak_memory_stats``.
+
+    Parameters
+    ----------
+    device
+        A CUDA device (``torch.device``, ``"cuda:0"``, an index) or None for the current one. A
+        non-CUDA device gives None.
+    reserved
+        Report the caching allocator's reserved memory (closer to what ``nvidia-smi`` shows)
+        instead of the memory held by tensors.
+
+    Returns
+    -------
+    int or None
+        Bytes, or None when the device is not a CUDA device or CUDA is unavailable.
+    """
+    import torch
+
+    if device is not None and not isinstance(device, int) and torch.device(device).type != "cuda":
+        return None
+    if not torch.cuda.is_available():
+        return None
+    fn = torch.cuda.max_memory_reserved if reserved else torch.cuda.max_memory_allocated
+    return int(fn(device))
+
+
+def gib(n: int | None) -> float | None:
+    """Bytes to GiB rounded to 3 decimals (None stays None), for reports."""
+    return None if n is None else round(n / 2**30, 3)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled
-from .device import autocast, resolve_device
+from .device import amp_dtype, autocast, grad_scaler, resolve_device
 from .events import Event, EventCallback, ignore_events
 
 
@@ -28,7 +28,8 @@ class RunContext:
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
     amp
-        Use mixed precision on CUDA (ignored on the CPU).
+        Use mixed precision on CUDA (ignored on the CPU): bfloat16 where the GPU supports it,
+        else float16 with a GradScaler per optimiser (:meth:`grad_scaler`).
     seed
         Seeds python, numpy and torch; methods draw from :attr:`rng`.
     emit
@@ -68,8 +69,21 @@ class RunContext:
     def use_amp(self) -> bool:
         return bool(self.amp and self.device.type == "cuda")
 
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype (bfloat16 or float16), or None when training runs in float32."""
+        return amp_dtype(self.device, self.use_amp)
+
     def autocast(self):
         return autocast(self.device, self.use_amp)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A new GradScaler for one optimiser: active on the float16 path only, else a pass-through.
+
+        Use it through :func:`isoapp.engine.trainer.optimizer_step` and put it in the training
+        loop's ``state`` so that a resumed run continues with the same loss scale.
+        """
+        return grad_scaler(self.device, self.use_amp)
 
     def preview_yx(self, ny: int, nx: int) -> tuple[int, int]:
         """The (y, x) where live previews cut the xz and yz planes: the caller's cursor or the centre."""

@@ -39,9 +39,58 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` (CUDA) computes bfloat16 natively: compute capability 8.0+ (Ampere on), or ROCm.
+
+    ``torch.cuda.is_bf16_supported()`` also says yes on older GPUs that only emulate bfloat16
+    (slowly), and asks about the current device rather than ``device``; this does neither.
+    """
+    if torch.version.hip:
+        return True
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype: bfloat16 on GPUs that support it, else float16; None on the CPU or when disabled.
+
+    bfloat16 has float32's exponent range and needs no loss scaling; float16 does (see
+    :func:`grad_scaler`).
+    """
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if bf16_supported(device) else torch.float16
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """Mixed-precision context: bfloat16/float16 autocast on CUDA, a no-op on the CPU."""
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    """Mixed-precision context: :func:`amp_dtype` autocast on CUDA, a no-op on the CPU."""
+    dtype = amp_dtype(device, enabled)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device, enabled: bool = True) -> bool:
+    """True on the float16 path, where small gradients underflow unless the loss is scaled."""
+    return amp_dtype(device, enabled) == torch.float16
+
+
+def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
+    """A GradScaler for one optimiser: active on the float16 path, a pass-through otherwise.
+
+    A disabled scaler's ``scale(loss)`` returns ``loss`` unchanged and ``step(opt)`` just calls
+    ``opt.step()``, so the CPU and bfloat16 paths compute exactly what they did without it.
+    """
+    return torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, enabled))
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor to ``device``; to CUDA through pinned (page-locked) memory, asynchronously.
+
+    The copy is queued on the current stream, so kernels that use the result run after it while
+    the host goes on preparing the next batch. The caching host allocator keeps the pinned buffer
+    alive until the copy has finished. On the CPU this is ``t.to(device)`` (no copy).
+    """
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

@@ -6,7 +6,9 @@ whole-volume predictions agree to floating-point precision. ``blend="linear"`` d
 half the halo at each inner tile edge and averages the rest of the overlap with linear ramps (for
 GAN generators, where it hides seams, as Park et al.'s border cut and overlap do). Tile origins are multiples
 of ``divisor`` so that pooling grids line up with the whole-volume case. On a CUDA
-out-of-memory error the tile is halved and the prediction retried.
+out-of-memory error the tile is halved and the prediction retried. On CUDA, batches go to the GPU
+from pinned memory and come back without blocking, so the host places one batch's tiles while the
+GPU computes the next.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled
-from .device import autocast
+from .device import autocast, to_device
 
 log = logging.getLogger(__name__)
 
@@ -95,27 +97,12 @@ def _predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: Sequence[int]
     per_axis = [_axis_tiles(n, t, h, divisor) for n, t, h in zip(spatial, tile, halo, strict=True)]
     jobs = list(itertools.product(range(flat.shape[0]), itertools.product(*per_axis)))
     done_weights = set()
-    i = 0
-    while i < len(jobs):
-        if should_stop is not None and should_stop():
-            raise Cancelled("prediction stopped on request")
-        # group jobs of identical input tile shape into one batch
-        _, boxes = jobs[i]
-        shape = tuple(b - a for a, b, _, _ in boxes)
-        vox = int(np.prod(shape))
-        n_batch = max(1, batch_voxels // max(vox, 1))
-        group = [jobs[i]]
-        while len(group) < n_batch and i + len(group) < len(jobs):
-            nxt = jobs[i + len(group)]
-            if tuple(b - a for a, b, _, _ in nxt[1]) != shape:
-                break
-            group.append(nxt)
-        x = np.stack([flat[(k,) + tuple(slice(a, b) for a, b, _, _ in bx)] for k, bx in group])
-        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).unsqueeze(1).to(device)
-        xt, sizes = _pad_to(xt, divisor, ndim)
-        with torch.no_grad(), autocast(device, amp):
-            yt = fn(xt)
-        y = yt.float()[:, 0].cpu().numpy()
+
+    def finish(group: list, y_host: torch.Tensor, sizes: list[int], ready: torch.cuda.Event | None) -> None:
+        """Wait for a batch's device-to-host copy, then crop and place (or blend) its tiles."""
+        if ready is not None:
+            ready.synchronize()
+        y = y_host.numpy()
         y = y[(slice(None),) + tuple(slice(0, s * k) for s, k in zip(sizes, scale, strict=True))]
         for j, (k, bx) in enumerate(group):
             if blend == "crop":
@@ -134,9 +121,49 @@ def _predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: Sequence[int]
                 if key not in done_weights:
                     weight[dst] += w
                     done_weights.add(key)
+
+    # On CUDA the batches form a two-stage pipeline: batch i's tiles are placed on the host while the
+    # GPU computes batch i + 1 (pinned, non-blocking copies both ways); on the CPU each batch is placed
+    # as soon as it is computed, as before.
+    pending = None
+    finished = 0
+    i = 0
+    while i < len(jobs):
+        if should_stop is not None and should_stop():
+            raise Cancelled("prediction stopped on request")
+        # group jobs of identical input tile shape into one batch
+        _, boxes = jobs[i]
+        shape = tuple(b - a for a, b, _, _ in boxes)
+        vox = int(np.prod(shape))
+        n_batch = max(1, batch_voxels // max(vox, 1))
+        group = [jobs[i]]
+        while len(group) < n_batch and i + len(group) < len(jobs):
+            nxt = jobs[i + len(group)]
+            if tuple(b - a for a, b, _, _ in nxt[1]) != shape:
+                break
+            group.append(nxt)
+        x = np.stack([flat[(k,) + tuple(slice(a, b) for a, b, _, _ in bx)] for k, bx in group])
+        xt = to_device(torch.from_numpy(np.ascontiguousarray(x, np.float32)).unsqueeze(1), device)
+        xt, sizes = _pad_to(xt, divisor, ndim)
+        with torch.no_grad(), autocast(device, amp):
+            yt = fn(xt)
+        yt = yt.float()[:, 0]
         i += len(group)
+        if device.type == "cuda":
+            y_host, ready = yt.to("cpu", non_blocking=True), torch.cuda.Event()  # lands in pinned memory
+            ready.record()
+            done, pending = pending, (group, y_host, sizes, ready)
+        else:
+            done = (group, yt.cpu(), sizes, None)
+        if done is not None:
+            finish(*done)
+            finished += len(done[0])
+            if progress is not None:
+                progress(finished, len(jobs))
+    if pending is not None:
+        finish(*pending)
         if progress is not None:
-            progress(i, len(jobs))
+            progress(len(jobs), len(jobs))
     if blend == "linear":
         out /= np.maximum(weight, 1e-8)
     return out.reshape(lead + out_spatial)

@@ -1,7 +1,8 @@
 """The training loop every method uses: schedule, events, ETA, checkpoints, resume, cancel.
 
 A method supplies ``step_fn(step) -> dict`` that performs one optimisation step (one or more
-optimisers, e.g. for GANs) and returns scalar losses; the loop does the rest. Everything whose
+optimisers, e.g. for GANs, each through :func:`optimizer_step` and its own GradScaler) and
+returns scalar losses; the loop does the rest. Everything whose
 state matters for an exact resume (networks, optimisers, schedulers, numpy generators) is passed
 in ``state`` and saved in the checkpoint.
 """
@@ -52,25 +53,62 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *,
+                   clip_norm: float | None = None, params: Iterable[torch.nn.Parameter] | None = None) -> None:
+    """Back-propagate ``loss`` and step ``opt`` through its GradScaler (the one mixed-precision step).
+
+    On the float16 path the scaler multiplies the loss before ``backward`` so that small gradients
+    do not underflow, unscales the gradients in place before clipping (so ``clip_norm`` applies to
+    the true gradient norm), skips the step when a gradient is inf/NaN and adapts the scale. With a
+    disabled scaler (CPU, bfloat16) this is exactly ``zero_grad; backward; [clip;] step``.
+
+    Use one scaler per optimiser (GANs: one for the generators, one for the discriminators), so an
+    overflow in one network's gradients neither skips nor rescales the other's step.
+
+    Parameters
+    ----------
+    loss
+        Scalar loss (float32: compute it from ``.float()`` outputs).
+    opt, scaler
+        The optimiser and its own scaler (:meth:`RunContext.grad_scaler`).
+    clip_norm
+        Clip the gradients' global L2 norm to this value (None: no clipping).
+    params
+        Parameters to clip (default: all of ``opt``'s).
+    """
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_norm is not None:
+        scaler.unscale_(opt)
+        if params is None:
+            params = [p for group in opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    scaler.step(opt)
+    scaler.update()
+
+
 def supervised_fns(ctx: RunContext, net: torch.nn.Module, opt: torch.optim.Optimizer,
                    sched: torch.optim.lr_scheduler.LRScheduler, loss_fn: Callable,
                    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-                   val: tuple[torch.Tensor, torch.Tensor] | None = None):
+                   val: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   scaler: torch.amp.GradScaler | None = None, clip_norm: float | None = None):
     """``(step_fn, val_fn)`` for :func:`train_loop` with plain pixel-wise supervision.
 
     ``step_fn`` draws ``(x, y)`` from ``next_batch``, minimises ``loss_fn(net(x), y)`` under the
-    context's autocast and steps the scheduler; ``val_fn`` (None without ``val``) evaluates the
-    fixed validation batch.
+    context's autocast (through ``scaler``, see :func:`optimizer_step`) and steps the scheduler;
+    ``val_fn`` (None without ``val``) evaluates the fixed validation batch. Pass ``scaler`` (and
+    put it in the loop's ``state``) so that a resumed float16 run keeps its loss scale; without
+    it one is made from ``ctx``.
     """
+    if scaler is None:
+        scaler = ctx.grad_scaler()
 
     def step(_: int) -> dict[str, float]:
         net.train()
         x, y = next_batch()
         with ctx.autocast():
             loss = loss_fn(net(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(loss, opt, scaler, clip_norm=clip_norm)
         sched.step()
         return {"loss": loss.item(), "lr": sched.get_last_lr()[0]}
 
@@ -99,9 +137,16 @@ class LoopResult:
         return None
 
 
+def _inactive(obj: Any) -> bool:
+    """A disabled GradScaler (CPU, bfloat16) has no state; leaving it out keeps those checkpoints unchanged."""
+    return isinstance(obj, torch.amp.GradScaler) and not obj.is_enabled()
+
+
 def _state_dicts(state: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, obj in state.items():
+        if _inactive(obj):
+            continue
         if isinstance(obj, np.random.Generator):
             out[name] = {"numpy_bitgen": _np_state_to_tensors(obj.bit_generator.state)}
         else:
@@ -122,6 +167,8 @@ def _np_state_from(saved: dict) -> dict:
 
 def _load_state_dicts(state: dict[str, Any], saved: dict[str, Any]) -> None:
     for name, obj in state.items():
+        if _inactive(obj):
+            continue
         if name not in saved:
             raise KeyError(f"checkpoint lacks {name!r}")
         if isinstance(obj, np.random.Generator):
@@ -156,7 +203,8 @@ def train_loop(
         Performs one step; returns a dict with at least ``"loss"``.
     state
         Objects with ``state_dict``/``load_state_dict`` (modules, optimisers, schedulers, GradScalers)
-        or ``np.random.Generator`` instances; all are checkpointed. Include the samplers' generators
+        or ``np.random.Generator`` instances; all are checkpointed (disabled GradScalers, which
+        have no state, are skipped). Include the samplers' generators
         so that a resumed run draws the same patches as an uninterrupted one.
     cfg
         Checkpoint (every ``checkpoint_every`` steps and every ``checkpoint_seconds`` of

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import psf as psfmod
 from ..degrade import upsample
 from ..engine.context import RunContext
+from ..engine.device import to_device
 from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from ..errors import ModelError
 from ..nets import UNet
@@ -109,7 +110,7 @@ class IsoNet(PlaneWiseMethod):
                              foreground_fraction=cfg.foreground_fraction, index_range=(0, len(z_idx) - n_val))
 
         def to_t(xy: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-            return tuple(torch.from_numpy(a).unsqueeze(1).to(ctx.device) for a in xy)
+            return tuple(to_device(torch.from_numpy(a).unsqueeze(1), ctx.device) for a in xy)
 
         val = None
         if n_val:
@@ -124,8 +125,9 @@ class IsoNet(PlaneWiseMethod):
         loss_fn = nnf.l1_loss if self.params.loss == "l1" else nnf.mse_loss
         preview_src = upsample(vol, F, axis=0, order=1)
 
+        scaler = ctx.grad_scaler()
         step, validate = supervised_fns(ctx, net, opt, sched, loss_fn,
-                                        lambda: to_t(pairs.batch(cfg.batch_size, rng)), val)
+                                        lambda: to_t(pairs.batch(cfg.batch_size, rng)), val, scaler)
 
         def preview() -> dict[str, np.ndarray]:
             net.eval()
@@ -134,6 +136,6 @@ class IsoNet(PlaneWiseMethod):
                     "yz": self._restore_planes(preview_src[:, :, cx][None], ctx)[0]}
 
         train_loop(ctx, stage="isonet", steps=cfg.steps, step_fn=step,
-                   state={"net": net, "opt": opt, "sched": sched, "rng": rng}, cfg=cfg,
+                   state={"net": net, "opt": opt, "sched": sched, "scaler": scaler, "rng": rng}, cfg=cfg,
                    val_fn=validate, preview_fn=preview)
         self._halo = None

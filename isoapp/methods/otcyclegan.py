@@ -54,10 +54,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..degradation import estimate_axial_sigma, kernel_energy
 from ..degrade import resample_matrix, sampling_phase, upsample
 from ..engine.context import RunContext
+from ..engine.device import to_device
 from ..engine.events import ProgressEvent
 from ..engine.sampler import PatchSampler
 from ..engine.tiling import predict_tiled
-from ..engine.trainer import make_optimizer, make_scheduler, train_loop
+from ..engine.trainer import make_optimizer, make_scheduler, optimizer_step, train_loop
 from ..errors import ConfigError, InputError
 from ..fwhm import fwhm_profile
 from ..nets import UNet
@@ -393,6 +394,9 @@ class OTCycleGAN(Method):
                                 {"params": list(Fn.parameters()), "lr": cfg.lr * p.blur_lr_factor}], cfg, betas=betas)
         opt_d = make_optimizer(D.parameters(), cfg, lr=cfg.lr * p.disc_lr_factor, betas=betas)
         sched_g, sched_d = make_scheduler(opt_g, cfg, cfg.steps), make_scheduler(opt_d, cfg, cfg.steps)
+        # one GradScaler per optimiser (active on the float16 path only), so that an overflow in
+        # one network's gradients neither skips nor rescales the other's step
+        scaler_g, scaler_d = ctx.grad_scaler(), ctx.grad_scaler()
         lam, n_proj = p.cycle_weight, p.n_projections
         max_depth = min(p.max_projection_depth, cz - 2 * m)
         min_depth = min(p.min_projection_depth, max_depth)
@@ -400,8 +404,8 @@ class OTCycleGAN(Method):
 
         def batch() -> tuple[torch.Tensor, torch.Tensor | None]:
             crops, mats = self._draw_batch(sampler, rng, cfg.batch_size, matrices)
-            return (torch.from_numpy(crops[:, None]).to(dev),
-                    None if mats is None else torch.from_numpy(mats).to(dev))
+            return (to_device(torch.from_numpy(crops[:, None]), dev),
+                    None if mats is None else to_device(torch.from_numpy(mats), dev))
 
         def acquire(v: torch.Tensor, mats: torch.Tensor | None) -> torch.Tensor:
             """The crop's axial sampling applied to ``v`` (its central ``cz - 2m`` planes); identity without it."""
@@ -442,9 +446,7 @@ class OTCycleGAN(Method):
                     for v in pred.values():
                         r, f = v.chunk(2)
                         loss_d = loss_d + 0.5 * (lsgan_loss(r, True) + lsgan_loss(f, False))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            optimizer_step(loss_d, opt_d, scaler_d)
             return loss_d
 
         def forward(x: torch.Tensor, mats: torch.Tensor | None, depth: int):
@@ -485,9 +487,7 @@ class OTCycleGAN(Method):
             lat = lateral(x) if p.lambda_lateral else None
             if lat is not None:
                 loss_g = loss_g + p.lambda_lateral * lat
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            optimizer_step(loss_g, opt_g, scaler_g)
             loss_d = update_d(x, x_c, fakes, recs, depth)
             sched_g.step()
             sched_d.step()
@@ -504,7 +504,7 @@ class OTCycleGAN(Method):
             return {"xz": out[:, cy - y0, :], "yz": out[:, :, cx - x0]}
 
         state = {"G": G, "F": Fn, "D": D, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d,
-                 "rng": rng}
+                 "scaler_g": scaler_g, "scaler_d": scaler_d, "rng": rng}
         res = train_loop(ctx, stage="otcyclegan", steps=cfg.steps, step_fn=step, state=state, cfg=cfg,
                          preview_fn=preview)
         if res.steps_done > res.resumed_from:

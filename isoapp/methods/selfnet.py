@@ -52,8 +52,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..degrade import resample_matrix, sampling_phase, upsample
 from ..engine.context import RunContext
+from ..engine.device import to_device
 from ..engine.sampler import PatchSampler, augment, foreground_mask
-from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
+from ..engine.trainer import make_optimizer, make_scheduler, optimizer_step, supervised_fns, train_loop
 from ..errors import InputError
 from ..nets.blocks import count_parameters, lsgan_loss, resample_along
 from ..nets.selfnet import (
@@ -247,10 +248,10 @@ class SelfNet(PlaneWiseMethod):
         integer_f = abs(F - round(F)) < 1e-6
 
         def to_t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, np.float32)).unsqueeze(1).to(dev)
+            return to_device(torch.from_numpy(np.ascontiguousarray(a, np.float32)).unsqueeze(1), dev)
 
         def mats(phases: list[float]) -> torch.Tensor:
-            return torch.from_numpy(np.stack([resample_matrix(size, F, ph, margin) for ph in phases])).to(dev)
+            return to_device(torch.from_numpy(np.stack([resample_matrix(size, F, ph, margin) for ph in phases])), dev)
 
         def batch_a(sampler: PatchSampler, n: int, g: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
             """Sharp lateral crops (B, 1, size, size) and their sampling matrices along rows."""
@@ -320,16 +321,20 @@ class SelfNet(PlaneWiseMethod):
         opt_d = make_optimizer(list(d_a.parameters()) + list(d_b.parameters()), cfg, betas=(0.5, 0.999))
         opt_deb = make_optimizer(deb.parameters(), cfg)
         sch_g, sch_d, sch_deb = (make_scheduler(o, cfg, total) for o in (opt_g, opt_d, opt_deb))
+        # one GradScaler per optimiser (active on the float16 path only): an overflow in the
+        # generators' gradients must not skip or rescale the discriminators' step
+        scl_g, scl_d, scl_deb = ctx.grad_scaler(), ctx.grad_scaler(), ctx.grad_scaler()
         pool_a, pool_b = ImagePool(p.pool_size, rng), ImagePool(p.pool_size, rng)
         state = {**nets, "opt_G": opt_g, "opt_D": opt_d, "opt_deblur": opt_deb, "sched_G": sch_g,
-                 "sched_D": sch_d, "sched_deblur": sch_deb, "pool_A": pool_a, "pool_B": pool_b, "rng": rng}
+                 "sched_D": sch_d, "sched_deblur": sch_deb, "scaler_G": scl_g, "scaler_D": scl_d,
+                 "scaler_deblur": scl_deb, "pool_A": pool_a, "pool_B": pool_b, "rng": rng}
         bs = cfg.batch_size
         feedback = [False]
 
         def noise(t: torch.Tensor) -> torch.Tensor | float:
             if p.cycle_noise <= 0:
                 return 0.0
-            return p.cycle_noise * torch.from_numpy(rng.standard_normal(t.shape, dtype=np.float32)).to(t.device)
+            return p.cycle_noise * to_device(torch.from_numpy(rng.standard_normal(t.shape, dtype=np.float32)), t.device)
 
         def stage1(_: int) -> dict[str, float]:
             for n in (g_a, g_b, d_a, d_b):
@@ -353,9 +358,7 @@ class SelfNet(PlaneWiseMethod):
                     deb.eval()
                     fb_loss = nnf.l1_loss(deb(fake_b).float(), centre(xa))
                     loss_g = loss_g + p.lambda_deblur * fb_loss
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            optimizer_step(loss_g, opt_g, scl_g)
             for n in (d_a, d_b):
                 n.requires_grad_(True)
             deb.requires_grad_(True)
@@ -366,9 +369,7 @@ class SelfNet(PlaneWiseMethod):
                 loss_da = 0.5 * (lsgan_loss(d_a(ya).float(), True)
                                  + lsgan_loss(d_a(pool_a.query(fake_a.detach())).float(), False))
                 loss_d = loss_da + loss_db
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            optimizer_step(loss_d, opt_d, scl_d)
             sch_g.step()
             sch_d.step()
             return {"loss": loss_g.item(), "adv": adv.item(), "cycle": cyc.item(), "spectral": spec.item(),
@@ -408,7 +409,7 @@ class SelfNet(PlaneWiseMethod):
             t1 = time.perf_counter()
             stage2, validate = supervised_fns(ctx, deb, opt_deb, sch_deb, nnf.l1_loss,
                                               lambda: synthetic(*batch_a(sampler_a, bs, rng)),
-                                              synthetic(*val) if val is not None else None)
+                                              synthetic(*val) if val is not None else None, scl_deb)
             r2 = train_loop(ctx, stage=f"selfnet_e{e}_stage2", steps=k_steps, step_fn=stage2, state=state,
                             cfg=cfg, val_fn=validate, preview_fn=preview)
             t2 = time.perf_counter()

@@ -51,6 +51,7 @@ from scipy import ndimage
 from ..degradation import Degradation, estimate_axial_sigma, estimate_noise, kernel_energy
 from ..degrade import output_length, sample_along, upsample
 from ..engine.context import RunContext
+from ..engine.device import to_device
 from ..engine.events import ProgressEvent
 from ..engine.sampler import PatchSampler
 from ..engine.tiling import predict_tiled
@@ -210,7 +211,7 @@ class PairMaker:
         pairs = [self.pair() for _ in range(n)]
         xs = torch.from_numpy(np.stack([p[0] for p in pairs])).unsqueeze(1)
         ys = torch.from_numpy(np.stack([p[1] for p in pairs])).unsqueeze(1)
-        return xs.to(device), ys.to(device)
+        return to_device(xs, device), to_device(ys, device)
 
 
 # ---------------------------------------------------------------------------- the method
@@ -318,13 +319,15 @@ class SelfVision(Method):
         with torch.no_grad():
             base_loss = float(loss_fn(self._interp(val[0]), val[1]))
 
-        step, validate = supervised_fns(ctx, net, opt, sched, loss_fn, lambda: maker.batch(cfg.batch_size, ctx.device), val)
+        scaler = ctx.grad_scaler()
+        step, validate = supervised_fns(ctx, net, opt, sched, loss_fn, lambda: maker.batch(cfg.batch_size, ctx.device),
+                                        val, scaler)
 
         def preview() -> dict[str, np.ndarray]:
             return self._preview(vol, ctx)
 
         res = train_loop(ctx, stage="selfvision", steps=cfg.steps, step_fn=step,
-                         state={"net": net, "opt": opt, "sched": sched, "rng": rng}, cfg=cfg,
+                         state={"net": net, "opt": opt, "sched": sched, "scaler": scaler, "rng": rng}, cfg=cfg,
                          val_fn=validate, preview_fn=preview)
         vals = [h["val_loss"] for h in res.history if "val_loss" in h]
         self._fit_info = {"train_seconds": round(res.seconds, 2), "steps": res.steps_done,

@@ -1,0 +1,92 @@
+"""isoapp.memory: peak/current RSS, available memory and peak CUDA memory, measured for real."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from isoapp import memory
+
+MB = 2**20
+
+
+def test_peak_rises_with_a_real_allocation_in_a_fresh_process():
+    # A fresh interpreter starts with a small peak, so the figure must rise on every platform
+    # (VmHWM, peak_wset or ru_maxrss), not only where the peak can be reset.
+    code = textwrap.dedent("""
+        import json
+        import numpy as np
+        from isoapp import memory
+        before = memory.peak_rss_bytes()
+        a = np.ones(200 * 2**20, np.uint8)   # np.ones touches every page: 200 MB resident
+        during = memory.current_rss_bytes()
+        after = memory.peak_rss_bytes()
+        del a
+        print(json.dumps({"before": before, "during": during, "after": after,
+                          "released": memory.current_rss_bytes(), "peak_end": memory.peak_rss_bytes()}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["after"] - r["before"] >= 150 * MB
+    assert r["after"] >= r["during"] >= 200 * MB
+    # a peak does not fall when the memory is freed (the kernel's RSS counters lag by a few pages)
+    assert r["peak_end"] >= r["after"] - 8 * MB
+    assert r["during"] - r["released"] >= 150 * MB  # the current figure does
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM can be reset on Linux only")
+def test_reset_peak_then_allocation_in_process():
+    assert memory.reset_peak_rss()
+    base = memory.peak_rss_bytes()
+    assert base - memory.current_rss_bytes() < 50 * MB  # the peak restarted from the current RSS
+    a = np.ones(200 * MB, np.uint8)
+    assert memory.peak_rss_bytes() - base >= 150 * MB
+    del a
+
+
+def test_available_is_positive_and_below_total():
+    avail, total = memory.available_bytes(), memory.total_bytes()
+    assert 0 < avail < total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc fallbacks exist on Linux only")
+def test_fallbacks_without_psutil_agree(monkeypatch):
+    with_psutil = (memory.current_rss_bytes(), memory.available_bytes(), memory.total_bytes())
+    monkeypatch.setattr(memory, "psutil", None)
+    without = (memory.current_rss_bytes(), memory.available_bytes(), memory.total_bytes())
+    assert abs(without[0] - with_psutil[0]) < 64 * MB
+    assert abs(without[1] - with_psutil[1]) < 512 * MB  # other processes allocate in between
+    assert without[2] == pytest.approx(with_psutil[2], rel=1e-3)
+    assert memory.peak_rss_bytes() >= without[0]
+
+
+def test_ru_maxrss_fallback_is_in_bytes(monkeypatch):
+    if sys.platform == "win32":
+        pytest.skip("no resource module on Windows")
+    # Pretend /proc is missing (macOS, BSD): the peak comes from getrusage, converted to bytes.
+    monkeypatch.setattr(memory, "_proc_kib", lambda path, key: None)
+    peak, cur = memory.peak_rss_bytes(), memory.current_rss_bytes()
+    assert peak >= cur > 10 * MB  # a KiB figure would be 1024x too small
+
+
+def test_peak_cuda_is_none_without_a_cuda_device():
+    # This CPU-only machine has no CUDA; the CUDA branch is exercised by benchmarks/gpu.py on a GPU.
+    assert memory.peak_cuda_bytes("cpu") is None
+    import torch
+
+    if not torch.cuda.is_available():
+        assert memory.peak_cuda_bytes("cuda") is None
+    else:
+        assert memory.peak_cuda_bytes("cuda") >= 0
+
+
+def test_memory_module_does_not_import_resource_at_module_level():
+    # The helper must load on Windows, where the ``resource`` module does not exist.
+    src = open(memory.__file__).read()
+    top = [ln for ln in src.splitlines() if ln.startswith(("import ", "from "))]
+    assert not any("resource" in ln for ln in top)
