@@ -8,7 +8,6 @@ output grid: plane ``k`` lies at input plane position ``k / F`` and z is sampled
 from __future__ import annotations
 
 import logging
-import resource
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from .degradation import Degradation, estimate_degradation
 from .engine.config import PSFSpec, check_factor
 from .engine.events import EventCallback, ignore_events
 from .errors import ConfigError, InputError
+from .memory import peak_cuda_bytes, peak_rss_bytes
 from .methods.base import Method
 from .normalize import NORM_PERCENTILES, Normalizer  # noqa: F401 - NORM_PERCENTILES re-exported
 from .volume import Volume
@@ -150,10 +150,6 @@ def normalize(x: np.ndarray) -> tuple[np.ndarray, float, float]:
     return n.before(x), n.lo, n.hi
 
 
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def restore(
     volume: Volume,
     method: str = "isonet",
@@ -221,7 +217,7 @@ def restore(
         if save_model is not None:
             r.save(save_model)
     out = r.predict(volume)
-    peak_cuda = int(torch.cuda.max_memory_allocated(r.ctx.device)) if r.ctx.device.type == "cuda" else 0
+    peak_cuda = peak_cuda_bytes(r.ctx.device) or 0
     info = r.info()
     log.info("%s: trained %.1f s, restored %.1f s, output %s", info["method"], r.train_seconds, r.predict_seconds,
              out.shape)

@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from test_blockwise import _stack, _write  # noqa: E402
+
 from isoapp.errors import ConfigError  # noqa: E402
 from isoapp.io import read_volume  # noqa: E402
 from isoapp.restorer import Restorer  # noqa: E402
-
-from test_blockwise import _stack, _write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
