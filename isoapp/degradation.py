@@ -36,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from .degrade import sampling_matrices, sampling_phase, upsample
+from .degrade import output_length, sample_along, sampling_matrices, sampling_phase
 from .errors import InputError
 from .psf import fwhm_to_sigma, gaussian_psf, sigma_to_fwhm
 from .spectral import axial_log_spectrum
@@ -212,10 +212,18 @@ def estimate_axial_sigma(vol: np.ndarray, factor: float, noise: Degradation | No
     sigma whose axial/lateral log power-spectrum ratio best matches that of the real axial
     (xz/yz) crops of ``up`` wins.
     """
-    if up is None:
-        up = upsample(vol, factor, axis=0, order=1)
+    up_len = up.shape[0] if up is not None else output_length(vol.shape[0], factor)
+
+    def up_crop(z0: int, n: int, y: int | slice, x: int | slice) -> np.ndarray:
+        """``up[z0:z0+n, y, x]`` without interpolating the whole stack (bounded memory on large stacks)."""
+        if up is not None:
+            return up[z0:z0 + n, y, x]
+        pos = (z0 + np.arange(n)) / float(factor)
+        a, b = int(np.floor(pos[0])), min(vol.shape[0], int(np.floor(pos[-1])) + 2)
+        return sample_along(np.asarray(vol[a:b, y, x], np.float32), pos - a, axis=0, order=1)
+
     m = math.ceil(factor)
-    n = min(n, up.shape[0] - 2 * m, vol.shape[1] - 2 * m, vol.shape[2] - 2 * m)
+    n = min(n, up_len - 2 * m, vol.shape[1] - 2 * m, vol.shape[2] - 2 * m)
     if n < MIN_CROP:
         raise InputError(f"the stack {vol.shape} is too small to estimate its axial blur from spectra: it needs "
                          f"{MIN_CROP + 2 * m} z-interpolated planes and {MIN_CROP + 2 * m} pixels laterally; pass the "
@@ -226,14 +234,15 @@ def estimate_axial_sigma(vol: np.ndarray, factor: float, noise: Degradation | No
         return axial_log_spectrum(torch.from_numpy(np.ascontiguousarray(a, np.float32))[:, None]).numpy()
 
     real = []
+    ny, nx = vol.shape[1], vol.shape[2]
     for _ in range(crops):
-        z0 = int(rng.integers(up.shape[0] - n + 1))
+        z0 = int(rng.integers(up_len - n + 1))
         if rng.random() < 0.5:
-            y, x0 = int(rng.integers(up.shape[1])), int(rng.integers(up.shape[2] - n + 1))
-            real.append(up[z0:z0 + n, y, x0:x0 + n])
+            y, x0 = int(rng.integers(ny)), int(rng.integers(nx - n + 1))
+            real.append(up_crop(z0, n, y, slice(x0, x0 + n)))
         else:
-            x, y0 = int(rng.integers(up.shape[2])), int(rng.integers(up.shape[1] - n + 1))
-            real.append(up[z0:z0 + n, y0:y0 + n, x])
+            x, y0 = int(rng.integers(nx)), int(rng.integers(ny - n + 1))
+            real.append(up_crop(z0, n, slice(y0, y0 + n), x))
     real = np.stack(real)
     target = stat(real)
     # judge only the frequencies where the real axial signal stands above its noise floor: beyond,

@@ -25,10 +25,16 @@ class Normalizer:
         return cls(lo, hi)
 
     def before(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, np.float32) - self.lo) / (self.hi - self.lo)).astype(np.float32)
+        out = np.array(x, dtype=np.float32, copy=True)  # one float32 copy, changed in place (large stacks)
+        out -= np.float32(self.lo)
+        out /= np.float32(self.hi - self.lo)
+        return out
 
     def after(self, y: np.ndarray) -> np.ndarray:
-        return (np.asarray(y, np.float32) * (self.hi - self.lo) + self.lo).astype(np.float32)
+        out = np.array(y, dtype=np.float32, copy=True)
+        out *= np.float32(self.hi - self.lo)
+        out += np.float32(self.lo)
+        return out
 
     def to_dict(self) -> dict[str, float]:
         return {"lo": self.lo, "hi": self.hi}

@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 #: The default memory a run may spend on its statistics sample and its training region.
 SAMPLE_BUDGET_BYTES = 256 * 2**20
 TRAIN_BUDGET_BYTES = 384 * 2**20
+_PLANES_PER_MAP = 16
 
 
 def _remap_reader(filename: str, root_offset: int, root_nbytes: int, start: int, dtype: np.dtype,
                   shape: tuple, strides: tuple):
-    def read(key: tuple) -> np.ndarray:
+    def read_mapped(key: tuple) -> np.ndarray:
         buf = np.memmap(filename, dtype=np.uint8, mode="r", offset=root_offset, shape=(root_nbytes,))
         try:
             base = buf[start:].view(dtype)
@@ -36,6 +37,18 @@ def _remap_reader(filename: str, root_offset: int, root_nbytes: int, start: int,
             return np.array(view[key])
         finally:
             del buf  # unmap: the touched pages leave this process's resident set
+
+    def read(key: tuple) -> np.ndarray:
+        # a window of many planes maps whole pages of every row it touches: read a few planes per mapping
+        first = key[0] if key else slice(None)
+        if not isinstance(first, slice) or len(shape) < 3:
+            return read_mapped(key)
+        idx = range(shape[0])[first]
+        if len(idx) <= _PLANES_PER_MAP:
+            return read_mapped(key)
+        parts = [read_mapped((slice(idx[i], idx[min(i + _PLANES_PER_MAP, len(idx)) - 1] + 1, idx.step),) + key[1:])
+                 for i in range(0, len(idx), _PLANES_PER_MAP)]
+        return np.concatenate(parts, axis=0)
     return read
 
 
