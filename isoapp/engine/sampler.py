@@ -18,6 +18,45 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 
 
+_PERCENTILE_SAMPLE = 2**24
+
+
+class _BoxPool:
+    """The C-order flat indices of ``mask`` inside a box, drawn by rank without materialising them.
+
+    ``pool[k]`` equals ``np.flatnonzero(mask & box)[k]`` (``mask=None``: every voxel of the box),
+    at the memory of one count per leading index instead of eight bytes per voxel.
+    """
+
+    def __init__(self, shape: tuple[int, ...], box: tuple[slice, ...], mask: np.ndarray | None) -> None:
+        self.shape, self.box, self.mask = shape, box, mask
+        self.sub = tuple(len(range(*b.indices(n))) for b, n in zip(box, shape, strict=True))
+        self.rows = range(*box[0].indices(shape[0]))
+        if mask is None:
+            per = np.full(len(self.rows), int(np.prod(self.sub[1:], dtype=np.int64)), np.int64)
+        else:
+            per = np.array([int(np.count_nonzero(mask[(i,) + box[1:]])) for i in self.rows], np.int64)
+        self.cum = np.cumsum(per)
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.cum[-1]) if len(self.cum) else 0
+
+    def __getitem__(self, k: int) -> int:
+        r = int(np.searchsorted(self.cum, k, side="right"))
+        j = int(k - (self.cum[r - 1] if r else 0))
+        if self.mask is None:
+            local = np.unravel_index(j, self.sub[1:])
+        else:
+            if self._cache is None or self._cache[0] != r:
+                self._cache = (r, np.flatnonzero(self.mask[(self.rows[r],) + self.box[1:]]))
+            local = np.unravel_index(int(self._cache[1][j]), self.sub[1:])
+        coords = (self.rows[r],) + tuple(int(b.indices(n)[0]) + int(c) for b, n, c
+                                         in zip(self.box[1:], self.shape[1:], local, strict=True))
+        return int(np.ravel_multi_index(coords, self.shape))
+
+
 def foreground_mask(vol: np.ndarray, *, level: float = 0.2, smooth: float = 2.0) -> np.ndarray:
     """Voxels whose smoothed intensity lies above ``level`` of the way from background to signal.
 
@@ -25,7 +64,8 @@ def foreground_mask(vol: np.ndarray, *, level: float = 0.2, smooth: float = 2.0)
     patch filter works the same way, relative to the maximum).
     """
     sm = ndimage.uniform_filter(vol.astype(np.float32, copy=False), size=max(1, int(2 * smooth + 1)))
-    lo, hi = np.percentile(sm, [5, 99.9])
+    step = max(1, sm.size // _PERCENTILE_SAMPLE)  # large stacks: percentiles of a strided sample (no copy)
+    lo, hi = np.percentile(sm.reshape(-1)[::step], [5, 99.9])
     if hi <= lo:  # flat image: everything counts
         return np.ones(vol.shape, bool)
     return sm > lo + level * (hi - lo)
@@ -65,20 +105,19 @@ class PatchSampler:
         m = foreground_mask(vol) if mask is None else mask
         lo, hi = self.index_range
         lead = vol.ndim - nd
-        # valid centres: far enough from the border so the crop fits
-        valid = np.zeros(vol.shape, bool)
-        sl = [slice(None)] * vol.ndim
+        # valid centres (a box): far enough from the border so the crop fits, within index_range
+        box = [slice(0, n) for n in vol.shape]
         if lead:
-            sl[0] = slice(lo, hi)
+            box[0] = slice(lo, hi)
         for i, s in enumerate(self.size):
             ax = lead + i
-            sl[ax] = slice(s // 2, vol.shape[ax] - (s - s // 2) + 1)
-        valid[tuple(sl)] = True
+            box[ax] = slice(s // 2, vol.shape[ax] - (s - s // 2) + 1)
         if not lead:
-            valid[: lo] = False
-            valid[hi:] = False
-        self._fg_idx = np.flatnonzero(m & valid)
-        self._all_idx = np.flatnonzero(valid)
+            a = box[0].indices(vol.shape[0])
+            box[0] = slice(max(a[0], lo), max(min(a[1], hi), max(a[0], lo)))
+        box = tuple(box)
+        self._fg_idx = _BoxPool(vol.shape, box, m)
+        self._all_idx = _BoxPool(vol.shape, box, None)
         if self._all_idx.size == 0:
             raise InputError(f"no room for {self.size} patches in data of shape {vol.shape}")
         if self._fg_idx.size == 0:

@@ -114,16 +114,14 @@ class IsoNet(PlaneWiseMethod):
 
         val = None
         if n_val:
-            vpairs = LateralPairs(planes, F, P, np.random.default_rng(ctx.seed + 1), kernel=k,
-                                  degradation=self.degradation, foreground_fraction=cfg.foreground_fraction,
-                                  index_range=(len(z_idx) - n_val, len(z_idx)))
+            vpairs = pairs.subset((len(z_idx) - n_val, len(z_idx)), np.random.default_rng(ctx.seed + 1),
+                                  foreground_fraction=cfg.foreground_fraction)
             val = to_t(vpairs.batch(min(32, 4 * cfg.batch_size), np.random.default_rng(ctx.seed + 2)))
 
         net = self.net.to(ctx.device)
         opt = make_optimizer(net.parameters(), cfg)
         sched = make_scheduler(opt, cfg, cfg.steps)
         loss_fn = nnf.l1_loss if self.params.loss == "l1" else nnf.mse_loss
-        preview_src = upsample(vol, F, axis=0, order=1)
 
         scaler = ctx.grad_scaler()
         step, validate = supervised_fns(ctx, net, opt, sched, loss_fn,
@@ -131,9 +129,9 @@ class IsoNet(PlaneWiseMethod):
 
         def preview() -> dict[str, np.ndarray]:
             net.eval()
-            cy, cx = ctx.preview_yx(*preview_src.shape[1:])
-            return {"xz": self._restore_planes(preview_src[:, cy, :][None], ctx)[0],
-                    "yz": self._restore_planes(preview_src[:, :, cx][None], ctx)[0]}
+            cy, cx = ctx.preview_yx(*vol.shape[1:])  # interpolate only the two planes shown
+            return {"xz": self._restore_planes(upsample(vol[:, cy, :], F, axis=0, order=1)[None], ctx)[0],
+                    "yz": self._restore_planes(upsample(vol[:, :, cx], F, axis=0, order=1)[None], ctx)[0]}
 
         train_loop(ctx, stage="isonet", steps=cfg.steps, step_fn=step,
                    state={"net": net, "opt": opt, "sched": sched, "scaler": scaler, "rng": rng}, cfg=cfg,
