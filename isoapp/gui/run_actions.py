@@ -20,6 +20,7 @@ from ..methods import get_method, method_label
 from ..restore import NORM_PERCENTILES
 from . import dialogs, runs
 from .estimate import RunClock, timing_key
+from .report_panel import result_label
 from .worker import RestoreWorker, restore_accepts
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,7 @@ class RunMixin:
         factor = float(result.info.get("factor", self.input.anisotropy))
         self._record_timing(result)
         self._discard_checkpoint()
-        name = str(result.info.get("method", vol.name))
-        label = method_label(name) if name else vol.name
+        label = result_label(result.info, vol.name)  # for auto, the method it chose
         self.compare.add_result(label, vol, factor, getattr(result, "before", None))
         self.results_info[label] = dict(result.info)
         self.report.show_info(result.info, label)

@@ -260,11 +260,17 @@ class Graphics(pg.GraphicsLayoutWidget):
 
 
 class Plane:
-    """One view: its box, image and crosshair lines."""
+    """One view: its box, image, crosshair lines and a title in its top-left corner.
+
+    The title sits on a dark backing (readable over a bright image) and is shortened to
+    ``short_title``, or hidden, when the view is too narrow for it (the fourth quadrant of a thin
+    stack is a few tens of pixels wide).
+    """
 
     def __init__(self, layout: pg.GraphicsLayout, key: str, title: str, row: int, col: int,
-                 crosshair: bool = True) -> None:
+                 crosshair: bool = True, short_title: str = "") -> None:
         self.key = key
+        self.titles = (title, short_title or title)
         self.box = CursorViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.box.setMinimumSize(1, 1)
         layout.addItem(self.box, row, col)
@@ -276,6 +282,18 @@ class Plane:
         if crosshair:
             self.box.addItem(self.vline, ignoreBounds=True)
             self.box.addItem(self.hline, ignoreBounds=True)
-        self.label = pg.TextItem(title, color=(255, 215, 0), anchor=(0, 0))
+        self.label = pg.TextItem(title, color=(255, 215, 0), anchor=(0, 0), fill=(0, 0, 0, 150))
         self.label.setParentItem(self.box)
-        self.label.setPos(4, 2)
+        self.label.setPos(2, 2)
+        self.label.setToolTip(title)
+        self.box.sigResized.connect(self.fit_title)
+
+    def fit_title(self, *_args) -> None:
+        """The longest title that fits the view's width, or none."""
+        room = self.box.width() - 4
+        for text in self.titles:
+            self.label.setText(text)
+            if self.label.boundingRect().width() <= room:
+                self.label.setVisible(True)
+                return
+        self.label.setVisible(False)
