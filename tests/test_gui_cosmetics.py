@@ -71,7 +71,9 @@ def test_loss_plots_keep_their_height_and_tick_labels_do_not_overlap(qtbot):
             for i, (a, ta) in enumerate(labels):
                 for b, tb in labels[i + 1:]:
                     assert not a.intersects(b), f"{group} {side} axis: {ta!r} overlaps {tb!r}"
-    assert [t for _r, t in _tick_label_rects(panel.plots["selfnet_stage1"].getAxis("left"))] == ["2", "5", "10"]
+    # a decade of loss still gets more than one number, in plain notation
+    stage1 = [t for _r, t in _tick_label_rects(panel.plots["selfnet_stage1"].getAxis("left"))]
+    assert len(stage1) >= 2 and "10" in stage1, stage1
     panel.start((0.1, 0.1, 0.1), None, "here")  # a new run: no room kept for the old plots
     assert panel.plots == {} and panel.loss_view.minimumHeight() == 0
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 #: the height (px) a loss plot keeps however many stages there are: below it the tick labels of a
 #: log axis overlap (the splitter takes the room from the previews instead)
-PLOT_MIN_HEIGHT = 110
+PLOT_MIN_HEIGHT = 95
 
 
 def stage_group(stage: str) -> str:

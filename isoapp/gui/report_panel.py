@@ -90,7 +90,8 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
     choice = auto_choice(info)
     if choice:
         reason = info.get("reason")
-        parts.append(f"<b>{choice}</b>" + (f"<br><small>{reason}</small>" if reason else ""))
+        fallback = info.get("chosen") in INTERPOLATIONS  # the reason then says why no candidate was kept
+        parts.append(f"<b>{choice}</b>" + (f"<br><small>{reason}</small>" if reason and fallback else ""))
     deg = info.get("degradation")
     if isinstance(deg, dict):
         src = "estimated from the stack" if deg.get("source") == "estimated" else "as you gave it"
