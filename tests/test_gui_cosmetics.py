@@ -149,3 +149,32 @@ def test_no_banner_for_interpolation_itself(window):
         window.report.show_info(info, "x")
         assert window.report.banner.isHidden() and not window.report.isHidden()
     assert beats_interpolation({"method": "isonet", "heldout": held}) is False
+
+
+def test_compare_loads_the_before_view_once_and_stats_look_at_a_bounded_sample(qtbot):
+    """A GUI-thread stall at the end of every run: the before view was reloaded (levels and histogram
+    of the whole stack) for each result, next to the after view, in one event-loop turn."""
+    from isoapp.gui.compare import ComparePanel
+    from isoapp.gui.view_tools import STATS_SAMPLE, auto_levels, stats_sample
+    from isoapp.volume import Volume
+
+    rng = np.random.default_rng(1)
+    stack = Volume(rng.random((9, 40, 40)).astype(np.float32), axes="ZYX", voxel_size=(0.8, 0.2, 0.2))
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    panel.resize(900, 600)
+    panel.show()
+    panel.set_input(stack)
+    loads = {"left": 0, "right": 0}
+    panel.left.volumeChanged.connect(lambda: loads.__setitem__("left", loads["left"] + 1))
+    panel.right.volumeChanged.connect(lambda: loads.__setitem__("right", loads["right"] + 1))
+    for i, name in enumerate(("linear", "isonet")):
+        out = stack.with_data(rng.random((33, 40, 40)).astype(np.float32), voxel_size=(0.2, 0.2, 0.2), name=name)
+        panel.add_result(name, out, 4.0)
+        assert loads["left"] == i  # deferred: nothing loaded in the turn that adds the result
+        qtbot.waitUntil(lambda i=i: loads["right"] == i + 1, timeout=5000)
+    assert loads["left"] == 1 and panel.right.volume.name == "isonet"
+    big = rng.random((60, 200, 200)).astype(np.float32)
+    assert stats_sample(big).size <= STATS_SAMPLE
+    lo, hi = auto_levels(big)
+    assert abs(lo - np.percentile(big, 0.5)) < 0.01 and abs(hi - np.percentile(big, 99.8)) < 0.01
