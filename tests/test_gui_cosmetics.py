@@ -178,3 +178,20 @@ def test_compare_loads_the_before_view_once_and_stats_look_at_a_bounded_sample(q
     assert stats_sample(big).size <= STATS_SAMPLE
     lo, hi = auto_levels(big)
     assert abs(lo - np.percentile(big, 0.5)) < 0.01 and abs(hi - np.percentile(big, 99.8)) < 0.01
+
+
+def test_one_validation_point_per_validation(qtbot):
+    """The trainer repeats the last validation loss on every step; the plot drew a row of dots."""
+    from isoapp.engine.events import ProgressEvent
+    from isoapp.gui.progress_panel import ProgressPanel
+
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    panel.start((0.1, 0.1, 0.1), None, "here")
+    val = None
+    for step in range(1, 301):
+        if step % 100 == 0:
+            val = 0.02 - step * 1e-5
+        panel.on_progress(ProgressEvent("isonet", step, 300, loss=0.03, val_loss=val))
+    assert panel.series["isonet"]["vx"] == [100, 200, 300]
+    assert panel.val_steps == [100, 200, 300]

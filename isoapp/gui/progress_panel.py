@@ -131,6 +131,7 @@ class ProgressPanel(QWidget):
         self.series: dict[str, dict[str, list]] = {}
         self._offsets: dict[str, int] = {}  # stage -> x offset inside its group
         self._group_end: dict[str, int] = {}
+        self._last_val: dict[str, float] = {}  # stage -> the validation loss last shown
         self.loss_steps: list[int] = []
         self.losses: list[float] = []
         self.val_steps: list[int] = []
@@ -185,6 +186,7 @@ class ProgressPanel(QWidget):
         self.series.clear()
         self._offsets.clear()
         self._group_end.clear()
+        self._last_val.clear()
         for lst in (self.loss_steps, self.losses, self.val_steps, self.val_losses):
             lst.clear()
 
@@ -304,7 +306,12 @@ class ProgressPanel(QWidget):
             ser["x"].append(x)
             ser["y"].append(float(ev.loss))
             loss_curve.setData(ser["x"], ser["y"])
-        if has_val and (not ser["vx"] or ser["vx"][-1] != x):
+        # the trainer repeats the last validation loss on every step until the next validation:
+        # one point per validation, not a row of dots
+        new_val = has_val and self._last_val.get(ev.stage) != float(ev.val_loss)
+        if has_val:
+            self._last_val[ev.stage] = float(ev.val_loss)
+        if new_val and (not ser["vx"] or ser["vx"][-1] != x):
             self.val_steps.append(int(ev.step))
             self.val_losses.append(float(ev.val_loss))
             ser["vx"].append(x)
