@@ -22,7 +22,7 @@ for arg in "$@"; do
 done
 
 APT_PACKAGES=(
-  libij-java xvfb xauth
+  libij-java xvfb xauth xdotool
   libegl1 libgl1 libopengl0 libglib2.0-0 libfontconfig1 libdbus-1-3
   libxkbcommon0 libxkbcommon-x11-0 libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
   libxcb-image0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1

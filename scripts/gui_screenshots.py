@@ -8,7 +8,8 @@ Usage::
 Writes ``01_opened.png`` (the phantom's orthoviews, MIP and the method panel), ``02_training.png``
 (progress, loss curve and live XZ/YZ previews mid-training), ``03_compare.png`` (before/after side
 by side, linked), ``04_wipe.png`` (wipe view), ``05_uncertainty.png`` (disagreement of IsoNet and
-linear interpolation) and ``06_input_after.png`` (the Input tab, log below) to OUTDIR. The window
+linear interpolation), ``06_input_after.png`` (the Input tab, log below) and ``07_auto.png`` (Compare
+after an ``auto`` run: the report names the method it chose) to OUTDIR. The window
 is maximised on the screen; the script fails when any part of it is off the screen. Settings go to
 a temporary INI file, never to the user's.
 """
@@ -117,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     window.compare.mode.setCurrentText("Side by side")
     window.tabs.setCurrentWidget(window.ortho)
     shot("06_input_after.png")
+    events["done"] = None
+    mp.set_method("auto")
+    mp.steps.setValue(args.steps)
+    window.start_run()
+    _wait(app, lambda: events["done"] is not None, args.timeout)
+    _wait(app, lambda: not window.runner.is_running(), 30)
+    shot("07_auto.png")
     window.close()
     for line in off_screen:
         print("OFF SCREEN", line, file=sys.stderr)

@@ -175,6 +175,13 @@ class ComparePanel(QWidget):
         finally:
             self._linking = False
 
+    def _show_left(self, then=None) -> None:
+        """The "before" view (nothing to redo for the same input); ``then`` runs in the next turn."""
+        if self.before is not None and self.left.volume is not self.before:
+            self.left.set_volume(self.before)
+        if then is not None:
+            QTimer.singleShot(0, then)
+
     def _show_right(self, res: Volume, cursor) -> None:
         if self.current_result() is not res:
             return
@@ -192,11 +199,11 @@ class ComparePanel(QWidget):
             return
         if mode == "Side by side":
             cursor = self.right.cursor if self.right.data is not None else None
-            self.left.set_volume(self.before)
             self.stack.setCurrentIndex(0)
-            if defer:  # a new result: the right view in the next event-loop turn (no long stall)
-                QTimer.singleShot(0, lambda: self._show_right(res, cursor))
+            if defer:  # a new result: each view in its own event-loop turn (two short stalls, not one long)
+                QTimer.singleShot(0, lambda: self._show_left(then=lambda: self._show_right(res, cursor)))
             else:
+                self._show_left()
                 self._show_right(res, cursor)
         elif mode == "Uncertainty":
             labels = self.comparable()

@@ -12,6 +12,9 @@ Ctrl+wheel zooms, middle/right drag pans, a left click places the cursor. ``<``/
 and the left/right arrows step one slice, PageUp/PageDown ten, Home (or Ctrl+0) fits the view.
 Views fit their image whenever they are shown with a usable size (a view fitted while hidden
 would have had a zero size).
+
+The display (LUT, contrast limits, gamma, following another view) is :mod:`.view_display`'s; the
+pieces (view boxes, lookup tables, scale bar, histogram) are :mod:`.view_tools`'.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from PySide6.QtWidgets import (
 )
 
 from ..volume import Volume
+from .view_display import DisplayMixin
 from .view_tools import (
     AUTO_PERCENTILES,
     COMPOSITE_COLORS,
     LUTS,
-    ContrastBar,
     Graphics,
     Plane,
     ScaleBar,
@@ -57,7 +60,7 @@ PLANE_AXIS = {"xy": "z", "xz": "y", "yz": "x", "mip": "z"}  # the axis a plane's
 MIN_FIT_PX = 40
 
 
-class OrthoView(QWidget):
+class OrthoView(DisplayMixin, QWidget):
     """Linked XY / XZ / YZ views of a ZYX volume (channel, composite and time point selectable)."""
 
     cursorChanged = Signal(int, int, int)  # z, y, x voxels
@@ -98,7 +101,7 @@ class OrthoView(QWidget):
         self.xy = Plane(lay, "xy", "XY", 0, 0)
         self.yz = Plane(lay, "yz", "YZ", 0, 1)
         self.xz = Plane(lay, "xz", "XZ", 1, 0)
-        self.mip = Plane(lay, "mip", "MIP along z", 1, 1, crosshair=False)
+        self.mip = Plane(lay, "mip", "MIP along z", 1, 1, crosshair=False, short_title="MIP")
         self.xz.box.setXLink(self.xy.box)
         self.yz.box.setYLink(self.xy.box)
         self.xy.box.sigCursor.connect(lambda x, y: self._clicked("xy", None, y, x))
@@ -127,19 +130,7 @@ class OrthoView(QWidget):
             grid.addWidget(sp, row, 2)
             self.sliders[axis], self.spins[axis] = s, sp
 
-        self.lut = QComboBox(self)
-        self.lut.addItems(LUTS)
-        self.lut.setCurrentText(lut)
-        self.lut.setToolTip("lookup table (colour map) of the display")
-        self.lut.currentTextChanged.connect(self._apply_display)
-        self.contrast = ContrastBar(self)
-        self.contrast.levelsChanged.connect(self._apply_display)
-        self.contrast.gammaChanged.connect(self._apply_display)
-        self.lo, self.hi = self.contrast.lo, self.contrast.hi
-        auto = QToolButton(self)
-        auto.setText("Auto")
-        auto.setToolTip(f"contrast from the {AUTO_PERCENTILES[0]}-{AUTO_PERCENTILES[1]} percentiles of the stack")
-        auto.clicked.connect(self.auto_contrast)
+        lut_label, auto = self._build_display(lut)
         fit = QToolButton(self)
         fit.setText("Fit")
         fit.setToolTip("reset zoom and pan so every view shows its whole image (Home, Ctrl+0)")
@@ -158,8 +149,6 @@ class OrthoView(QWidget):
         self.follow_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar.addWidget(self.follow_label, 1)
         self.channel_label = QLabel("Channel", self)
-        lut_label = QLabel("LUT", self)
-        self._controls = [self.lut, lut_label, self.contrast, auto]
         for w in (self.channel_label, self.channel, lut_label, self.lut, auto, fit):
             bar.addWidget(w)
         self.channel.setVisible(False)
@@ -475,51 +464,3 @@ class OrthoView(QWidget):
         self.yz.vline.setPos(zc)
         self.yz.hline.setPos(yc)
         self._update_status()
-
-    def set_levels(self, lo: float, hi: float) -> None:
-        self.contrast.set_levels(lo, hi)
-        self._apply_display()
-
-    def levels(self) -> tuple[float, float]:
-        return self.contrast.levels()
-
-    def gamma(self) -> float:
-        return float(self.contrast.gamma.value())
-
-    def set_gamma(self, gamma: float) -> None:
-        self.contrast.gamma.setValue(gamma)
-
-    def auto_contrast(self) -> None:
-        if self.data is not None:
-            self.set_levels(*auto_levels(self.data))
-
-    def set_lut(self, name: str) -> None:
-        self.lut.setCurrentText(name)
-
-    def _apply_lut(self) -> None:
-        if self.composite is not None:
-            return
-        table = lookup_table(self.lut.currentText(), self.gamma())
-        levels = self.levels()
-        for p in self.plane_items():
-            p.image.setLookupTable(table)
-            p.image.setLevels(levels)
-
-    def _apply_display(self, *_args) -> None:
-        self._apply_lut()
-        self.displayChanged.emit(self.lut.currentText(), *self.levels(), self.gamma())
-
-    def follow(self, other: OrthoView) -> None:
-        """Take LUT, contrast and gamma from ``other`` (controls shown but disabled, so both views
-        keep the same size and their linked ranges map 1:1)."""
-        for w in self._controls:
-            w.setEnabled(False)
-            w.setToolTip("follows the left view's display (change it there)")
-        other.displayChanged.connect(self.set_display)
-
-    def set_display(self, lut: str, lo: float, hi: float, gamma: float = 1.0) -> None:
-        """Follow another view's LUT, contrast and gamma."""
-        with QSignalBlocker(self.lut), QSignalBlocker(self.contrast.gamma):
-            self.lut.setCurrentText(lut)
-            self.contrast.gamma.setValue(gamma)
-        self.set_levels(lo, hi)

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from ..engine.events import PreviewEvent, ProgressEvent
@@ -21,10 +22,62 @@ from .orthoview import auto_levels
 
 log = logging.getLogger(__name__)
 
+#: the height (px) a loss plot keeps however many stages there are: below it the tick labels of a
+#: log axis overlap (the splitter takes the room from the previews instead)
+PLOT_MIN_HEIGHT = 95
+
 
 def stage_group(stage: str) -> str:
     """The loss plot a training stage belongs to: epochs (``_e<N>``) share one."""
     return re.sub(r"_e\d+", "", stage)
+
+
+class LossAxis(pg.AxisItem):
+    """A log-scale loss axis whose labelled ticks never overlap.
+
+    pyqtgraph labels every 1..9 mantissa when the range spans less than about a decade, however
+    short the axis, so the numbers pile up. Here the labelled ticks are the finest of 1..9, 1-2-5,
+    1-3 or decades (then every 2nd, 5th, ... decade) that leaves ``min_gap`` pixels between labels;
+    the rest stay unlabelled minor ticks.
+    """
+
+    MANTISSAS = ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,))
+
+    def min_gap(self) -> float:
+        """Pixels between the centres of two labels: a text height and a bit."""
+        font = self.style.get("tickFont") or self.font()
+        return QFontMetrics(font).height() * 1.3
+
+    def logTickValues(self, minVal, maxVal, size, stdTicks):  # noqa: N802, N803 - pyqtgraph naming
+        ticks = super().logTickValues(minVal, maxVal, size, stdTicks)
+        lo, hi = sorted((float(minVal), float(maxVal)))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo or size <= 0:
+            return ticks
+        px_per_decade = size / (hi - lo)
+        decades = range(int(np.floor(lo)), int(np.ceil(hi)) + 1)
+        chosen: list[float] = []
+        for mantissas in self.MANTISSAS:
+            vals = sorted(d + np.log10(m) for d in decades for m in mantissas)
+            vals = [v for v in vals if lo <= v <= hi]
+            gaps = np.diff([d + np.log10(m) for d in decades for m in mantissas])
+            if len(gaps) == 0 or gaps.min() * px_per_decade >= self.min_gap():
+                chosen = vals
+                break
+        else:  # even one label per decade is too dense: every n-th decade
+            every = int(np.ceil(self.min_gap() / px_per_decade))
+            chosen = [float(d) for d in decades if d % every == 0 and lo <= d <= hi]
+        if not chosen:  # a range inside one step of the finest set: keep pyqtgraph's ticks
+            return ticks
+        minor = [v for _sp, level in ticks for v in level if all(abs(v - c) > 1e-9 for c in chosen)]
+        return [(None, chosen), (None, minor)]
+
+    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph naming
+        """Plain numbers (10, 0.05) where short, pyqtgraph's 10ⁿ notation otherwise."""
+        out = super().logTickStrings(values, scale, spacing)
+        for i, v in enumerate(10 ** np.asarray(values, float) * scale):
+            if 1e-3 <= abs(v) < 1e4:
+                out[i] = f"{v:.1g}" if abs(v) < 10 else f"{v:.0f}"
+        return out
 
 
 def format_eta(seconds: float | None) -> str:
@@ -34,6 +87,25 @@ def format_eta(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+class FittingProgressBar(QProgressBar):
+    """A progress bar whose text is elided to its width (the full text is in :meth:`full_text`).
+
+    Qt draws the whole text centred on the bar and clips it at the edges, so a long stage name or
+    "cancelled at 40% (Resume continues)" was cut at both ends in a narrow dock.
+    """
+
+    def full_text(self) -> str:
+        return super().text()
+
+    def text_room(self) -> int:
+        """Pixels available for the text (the bar less a small margin each side)."""
+        return max(self.contentsRect().width() - 8, 0)
+
+    def text(self) -> str:  # the style paints what this returns
+        full = super().text()
+        return self.fontMetrics().elidedText(full, Qt.TextElideMode.ElideMiddle, self.text_room())
+
+
 class ProgressPanel(QWidget):
     """Shows what the worker relays; knows nothing about the worker itself."""
 
@@ -41,13 +113,13 @@ class ProgressPanel(QWidget):
         super().__init__(parent)
         self.stage_label = QLabel("Idle", self)
         self.stage_label.setWordWrap(True)
-        self.bar = QProgressBar(self)
+        self.bar = FittingProgressBar(self)
         self.bar.setRange(0, 100)
         self.bar.setValue(0)
         self.eta = QLabel("", self)
-        top = QHBoxLayout()
-        top.addWidget(self.bar, 1)
-        top.addWidget(self.eta)
+        top = QHBoxLayout()  # the stage and ETA above a bar that has the whole width for its text
+        top.addWidget(self.stage_label, 1)
+        top.addWidget(self.eta, 0, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
 
         self.bar.setToolTip("progress of the current stage")
         self.eta.setToolTip("time left for the whole run (all stages), refined from the measured speed")
@@ -59,6 +131,7 @@ class ProgressPanel(QWidget):
         self.series: dict[str, dict[str, list]] = {}
         self._offsets: dict[str, int] = {}  # stage -> x offset inside its group
         self._group_end: dict[str, int] = {}
+        self._last_val: dict[str, float] = {}  # stage -> the validation loss last shown
         self.loss_steps: list[int] = []
         self.losses: list[float] = []
         self.val_steps: list[int] = []
@@ -100,18 +173,20 @@ class ProgressPanel(QWidget):
         split.setSizes([220, 560])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
-        lay.addWidget(self.stage_label)
         lay.addLayout(top)
+        lay.addWidget(self.bar)
         lay.addWidget(split, 1)
 
     # ------------------------------------------------------------------ run lifecycle
     def _clear_losses(self) -> None:
         self.loss_view.clear()
+        self.loss_view.setMinimumHeight(0)
         self.plots.clear()
         self.curves.clear()
         self.series.clear()
         self._offsets.clear()
         self._group_end.clear()
+        self._last_val.clear()
         for lst in (self.loss_steps, self.losses, self.val_steps, self.val_losses):
             lst.clear()
 
@@ -171,7 +246,7 @@ class ProgressPanel(QWidget):
 
     def _plot(self, group: str) -> pg.PlotItem:
         if group not in self.plots:
-            plot = self.loss_view.addPlot(row=len(self.plots), col=0)
+            plot = self.loss_view.addPlot(row=len(self.plots), col=0, axisItems={"left": LossAxis("left")})
             plot.setTitle(group.replace("_", " "), size="9pt")
             plot.setLogMode(False, True)
             plot.showGrid(x=True, y=True, alpha=0.2)
@@ -183,9 +258,13 @@ class ProgressPanel(QWidget):
                 ax.setStyle(tickFont=font, autoExpandTextSpace=True, maxTextLevel=0, tickTextOffset=2)
                 ax.setTextPen("k")
             plot.getAxis("left").setWidth(52)
+            plot.setMinimumHeight(PLOT_MIN_HEIGHT)
             loss = plot.plot([], [], pen=pg.mkPen("#3498db", width=2))
             val = plot.plot([], [], pen=None, symbol="o", symbolSize=6, symbolBrush="#e67e22")
             self.plots[group] = plot
+            _l, top, _r, bottom = self.loss_view.ci.layout.getContentsMargins()
+            spacing = self.loss_view.ci.layout.verticalSpacing()
+            self.loss_view.setMinimumHeight(int(len(self.plots) * (PLOT_MIN_HEIGHT + spacing) + top + bottom))
             self.curves[group] = (loss, val)
             self.series[group] = {"x": [], "y": [], "vx": [], "vy": []}
         return self.plots[group]
@@ -201,6 +280,7 @@ class ProgressPanel(QWidget):
         total = max(int(ev.total), 1)
         self.bar.setValue(int(round(100 * min(ev.step, total) / total)))
         self.bar.setFormat(f"{ev.stage} {ev.step}/{ev.total}")
+        self.bar.setToolTip(f"progress of the current stage: {self.bar.full_text()}")
         training = ev.stage != "restore" and ev.loss is not None
         if self.clock is not None:
             self.clock.update(ev.stage, int(ev.step), int(ev.total), training)
@@ -226,7 +306,12 @@ class ProgressPanel(QWidget):
             ser["x"].append(x)
             ser["y"].append(float(ev.loss))
             loss_curve.setData(ser["x"], ser["y"])
-        if has_val and (not ser["vx"] or ser["vx"][-1] != x):
+        # the trainer repeats the last validation loss on every step until the next validation:
+        # one point per validation, not a row of dots
+        new_val = has_val and self._last_val.get(ev.stage) != float(ev.val_loss)
+        if has_val:
+            self._last_val[ev.stage] = float(ev.val_loss)
+        if new_val and (not ser["vx"] or ser["vx"][-1] != x):
             self.val_steps.append(int(ev.step))
             self.val_losses.append(float(ev.val_loss))
             ser["vx"].append(x)
@@ -252,4 +337,5 @@ class ProgressPanel(QWidget):
             self.bar.setFormat("failed")
         else:
             self.bar.setFormat("cancelled at %p% (Resume continues)")
+        self.bar.setToolTip(self.bar.full_text())
         self.eta.setText("")

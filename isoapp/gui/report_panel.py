@@ -1,9 +1,11 @@
 """The quality report shown after every run: blur and noise estimate, held-out gain, a plain warning.
 
-It reads two optional dicts of ``RestoreResult.info`` (written by :func:`isoapp.restore.restore`):
-``degradation`` (axial blur and camera noise, estimated from the stack or given by the user) and
-``heldout`` (the method against interpolation on lateral planes it did not train on). When the
-held-out PSNR gain is not positive, a banner says the restoration does not beat interpolation.
+It reads optional entries of ``RestoreResult.info`` (written by :func:`isoapp.restore.restore`):
+``degradation`` (axial blur and camera noise, estimated from the stack or given by the user),
+``heldout`` (the method against interpolation on lateral planes it did not train on) and, after an
+``auto`` run, ``chosen``/``reason``/``candidates`` (:meth:`isoapp.methods.auto.Auto.selection`):
+which method auto kept and why, in the methods' human names. When the held-out PSNR gain is not
+positive, a banner says the restoration does not beat interpolation (not for interpolation itself).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from ..methods import method_label as _method_label
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +31,67 @@ def _f(value: Any, fmt: str) -> str:
         return "—"
 
 
+def _label(name: Any, short: bool = False) -> str:
+    """A method's human name (its id when it is not a registered method); ``short`` drops the
+    parenthesis ("IsoNet (CARE isotropic)" -> "IsoNet")."""
+    try:
+        label = _method_label(str(name))
+    except Exception:  # noqa: BLE001 - an unknown id (e.g. a method from a newer version) shows as is
+        label = str(name)
+    return label.split(" (")[0] if short else label
+
+
+#: methods that are interpolation themselves: "does not beat interpolation" says nothing about them
+INTERPOLATIONS = ("linear", "cubic")
+
+
+def auto_choice(info: dict[str, Any]) -> str:
+    """What ``auto`` chose and how the candidates did, in plain words ('' when it was not an auto run).
+
+    E.g. "Auto chose IsoNet (held-out +3.10 dB vs Self-Net +2.40 dB, over linear interpolation)";
+    a skipped candidate is named with "skipped".
+    """
+    chosen = info.get("chosen")
+    if not chosen:
+        return ""
+    others = []
+    chosen_gain = None
+    for trial in info.get("candidates") or []:
+        if not isinstance(trial, dict) or "method" not in trial:
+            continue
+        name = _label(trial["method"], short=True)
+        if "skipped" in trial:
+            others.append(f"{name} skipped")
+        elif trial["method"] == chosen:
+            chosen_gain = trial.get("heldout_gain_db")
+        else:
+            others.append(f"{name} {_f(trial.get('heldout_gain_db'), '+.2f')} dB")
+    text = f"Auto chose {_label(chosen, short=True)}"
+    if chosen_gain is not None:
+        vs = f" vs {', '.join(others)}" if others else ""
+        return text + f" (held-out {_f(chosen_gain, '+.2f')} dB{vs}, over linear interpolation)"
+    if others:  # cubic: no candidate was good enough
+        text += f" (held-out, over linear interpolation: {', '.join(others)})"
+    return text
+
+
+def result_label(info: dict[str, Any], fallback: str = "") -> str:
+    """The name a result goes by in the Compare tab: the method, and for ``auto`` the one it chose."""
+    name = info.get("method")
+    if not name:
+        return fallback
+    label = _label(name)
+    return f"Auto: {_label(info['chosen'], short=True)}" if info.get("chosen") else label
+
+
 def report_html(info: dict[str, Any], method_label: str = "") -> str:
-    """The report as HTML ('' when ``info`` holds neither dict)."""
+    """The report as HTML ('' when ``info`` holds none of its entries)."""
     parts = []
+    choice = auto_choice(info)
+    if choice:
+        reason = info.get("reason")
+        fallback = info.get("chosen") in INTERPOLATIONS  # the reason then says why no candidate was kept
+        parts.append(f"<b>{choice}</b>" + (f"<br><small>{reason}</small>" if reason and fallback else ""))
     deg = info.get("degradation")
     if isinstance(deg, dict):
         src = "estimated from the stack" if deg.get("source") == "estimated" else "as you gave it"
@@ -52,7 +114,10 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
 
 
 def beats_interpolation(info: dict[str, Any]) -> bool | None:
-    """False when the held-out PSNR gain is <= 0 dB, True when positive, None when unknown."""
+    """False when the held-out PSNR gain is <= 0 dB, True when positive, None when unknown (or when the
+    result is interpolation itself, e.g. auto falling back to cubic)."""
+    if info.get("method") in INTERPOLATIONS or info.get("chosen") in INTERPOLATIONS:
+        return None
     held = info.get("heldout")
     if not isinstance(held, dict) or held.get("psnr_gain_db") is None:
         return None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PySide6.QtCore import QTimer
 
 from ..degrade import upsample
 from ..errors import InputError, IsoappError
@@ -20,6 +21,7 @@ from ..methods import get_method, method_label
 from ..restore import NORM_PERCENTILES
 from . import dialogs, runs
 from .estimate import RunClock, timing_key
+from .report_panel import result_label
 from .worker import RestoreWorker, restore_accepts
 
 log = logging.getLogger(__name__)
@@ -159,10 +161,12 @@ class RunMixin:
     def _run_finished(self, result) -> None:
         vol = result.volume
         factor = float(result.info.get("factor", self.input.anisotropy))
-        self._record_timing(result)
         self._discard_checkpoint()
-        name = str(result.info.get("method", vol.name))
-        label = method_label(name) if name else vol.name
+        # the measured speed is written in a later event-loop turn: writing the settings file
+        # (QSettings.sync) took ~25 ms of the turn that also shows the result
+        channels = max(self.input.n_channels, 1)
+        QTimer.singleShot(0, lambda: self._record_timing(result, channels))
+        label = result_label(result.info, vol.name)  # for auto, the method it chose
         self.compare.add_result(label, vol, factor, getattr(result, "before", None))
         self.results_info[label] = dict(result.info)
         self.report.show_info(result.info, label)
@@ -192,7 +196,7 @@ class RunMixin:
     def _load_timings(self) -> dict[str, dict]:
         return self.settings.get_json("timings", {}) or {}
 
-    def _record_timing(self, result) -> None:
+    def _record_timing(self, result, channels: int = 1) -> None:
         """Keep this machine's measured speed for the next estimate of the same method/preset/device."""
         info = result.info
         cls = get_method(str(info.get("method")))
@@ -200,7 +204,7 @@ class RunMixin:
         entry = {"s_per_voxel": result.restore_seconds / max(out_vox, 1)}
         steps = int(info.get("steps") or 0)
         if steps and result.train_seconds > 0:
-            loops = steps * cls.time_model.loops_per_step * max(self.input.n_channels, 1)
+            loops = steps * cls.time_model.loops_per_step * channels
             entry["s_per_loop"] = result.train_seconds / loops
         device = str(info.get("device", "cpu"))
         timings = self._load_timings()
