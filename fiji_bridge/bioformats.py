@@ -82,6 +82,37 @@ def _start(name: str) -> None:
         raise InputError(f"{name}: cannot start Java for Bio-Formats: {exc}") from exc
 
 
+def ome_physical_sizes(meta: Any, series: int = 0) -> tuple[float | None, float | None, float | None]:
+    """``(z, y, x)`` physical pixel sizes in µm from Bio-Formats OME metadata (None when absent or not > 0)."""
+    micron = jvm.jclass("ome.units.UNITS").MICROMETER
+
+    def _um(q: Any) -> float | None:
+        v = q.value(micron) if q is not None else None
+        return float(v.doubleValue()) if v is not None and float(v.doubleValue()) > 0 else None
+
+    return (_um(meta.getPixelsPhysicalSizeZ(series)), _um(meta.getPixelsPhysicalSizeY(series)),
+            _um(meta.getPixelsPhysicalSizeX(series)))
+
+
+def list_series(path: str | Path) -> list[tuple[int, str, tuple[int, ...], str]]:
+    """The series of a Bio-Formats file as ``(index, name, (T, C, Z, Y, X), pixel type)``, without pixels."""
+    path = Path(path)
+    ensure_java(path.name)
+    bf = BioFormatsFile(path)
+    try:
+        out = []
+        for i in range(int(bf.reader.getSeriesCount())):
+            bf.reader.setSeries(i)
+            r = bf.reader
+            name = str(bf.meta.getImageName(i) or "")
+            shape = (int(r.getSizeT()), int(r.getSizeC()), int(r.getSizeZ()), int(r.getSizeY()), int(r.getSizeX()))
+            ptype = str(jvm.jclass("loci.formats.FormatTools").getPixelTypeString(r.getPixelType()))
+            out.append((i, name, shape, ptype))
+        return out
+    finally:
+        bf.close()
+
+
 def _java_error(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return msg.removeprefix("java.io.").removeprefix("loci.formats.")
@@ -135,17 +166,6 @@ class BioFormatsFile:
         raise InputError(f"{self.path.name}: no series {text!r}; it holds {n} series: {listing}")
 
     # ------------------------------------------------------------------ metadata
-    def voxel_size(self) -> tuple[float | None, float | None, float | None]:
-        """``(z, y, x)`` in µm from the OME physical sizes (None where the file has none)."""
-        micron = jvm.jclass("ome.units.UNITS").MICROMETER
-        out = []
-        for get in (self.meta.getPixelsPhysicalSizeZ, self.meta.getPixelsPhysicalSizeY,
-                    self.meta.getPixelsPhysicalSizeX):
-            q = get(self.series)
-            v = q.value(micron) if q is not None else None
-            out.append(float(v.doubleValue()) if v is not None and float(v.doubleValue()) > 0 else None)
-        return out[0], out[1], out[2]
-
     def metadata(self) -> dict[str, Any]:
         r = self.reader
         nc = self.shape[1]
@@ -159,6 +179,7 @@ class BioFormatsFile:
             "bioformats_format": str(r.getFormat()), "series": self.series,
             "series_count": int(r.getSeriesCount()), "dimension_order": str(r.getDimensionOrder()),
             "files": [str(f) for f in r.getUsedFiles()], "dataset": str(self.series) if r.getSeriesCount() > 1 else None,
+            "ome_physical_size_zyx_um": ome_physical_sizes(self.meta, self.series),
         }
         if any(channels):
             meta["channel_names"] = channels
@@ -215,7 +236,7 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
     bf = BioFormatsFile(path, dataset)
     try:
         meta = bf.metadata()
-        voxel = bf.voxel_size()
+        voxel = meta["ome_physical_size_zyx_um"]
         log.info("%s: %s via Bio-Formats, series %d, TCZYX %s, %s", path.name, meta["bioformats_format"],
                  bf.series, bf.shape, bf.dtype)
         data: Any = LazyArray(bf.read_block, bf.shape, bf.dtype, close=bf.close)

@@ -235,6 +235,13 @@ def describe_readable() -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
 
 
+def input_help() -> str:
+    """Short text for a CLI input argument: ``"TIFF, OME-TIFF, HDF5, OME-Zarr or a Bio-Formats file (.czi, ...)"``."""
+    native = [f.title.removeprefix("ImageJ ") for f in readable() if not f.needs]
+    other = [f"a {f.title} file ({', '.join(f.extensions[:3])}...)" for f in readable() if f.needs]
+    return ", ".join(native + other[:-1]) + (" or " + other[-1] if other else "")
+
+
 def describe_writable() -> str:
     """``".tif (ImageJ TIFF), .ome.tif (OME-TIFF), .h5 (HDF5) or .zarr (OME-Zarr)"``."""
     items = [f"{f.extensions[0]} ({f.title})" for f in writable() if f.extensions]
