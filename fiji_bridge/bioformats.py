@@ -228,7 +228,8 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
     Returns
     -------
     RawImage
-        Axes ``TCZYX`` without singleton T and C; ``fmt="bioformats"``; metadata with
+        Axes ``TCZYX`` without singleton T and C (time points are read as z planes when
+        Bio-Formats only guessed the order and there is one z plane); ``fmt="bioformats"``; metadata with
         ``bioformats_format`` (e.g. ``"Zeiss CZI"``), ``series``, ``channel_names`` and ``files``.
     """
     path = Path(path)
@@ -240,11 +241,17 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
         log.info("%s: %s via Bio-Formats, series %d, TCZYX %s, %s", path.name, meta["bioformats_format"],
                  bf.series, bf.shape, bf.dtype)
         data: Any = LazyArray(bf.read_block, bf.shape, bf.dtype, close=bf.close)
-        axes = "TCZYX"
-        for axis in (1, 0):  # drop singleton C, then T
-            if bf.shape[axis] == 1:
+        letters = list("TCZYX")
+        if bf.shape[2] == 1 and bf.shape[0] > 1 and not bf.reader.isOrderCertain():
+            # pages of a plain TIFF: Bio-Formats guesses time; isoapp reads unlabelled pages as z (so does tifffile)
+            log.info("%s: Bio-Formats is not sure of the axis order; reading its %d time points as z planes",
+                     path.name, bf.shape[0])
+            letters[0], letters[2] = "Z", "T"
+        for axis in (2, 1, 0):  # drop singleton T and C (never Z: a single plane gets the 3D error)
+            if bf.shape[axis] == 1 and letters[axis] != "Z":
                 data = data.take_index(axis, 0)
-                axes = axes.replace("TC"[axis], "")
+                del letters[axis]
+        axes = "".join(letters)
         if not lazy:
             data = np.asarray(data)
             bf.close()

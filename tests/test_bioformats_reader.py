@@ -89,6 +89,17 @@ def test_ome_tiff_through_the_bioformats_entry(tmp_path):
     assert vol.name == "two_channels"
 
 
+def test_unlabelled_tiff_pages_are_z_as_in_the_native_reader(tmp_path):
+    # Bio-Formats guesses time for the pages of a plain TIFF (order not certain); isoapp reads them as z
+    arr = np.random.default_rng(9).integers(0, 255, (7, 10, 12), dtype=np.uint8)
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, arr, photometric="minisblack", metadata=None)
+    vol = read_volume(path, format="bioformats")
+    assert vol.axes == "ZYX" and read_volume(path).axes == "ZYX"
+    np.testing.assert_array_equal(vol.data, arr)
+    assert not vol.metadata["calibrated"]
+
+
 @pytest.mark.parametrize("dtype,big_endian", [("uint16", False), ("float32", True), ("uint8", False)])
 def test_ics_ids_pair_is_picked_by_extension(tmp_path, dtype, big_endian):
     rng = np.random.default_rng(5)
