@@ -23,7 +23,7 @@ from isoapp.io import LazyArray, RawImage
 
 from . import jvm
 from .errors import BridgeError
-from .locate import find_bioformats_jar, find_fiji, find_ij_jar
+from .locate import find_bioformats_jar, find_fiji, find_ij_jar, has_display
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,11 @@ def _start(name: str) -> None:
         raise InputError(f"{name}: reading this format needs the Bio-Formats jar: {INSTALL_JAR}")
     try:
         if find_ij_jar(fiji) is not None or fiji is not None:
-            # the same JVM the GUI and `isoapp fiji` use (ImageJ + Bio-Formats), so they can share it
-            connect("auto", headless=True)
+            # the JVM `isoapp fiji` and the GUI use (ImageJ + Bio-Formats), headless only without a
+            # display, so that `isoapp fiji push cells.czi` can still show windows after reading
+            connect("auto")
         else:
-            jvm.start_jvm([jar], headless=True, backend="bioformats")
+            jvm.start_jvm([jar], headless=not has_display(), backend="bioformats")
     except BridgeError as exc:
         raise InputError(f"{name}: cannot start Java for Bio-Formats: {exc}") from exc
 

@@ -3,8 +3,8 @@
 The files are made in the test in formats Bio-Formats reads natively: an OME-TIFF written by
 tifffile (read through the ``bioformats`` entry explicitly) and ICS/IDS pairs written by hand
 (an extension only Bio-Formats reads, so the registry picks it by itself). One JVM per process:
-the reader starts it the way ``fiji_bridge.connect("auto", headless=True)`` does, so it is the
-same JVM that test_fiji_bridge_headless.py reuses. The CLI test runs ``isoapp info`` in a
+the module starts it headless as test_fiji_bridge_headless.py does and the reader reuses it (the
+reader starting Java by itself is covered by the CLI subprocess test). The CLI test runs ``isoapp info`` in a
 subprocess (its own JVM).
 """
 
@@ -33,6 +33,18 @@ if locate.find_java() is None:
 if fiji_bridge.find_bioformats_jar() is None and fiji_bridge.find_fiji() is None:
     pytest.skip("bioformats_package.jar not installed: run python installer/bioformats_jar.py",
                 allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def session():
+    """The process's one JVM, started as test_fiji_bridge_headless.py starts it (headless ImageJ +
+    Bio-Formats, 1 GB heap), whichever module runs first; the reader then reuses it."""
+    if locate.find_ij_jar() is None:
+        yield None  # the reader starts Java with the Bio-Formats jar alone
+        return
+    s = fiji_bridge.connect("imagej", headless=True, max_heap="1g")
+    yield s
+    s.close()
 
 
 def write_ics(base: Path, arr: np.ndarray, voxel_zyx: tuple[float, float, float], big_endian: bool = False) -> Path:

@@ -126,9 +126,11 @@ def describe(volume: Volume) -> str:
     rows = [
         ("Name", volume.name),
         ("File", str(volume.path) if volume.path else "—"),
-        ("Format", str(md.get("format", "—")) + (f" ({md['dataset']})" if md.get("dataset") else "")),
+        ("Format", (registry.title(md["format"], md) if md.get("format") else "—")
+         + (f" ({md['dataset']})" if md.get("dataset") else "")),
         ("Axes / shape", f"{volume.axes} {' x '.join(str(s) for s in volume.shape)}"),
         ("Dtype", str(volume.dtype)),
+        *([("Channels", ", ".join(n or "?" for n in md["channel_names"]))] if md.get("channel_names") else []),
         ("Voxel (z, y, x)", f"{dz:g} x {dy:g} x {dx:g} µm"),
         ("Anisotropy", f"{volume.anisotropy:.3g} (dz/dxy)"),
         ("Memory", f"{mem:.1f} MiB" if mem < 1024 else f"{mem / 1024:.2f} GiB"),
