@@ -90,7 +90,7 @@ FORMATS: tuple[FileFormat, ...] = (
                aliases=("imagej-tiff",), variants=(("imagej-tiff", "ImageJ TIFF"),), group="TIFF / OME-TIFF"),
     FileFormat("ome-tiff", "OME-TIFF", (".ome.tif", ".ome.tiff"), "tiff", f"{_TIFF}:read", f"{_TIFF}:write",
                aliases=("ome",), group="TIFF / OME-TIFF"),
-    FileFormat("tiff", "TIFF", (), "tiff", None, f"{_TIFF}:write", aliases=("tif",)),
+    FileFormat("tiff", "TIFF", (), "tiff", f"{_TIFF}:read", f"{_TIFF}:write", aliases=("tif",)),
     FileFormat("hdf5", "HDF5", (".h5", ".hdf5", ".hdf"), "hdf5", f"{_HDF5}:read", f"{_HDF5}:write",
                aliases=("h5",)),
     FileFormat("ome-zarr", "OME-Zarr", (".zarr", ".ome.zarr"), "zarr", f"{_ZARR}:read", f"{_ZARR}:write",
@@ -98,10 +98,6 @@ FORMATS: tuple[FileFormat, ...] = (
     FileFormat("bioformats", "Bio-Formats", BIOFORMATS_EXTENSIONS, "bioformats", "fiji_bridge.bioformats:read",
                group="Bio-Formats: vendor formats, needs Java", needs="Java"),
 )
-
-
-def _by_name() -> dict[str, FileFormat]:
-    return {f.name: f for f in FORMATS}
 
 
 def get(name: str) -> FileFormat:
@@ -129,10 +125,12 @@ def _match(path: str | os.PathLike, candidates: Iterable[FileFormat]) -> tuple[F
 
 
 def readable() -> tuple[FileFormat, ...]:
+    """The entries picked by extension for reading."""
     return tuple(f for f in FORMATS if f.reader and f.extensions)
 
 
 def writable() -> tuple[FileFormat, ...]:
+    """The entries isoapp writes (plain TIFF only on request: it has no extension of its own)."""
     return tuple(f for f in FORMATS if f.writer)
 
 
