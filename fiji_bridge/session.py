@@ -346,33 +346,19 @@ class Session:
 
     # ------------------------------------------------------------------ Bio-Formats
     def read_bioformats(self, path: str | Path, series: int = 0) -> Volume:
-        """Read a file with Bio-Formats; OME physical sizes become the voxel size (µm)."""
+        """Read a file with Bio-Formats (the format registry's reader, :mod:`.bioformats`).
+
+        OME physical sizes become the voxel size (µm); channels are kept.
+        """
+        from isoapp.io import read_volume
+
         self._check_open()
         path = Path(path)
         if not path.is_file():
             raise BridgeError(f"{path} does not exist")
-        if not has_class("loci.plugins.BF"):
-            raise PluginMissingError(
-                "Bio-Formats is not on the Java class path: run 'python installer/bioformats_jar.py' "
-                "(or set ISOAPP_BIOFORMATS_JAR) and restart isoapp"
-            )
-        jclass("loci.common.DebugTools").setRootLevel("ERROR")
-        options = jclass("loci.plugins.in.ImporterOptions")()
-        options.setId(str(path))
-        options.setQuiet(True)
-        options.setVirtual(False)
-        options.setSeriesOn(int(series), True)
-        process = jclass("loci.plugins.in.ImportProcess")(options)
-        if not process.execute():
-            raise BridgeError(f"Bio-Formats could not import {path}")
-        imps = jclass("loci.plugins.in.ImagePlusReader")(process).openImagePlus()
-        if imps is None or len(imps) == 0:
-            raise BridgeError(f"Bio-Formats read no image from {path}")
-        data, axes, voxel_size = imageplus_to_numpy(imps[0])
-        physical = ome_physical_sizes(process.getOMEMetadata(), series)
-        vs = tuple(p if p is not None else v for p, v in zip(physical, voxel_size, strict=True))
-        return Volume(data, axes=axes, voxel_size=vs, path=path, name=path.name.split(".")[0],
-                      metadata={"source": "bioformats", "ome_physical_size_zyx_um": physical})
+        vol = read_volume(path, format="bioformats", dataset=str(series))
+        vol.metadata["source"] = "bioformats"
+        return vol
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -394,20 +380,6 @@ class Session:
                 log.warning("closing ImageJ windows failed: %s", exc)
         self._images.clear()
         self._last = None
-
-
-def ome_physical_sizes(meta: Any, series: int = 0) -> tuple[float | None, float | None, float | None]:
-    """``(z, y, x)`` physical pixel sizes in µm from Bio-Formats OME metadata (None when absent)."""
-    micron = jclass("ome.units.UNITS").MICROMETER
-
-    def _um(q: Any) -> float | None:
-        if q is None:
-            return None
-        v = q.value(micron)
-        return float(v.doubleValue()) if v is not None else None
-
-    return (_um(meta.getPixelsPhysicalSizeZ(series)), _um(meta.getPixelsPhysicalSizeY(series)),
-            _um(meta.getPixelsPhysicalSizeX(series)))
 
 
 def _reset_orthogonal_views() -> None:

@@ -98,6 +98,8 @@ def test_macos_fiji_runs_headless_and_is_preferred(tmp_path, monkeypatch):
     from fiji_bridge import backends
 
     monkeypatch.setattr(sys, "platform", "darwin")
+    # the choice made before any JVM runs (another test of this process may have started one)
+    monkeypatch.setattr(backends.jvm, "jvm_running", lambda: False)
     assert backends._default_headless("fiji") is True
     fiji = _fake_fiji(tmp_path)
     if HAVE_JAVA:

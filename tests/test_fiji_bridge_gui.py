@@ -117,6 +117,22 @@ def scenario_cli_push() -> None:
     print("SCENARIO-OK")
 
 
+def scenario_cli_push_bioformats() -> None:
+    """``isoapp fiji push cells.ics``: Bio-Formats reads the file in the JVM that then shows it."""
+    import tempfile
+
+    import numpy as np
+
+    from tests.test_bioformats_reader import write_ics
+
+    arr = np.arange(2 * 3 * 8 * 9, dtype=np.uint16).reshape(2, 3, 8, 9)
+    header = write_ics(Path(tempfile.mkdtemp()) / "cells", arr, (1.5, 0.2, 0.2))
+    from isoapp.cli import main
+
+    assert main(["fiji", "push", str(header), "--timeout", "1"]) == 0
+    print("SCENARIO-OK")
+
+
 # ---------------------------------------------------------------------------- tests
 @needs_java
 @needs_xvfb
@@ -139,6 +155,16 @@ def test_cli_push_shows_the_stack():
     proc = _xvfb("cli_push")
     _check(proc, "SCENARIO-OK")
     assert "opened p: ZYX (3, 8, 8)" in proc.stdout
+
+
+@needs_java
+@needs_xvfb
+def test_cli_push_reads_a_bioformats_file_then_shows_it():
+    if locate.find_bioformats_jar() is None:
+        pytest.skip("bioformats_package.jar not installed: run python installer/bioformats_jar.py")
+    proc = _xvfb("cli_push_bioformats")
+    _check(proc, "SCENARIO-OK")
+    assert "opened cells: CZYX (2, 3, 8, 9)" in proc.stdout
 
 
 @pytest.mark.skipif(not os.environ.get("FIJI_DIR"), reason="FIJI_DIR not set: the user's Fiji.app is not on this machine")

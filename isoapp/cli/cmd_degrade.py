@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io import registry
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "factors) and optionally add noise. The output's z voxel is the input's times FACTOR."
         ),
     )
-    p.add_argument("input", type=Path, help="input stack (TIFF, HDF5, Zarr)")
+    p.add_argument("input", type=Path, help="input stack: " + registry.input_help())
     p.add_argument("-o", "--output", required=True, type=Path, help="output file")
     blur = p.add_mutually_exclusive_group()
     blur.add_argument("--psf", type=Path, default=None, help="3D PSF file sampled at the input's voxel size")

@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from ..io import registry
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doc.set_defaults(func=run_doctor)
 
     push = sub.add_parser("push", help="open FILE in ImageJ/Fiji with its calibration")
-    push.add_argument("file", metavar="FILE", help="stack to open (TIFF, OME-TIFF, HDF5, Zarr)")
+    push.add_argument("file", metavar="FILE", help="stack to open: " + registry.input_help())
     push.add_argument("--fiji-dir", help="your Fiji.app folder (default: $FIJI_DIR or the usual places)")
     push.add_argument("--backend", choices=["auto", "fiji", "imagej"], default="auto",
                       help="'fiji' uses your Fiji.app, 'imagej' a plain ImageJ jar (default: auto)")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..io import registry
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("gui", help="open the desktop app",
                               description="Open the isoapp desktop app (needs PySide6: pip install 'isoapp[gui]').")
-    p.add_argument("file", nargs="?", help="a stack to open (TIFF, OME-TIFF, HDF5, OME-Zarr)")
+    p.add_argument("file", nargs="?", help="a stack to open: " + registry.input_help())
     p.set_defaults(func=run)
 
 

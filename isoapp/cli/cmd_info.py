@@ -6,14 +6,9 @@ import argparse
 import json
 import logging
 
-from ..io import describe_file
+from ..io import describe_file, registry
 
 log = logging.getLogger(__name__)
-
-_FORMAT_NAMES = {
-    "imagej-tiff": "ImageJ TIFF", "ome-tiff": "OME-TIFF", "tiff": "TIFF", "hdf5": "HDF5",
-    "ome-zarr": "OME-Zarr", "zarr": "Zarr",
-}
 
 
 def human_bytes(n: int) -> str:
@@ -34,10 +29,12 @@ def format_info(info: dict) -> str:
         voxel += "  [not calibrated in the file: set it with --voxel-size Z Y X]"
     rows = [
         ("file", info["path"]),
-        ("format", _FORMAT_NAMES.get(info["format"], str(info["format"]))),
+        ("format", info.get("format_name") or registry.title(info["format"])),
     ]
     if info.get("dataset"):
         rows.append(("dataset", info["dataset"]))
+    if info.get("channel_names"):
+        rows.append(("channels", ", ".join(n or "?" for n in info["channel_names"])))
     rows += [
         ("shape", " x ".join(str(s) for s in info["shape"]) + f"  ({info['axes']})"),
         ("axes", info["axes"]),
@@ -52,7 +49,7 @@ def format_info(info: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = describe_file(args.file, dataset=args.dataset)
+    info = describe_file(args.file, dataset=args.dataset, format=args.reader)
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
     else:
@@ -65,10 +62,16 @@ def register(subparsers) -> None:
         "info",
         help="show shape, voxel size and anisotropy of a stack (does not read the pixels)",
         description="Print shape, axes, dtype, voxel size (z, y, x) in µm, anisotropy (dz / dxy) and "
-                    "sizes on disk and in memory of a TIFF / OME-TIFF / HDF5 / OME-Zarr stack.",
+                    "sizes on disk and in memory of a stack. Reads " + registry.describe_readable() + ".",
     )
-    p.add_argument("file", help="a .tif/.tiff/.ome.tif file, .h5/.hdf5 file or .zarr folder")
+    p.add_argument("file", help="a stack: " + ", ".join(registry.read_extensions(native=True)) + ", or a vendor "
+                   "file read through Bio-Formats (.czi, .lif, .nd2, .ics...)")
     p.add_argument("--dataset", metavar="PATH", default=None,
-                   help="HDF5/Zarr dataset path inside the file (needed when it holds several 3D datasets)")
+                   help="HDF5/Zarr dataset path inside the file (needed when it holds several 3D datasets); "
+                        "TIFF/Bio-Formats: the series number")
+    p.add_argument("--reader", metavar="FORMAT", default=None,
+                   choices=[f.name for f in registry.readable()],
+                   help="read with this format's reader instead of the one the extension picks "
+                        "(e.g. bioformats for a TIFF variant only Bio-Formats understands)")
     p.add_argument("--json", action="store_true", help="print the information as JSON")
     p.set_defaults(func=run)

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..io import registry
+
 log = logging.getLogger(__name__)
 
 __all__ = ["create_main_window", "main"]
@@ -92,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="isoapp-gui", description="isoapp desktop app")
-    parser.add_argument("file", nargs="?", help="a stack to open (TIFF, OME-TIFF, HDF5, OME-Zarr)")
+    parser.add_argument("file", nargs="?", help="a stack to open: " + registry.input_help())
     parser.add_argument("--debug", action="store_true", help="debug logging")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     return run_app(args.file, debug=args.debug)

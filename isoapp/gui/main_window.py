@@ -314,7 +314,7 @@ class MainWindow(RunMixin, QMainWindow):
             if not path:
                 return None
         path = Path(path)
-        if not opening.is_supported(path) or path.name.lower().endswith(opening.BIOFORMATS_EXT):
+        if not opening.is_writable(path):
             path = path.with_name(path.name + ".tif")
         inputs = [self.input.path] if self.input is not None and self.input.path else []
         out = write_volume(res, path, inputs=inputs)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import IsoappError
+from ..io import registry
 from ..methods import available_methods, build_config, capabilities, default_method, get_method
 from ..volume import Volume
 from . import dialogs
@@ -229,7 +230,8 @@ class MethodPanel(QWidget):
         self.psf_path.setPlaceholderText("PSF stack (.tif, .h5)")
         browse = QPushButton("Browse…", fw)
         browse.setToolTip("choose a measured PSF (bead) stack")
-        self.psf_path.setToolTip("a measured PSF (bead) stack: TIFF or HDF5")
+        self.psf_path.setToolTip("a measured PSF (bead) stack in any format isoapp opens (TIFF, HDF5, OME-Zarr, "
+                                 "Bio-Formats)")
         browse.clicked.connect(self._browse_psf)
         f.addWidget(self.psf_path, 1)
         f.addWidget(browse)
@@ -252,7 +254,7 @@ class MethodPanel(QWidget):
         self.psf_stack.adjustSize()
 
     def _browse_psf(self) -> None:
-        path = dialogs.open_file(self, "Measured PSF", "", "Images (*.tif *.tiff *.h5 *.hdf5)")
+        path = dialogs.open_file(self, "Measured PSF", "", registry.open_filter())
         if path:
             self.psf_path.setText(path)
             self._changed()

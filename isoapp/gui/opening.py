@@ -1,4 +1,4 @@
-"""Turning a path into a Volume: format dispatch, the HDF5 dataset chooser and Bio-Formats via Fiji."""
+"""Turning a path into a Volume: the format registry, and choosers for HDF5 datasets and Bio-Formats series."""
 
 from __future__ import annotations
 
@@ -9,20 +9,17 @@ from typing import Any
 
 from PySide6.QtWidgets import QWidget
 
-from ..errors import InputError
-from ..io import SUPPORTED_EXTENSIONS, read_volume
+from ..errors import InputError, IsoappError
+from ..io import read_volume, registry
 from ..volume import Volume
 from . import dialogs
 
 log = logging.getLogger(__name__)
 
-HDF5_EXT = (".h5", ".hdf5", ".hdf")
-BIOFORMATS_EXT = (".czi", ".nd2", ".lif", ".lsm", ".oib", ".oif", ".ims", ".vsi", ".dv", ".ics", ".ids",
-                  ".stk", ".zvi", ".sld", ".lei", ".nd")
-FILE_FILTER = ("Images (*.tif *.tiff *.h5 *.hdf5 *.hdf " + " ".join(f"*{e}" for e in BIOFORMATS_EXT) + ");;"
-               "TIFF / OME-TIFF (*.tif *.tiff);;HDF5 (*.h5 *.hdf5 *.hdf);;"
-               "Bio-Formats via Fiji (" + " ".join(f"*{e}" for e in BIOFORMATS_EXT) + ");;All files (*)")
-SAVE_FILTER = "ImageJ TIFF (*.tif);;OME-TIFF (*.ome.tif);;HDF5 (*.h5);;OME-Zarr (*.zarr)"
+# all from the format registry (isoapp.io.registry): a new format needs no change here
+BIOFORMATS_EXT = registry.get("bioformats").extensions
+FILE_FILTER = registry.open_filter()
+SAVE_FILTER = registry.save_filter()
 
 
 def split_recent(entry: str) -> tuple[str, str | None]:
@@ -67,8 +64,13 @@ def dataset_rank(name: str, dtype: str) -> tuple[int, int]:
 
 
 def is_supported(path: str | Path) -> bool:
-    name = str(path).lower().rstrip("/\\")
-    return name.endswith(tuple(SUPPORTED_EXTENSIONS)) or name.endswith(BIOFORMATS_EXT)
+    """True when some reader of the format registry takes ``path``'s extension."""
+    return str(path).lower().rstrip("/\\").endswith(registry.read_extensions())
+
+
+def is_writable(path: str | Path) -> bool:
+    """True when the extension of ``path`` picks one of the registry's writers."""
+    return registry.writer_for(path) is not None
 
 
 def load_volume(parent: QWidget | None, path: str | Path, dataset: str | None = None,
@@ -81,8 +83,8 @@ def load_volume(parent: QWidget | None, path: str | Path, dataset: str | None = 
         Unreadable, corrupt or unsupported files (the caller shows the dialog).
     """
     p = Path(path)
-    name = p.name.lower().rstrip("/\\")
-    if name.endswith(HDF5_EXT) and dataset is None and p.is_file():
+    family = registry.reader_for(p).family  # InputError naming what isoapp opens
+    if family == "hdf5" and dataset is None and p.is_file():
         found = list_datasets(p)
         if not found:
             raise InputError(f"{p.name} holds no 3D dataset; it needs a (Z, Y, X) array")
@@ -95,14 +97,24 @@ def load_volume(parent: QWidget | None, path: str | Path, dataset: str | None = 
             dataset = found[labels.index(choice)][0]
         else:
             dataset = found[0][0]
-    if name.endswith(BIOFORMATS_EXT):
-        if fiji_session is None:
-            raise InputError(f"{p.name}: this format is read through Fiji's Bio-Formats, which is not available")
-        log.info("reading %s with Bio-Formats through Fiji", p.name)
-        return fiji_session().read_bioformats(p), None
-    if not name.endswith(tuple(SUPPORTED_EXTENSIONS)):
-        raise InputError(f"{p.name}: unsupported file type; open TIFF, OME-TIFF, HDF5, OME-Zarr or a "
-                         "Bio-Formats file (in Fiji: File > Save As > Tiff...)")
+    if family == "bioformats" and p.is_file():
+        if fiji_session is not None:
+            try:  # start Java the way the GUI's Fiji bridge does (its Fiji.app setting); reused below
+                fiji_session()
+            except IsoappError as exc:  # the reader starts Java itself, or says what to install
+                log.info("Fiji bridge not available (%s); reading %s with the Bio-Formats jar", exc, p.name)
+        if dataset is None:
+            from fiji_bridge.bioformats import list_series
+
+            found = list_series(p)
+            if len(found) > 1:
+                labels = [f"{i}: {n or 'series ' + str(i)}  (T, C, Z, Y, X) = {tuple(s)}  {d}" for i, n, s, d in found]
+                choice = dialogs.choose(parent, "Bio-Formats series", f"{p.name} holds several series; open which?",
+                                        labels)
+                if choice is None:
+                    return None, None
+                dataset = str(found[labels.index(choice)][0])
+        log.info("reading %s with Bio-Formats", p.name)
     return read_volume(p, dataset=dataset), dataset
 
 
@@ -114,9 +126,11 @@ def describe(volume: Volume) -> str:
     rows = [
         ("Name", volume.name),
         ("File", str(volume.path) if volume.path else "—"),
-        ("Format", str(md.get("format", "—")) + (f" ({md['dataset']})" if md.get("dataset") else "")),
+        ("Format", (registry.title(md["format"], md) if md.get("format") else "—")
+         + (f" ({md['dataset']})" if md.get("dataset") else "")),
         ("Axes / shape", f"{volume.axes} {' x '.join(str(s) for s in volume.shape)}"),
         ("Dtype", str(volume.dtype)),
+        *([("Channels", ", ".join(n or "?" for n in md["channel_names"]))] if md.get("channel_names") else []),
         ("Voxel (z, y, x)", f"{dz:g} x {dy:g} x {dx:g} µm"),
         ("Anisotropy", f"{volume.anisotropy:.3g} (dz/dxy)"),
         ("Memory", f"{mem:.1f} MiB" if mem < 1024 else f"{mem / 1024:.2f} GiB"),

@@ -1,15 +1,15 @@
 """Reading and writing volumes: format dispatch, lazy arrays, dtype conversion.
 
-``read_volume`` / ``write_volume`` pick the format from the extension (TIFF, OME-TIFF,
-HDF5, OME-Zarr) and delegate to :mod:`.tiff`, :mod:`.hdf5` and :mod:`.zarr_io`. Readers
-return a :class:`RawImage` (data in the file's axis order plus calibration); this module maps
-it onto a canonical :class:`~isoapp.volume.Volume`. The format modules are imported when
-first needed so ``import isoapp.io`` stays cheap and ``zarr`` stays optional.
+``read_volume`` / ``write_volume`` pick the format from the extension through the format
+registry (:mod:`.registry`: TIFF, OME-TIFF, HDF5, OME-Zarr, and vendor formats through
+Bio-Formats) and delegate to its reader or writer. Readers return a :class:`RawImage` (data in
+the file's axis order plus calibration); this module maps it onto a canonical
+:class:`~isoapp.volume.Volume`. Format modules are imported when first needed so
+``import isoapp.io`` stays cheap and ``zarr`` and Java stay optional.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import logging
@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, OutputError
 from ..volume import Volume, canonicalize_axes
+from . import registry
 from .atomic import atomic_path, check_output_path
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ __all__ = [
     "describe_file", "read_volume", "write_volume",
 ]
 
-SUPPORTED_EXTENSIONS = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".h5", ".hdf5", ".hdf", ".zarr", ".ome.zarr")
+#: Every extension read_volume reads (vendor formats through Bio-Formats need Java).
+SUPPORTED_EXTENSIONS = registry.read_extensions()
 OUTPUT_DTYPES = ("float32", "uint16", "uint8")
-_WRITE_FORMATS = ("imagej", "tiff", "ome-tiff", "hdf5", "ome-zarr")
+_WRITE_FORMATS = tuple(f.name for f in registry.writable())
 
 
 # ---------------------------------------------------------------------------- lazy arrays
@@ -220,24 +222,12 @@ def tidy(value: float) -> float:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``"tiff"``, ``"hdf5"`` or ``"zarr"`` from the file name; InputError for anything else."""
-    name = Path(path).name.lower().rstrip("/\\")
-    if name.endswith((".tif", ".tiff")):
-        return "tiff"
-    if name.endswith((".h5", ".hdf5", ".hdf")):
-        return "hdf5"
-    if name.endswith(".zarr"):
-        return "zarr"
-    raise InputError(f"{Path(path).name}: unsupported file type; isoapp reads "
-                     f"{', '.join(SUPPORTED_EXTENSIONS)} (in Fiji: File > Save As > Tiff...)")
+    """The reader family of ``path`` (``tiff``, ``hdf5``, ``zarr``, ``bioformats``); InputError if none."""
+    return registry.reader_for(path).family
 
 
 def _display_name(path: Path) -> str:
-    name = path.name
-    for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)] or name
-    return path.stem
+    return registry.strip_extension(path)
 
 
 def _prepare_axes(data: Any, axes: str, path: Path) -> tuple[Any, str]:
@@ -266,29 +256,32 @@ def _prepare_axes(data: Any, axes: str, path: Path) -> tuple[Any, str]:
     return data, axes
 
 
-_MODULES = {"tiff": ".tiff", "hdf5": ".hdf5", "zarr": ".zarr_io"}
-
-
-def _reader_module(kind: str):
-    return importlib.import_module(_MODULES[kind], __name__)
+def _reader_module(family: str):
+    """The module of a reader family (``tiff``, ``hdf5``, ``zarr``), for scripts that patch it."""
+    return registry.module(family)
 
 
 def read_volume(path: str | os.PathLike, *, dataset: str | None = None, lazy: bool = False,
-                axes: str | None = None) -> Volume:
+                axes: str | None = None, format: str | None = None) -> Volume:
     """Read a 3D stack (ZYX, CZYX or TCZYX) with its voxel size in µm.
 
     Parameters
     ----------
     path
-        A ``.tif/.tiff/.ome.tif`` file, an ``.h5/.hdf5/.hdf`` file or a ``.zarr`` folder.
+        A file or folder of a format in the registry (:mod:`isoapp.io.registry`): ``.tif/.tiff/
+        .ome.tif``, ``.h5/.hdf5/.hdf``, a ``.zarr`` folder, or a vendor file (``.czi``, ``.lif``,
+        ``.nd2``, ``.ics``...) read through Bio-Formats, which needs Java and the Bio-Formats jar.
     dataset
         HDF5 / Zarr: the dataset (array) path inside the file; needed only when the file holds
-        several 3D datasets. TIFF: an optional series number.
+        several 3D datasets. TIFF and Bio-Formats: an optional series number.
     lazy
         Do not read the pixels: ``data`` is a memory map or a :class:`LazyArray` that reads
         on indexing (``Volume.load()`` reads it all).
     axes
         Override the file's axis order (letters T, C, Z, Y, X), e.g. ``"CZYX"``.
+    format
+        Read with this registry entry instead of the one the extension picks, e.g.
+        ``"bioformats"`` for a TIFF variant only Bio-Formats understands.
 
     Returns
     -------
@@ -299,15 +292,16 @@ def read_volume(path: str | os.PathLike, *, dataset: str | None = None, lazy: bo
     Raises
     ------
     InputError
-        If the file is missing, unreadable, corrupt, not 3D or has a zero-size axis.
+        If the file is missing, unreadable, corrupt, not 3D or has a zero-size axis, or its
+        format needs something that is not installed (Java, the Bio-Formats jar).
     """
     path = Path(path).expanduser()
-    kind = detect_format(path)
+    entry = registry.reader_for(path, format)
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path (drag the file onto the terminal to paste it)")
-    if kind != "zarr" and path.is_dir():
-        raise InputError(f"{path} is a folder, not an image file; give the path of a {kind.upper()} file")
-    raw = _reader_module(kind).read(path, dataset=dataset, lazy=lazy)
+    if not entry.folder and path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file; give the path of a {entry.title} file")
+    raw = entry.load("reader")(path, dataset=dataset, lazy=lazy)
     return _finish(raw, path, axes)
 
 
@@ -337,29 +331,32 @@ def _finish(raw: RawImage, path: Path, axes: str | None) -> Volume:
         raise InputError(f"{path.name}: {exc}") from exc
 
 
-def describe_file(path: str | os.PathLike, dataset: str | None = None) -> dict:
+def describe_file(path: str | os.PathLike, dataset: str | None = None, format: str | None = None) -> dict:
     """Summarise a file without reading its pixels.
 
     Returns
     -------
     dict
-        ``path, format, shape, dtype, axes, voxel_size (z, y, x µm), anisotropy, calibrated,
-        size_on_disk, size_in_memory`` (bytes) and ``dataset`` where relevant.
+        ``path, format, format_name, shape, dtype, axes, voxel_size (z, y, x µm), anisotropy,
+        calibrated, size_on_disk, size_in_memory`` (bytes) and ``dataset`` where relevant.
     """
-    vol = read_volume(path, dataset=dataset, lazy=True)
+    vol = read_volume(path, dataset=dataset, lazy=True, format=format)
     p = Path(vol.path)
-    if p.is_dir():
-        disk = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    else:
-        disk = p.stat().st_size
+    files = [Path(f) for f in vol.metadata.get("files", ())] or [p]  # e.g. an .ics header and its .ids
+    disk = 0
+    for f in files:
+        disk += sum(g.stat().st_size for g in f.rglob("*") if g.is_file()) if f.is_dir() else f.stat().st_size
     info = {
-        "path": str(p.resolve()), "format": vol.metadata.get("format"), "shape": list(vol.shape),
+        "path": str(p.resolve()), "format": vol.metadata.get("format"),
+        "format_name": registry.title(vol.metadata.get("format"), vol.metadata), "shape": list(vol.shape),
         "dtype": str(vol.dtype), "axes": vol.axes, "voxel_size": list(vol.voxel_size),
         "anisotropy": vol.anisotropy, "calibrated": bool(vol.metadata.get("calibrated")),
         "size_on_disk": int(disk), "size_in_memory": int(vol.nbytes),
     }
     if vol.metadata.get("dataset"):
         info["dataset"] = vol.metadata["dataset"]
+    if vol.metadata.get("channel_names"):
+        info["channel_names"] = list(vol.metadata["channel_names"])
     if isinstance(vol.data, LazyArray):
         vol.data.close()
     return info
@@ -376,23 +373,7 @@ def iter_blocks(shape: Sequence[int], depth: int) -> Iterator[tuple]:
 
 def output_format(path: str | os.PathLike, format: str | None = None) -> str:
     """The writer for ``path``: ``imagej`` (.tif), ``ome-tiff``, ``tiff`` (plain), ``hdf5``, ``ome-zarr``."""
-    if format is not None:
-        fmt = format.lower().replace("_", "-")
-        fmt = {"ome": "ome-tiff", "zarr": "ome-zarr", "h5": "hdf5", "tif": "tiff"}.get(fmt, fmt)
-        if fmt not in _WRITE_FORMATS:
-            raise ConfigError(f"unknown output format {format!r}; choose one of {', '.join(_WRITE_FORMATS)}")
-        return fmt
-    name = Path(path).name.lower()
-    if name.endswith((".ome.tif", ".ome.tiff")):
-        return "ome-tiff"
-    if name.endswith((".tif", ".tiff")):
-        return "imagej"
-    if name.endswith((".h5", ".hdf5", ".hdf")):
-        return "hdf5"
-    if name.endswith(".zarr"):
-        return "ome-zarr"
-    raise OutputError(f"{Path(path).name}: cannot tell the output format from the extension; "
-                      "use .tif (ImageJ), .ome.tif, .h5 or .zarr")
+    return registry.output_format(path, format)
 
 
 def _min_max(data: Any) -> tuple[float, float]:
@@ -486,10 +467,10 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, dtype: str = "float
         raise ConfigError(f"output dtype {dtype!r} is not supported; choose one of {', '.join(OUTPUT_DTYPES)}")
     volume.check_finite()
     convert, info = plan_conversion(volume, str(dtype))
-    module = _reader_module({"hdf5": "hdf5", "ome-zarr": "zarr"}.get(fmt, "tiff"))
+    writer = registry.get(fmt).load("writer")
     try:
         with atomic_path(out) as tmp:
-            module.write(tmp, volume, convert=convert, dtype=np.dtype(dtype), rescale=info, fmt=fmt)
+            writer(tmp, volume, convert=convert, dtype=np.dtype(dtype), rescale=info, fmt=fmt)
     except OSError as exc:
         raise OutputError(f"could not write {out}: {exc.strerror or exc}; check free disk space and "
                           "write permission of the folder") from exc

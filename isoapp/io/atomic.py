@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import OutputError
+from .registry import is_folder_format
 from .safety import (
     TMP_PREFIX,
     check_collisions,
@@ -108,6 +109,5 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
     if not resolved.parent.is_dir():
         raise OutputError(f"the output folder {resolved.parent} does not exist; "
                           "create it first or choose another -o path")
-    zarr = resolved.name.lower().endswith(".zarr")
-    check_replaceable(resolved, overwrite=overwrite, zarr=zarr)
+    check_replaceable(resolved, overwrite=overwrite, zarr=is_folder_format(resolved))
     return resolved
