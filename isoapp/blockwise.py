@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = (64, 512, 512)  # output planes, rows, columns
 DEFAULT_CHUNK = (64, 256, 256)
+LOG_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -252,13 +253,18 @@ class BlockProgress:
         self.total = sum(b.voxels for b in blocks)
         self.done = sum(b.voxels for b in blocks if b.index in done)
         self.start_done = self.done
-        self.t0 = time.perf_counter()
+        self.t0 = self.last_log = time.perf_counter()
 
     def advance(self, block: Block) -> None:
         self.done += block.voxels
-        elapsed = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        elapsed = now - self.t0
         rate = (self.done - self.start_done) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else None
+        if now - self.last_log >= LOG_EVERY_S or self.done >= self.total:  # for logs of cluster and batch runs
+            self.last_log = now
+            log.info("blocks: %.1f%% of %.3g voxels, %.3g voxels/s over %.0f s, ETA %s", 100 * self.done / self.total,
+                     self.total, rate, elapsed, "-" if eta is None else f"{eta / 60:.1f} min")
         self.ctx.send(ProgressEvent("blocks", self.done, self.total, eta_s=eta, elapsed_s=elapsed,
                                     extra={"unit": "voxel", "voxels_per_s": rate}))
 

@@ -369,6 +369,10 @@ def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train
 
         f = args.factor or vol.anisotropy
         check_block_memory(tuple(args.block_size), max(float(f), 1.0), BlockGeometry(16, 64, 8), args.workers or 1)
+    if args.overwrite and not args.resume and (work_dir / "blocks").is_dir():  # start afresh
+        import shutil
+
+        shutil.rmtree(work_dir / "blocks")
     budget = {"train_budget_bytes": int(args.train_budget_mb * 2**20)} if args.train_budget_mb else {}
     kwargs = dict(preset=args.preset, factor=args.factor, psf=psf_spec(args), steps=args.steps, device=args.device,
                   seed=args.seed, params=parse_params(args.param), train=train, work_dir=work_dir,
