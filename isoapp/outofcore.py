@@ -35,7 +35,8 @@ from .blockwise import (
 from .engine.events import StageEvent
 from .errors import ConfigError, OutputError
 from .io.lazy import bounded, sample_blocks
-from .io.sinks import BLOCKWISE_FORMATS, SinkSpec, plan_stream_conversion
+from .io.registry import blockwise_formats, describe_blockwise
+from .io.sinks import SinkSpec, plan_stream_conversion
 from .volume import Volume
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,9 @@ def restore_blockwise(restorer: Any, volume: Volume, output: str | Path, *, dtyp
 
     out = Path(output).expanduser().absolute()
     fmt = fmt or output_format(out)
-    if fmt not in BLOCKWISE_FORMATS:
-        raise ConfigError(f"{out.name}: block-wise output is written to OME-Zarr (.zarr) or TIFF (.tif, .ome.tif), "
-                          f"not {fmt}; choose one of those extensions")
+    if fmt not in blockwise_formats():
+        raise ConfigError(f"{out.name}: block-wise output is written to {describe_blockwise()}, not {fmt}; "
+                          "choose one of those extensions")
     client = None
     if scheduler or workers:
         from .distributed import connect

@@ -92,4 +92,5 @@ def test_block_size_beyond_memory_refused_with_suggestion(tmp_path, capsys):
 def test_hdf5_output_refused_for_blockwise(tmp_path, capsys):
     src = _write(tmp_path / "in.tif", _stack((9, 48, 48)))
     rc = main(["restore", str(src), "-o", str(tmp_path / "o.h5"), "--method", "linear", "--blockwise"])
-    assert rc == 2 and "OME-Zarr (.zarr) or TIFF" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "block-wise output is written to" in err and ".zarr (OME-Zarr)" in err

@@ -261,9 +261,11 @@ def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
     need = n_in + 3 * 4 * int(math.prod(shape))  # the stack, the result and the working copies in float32
     if need <= 0.5 * available_bytes():
         return False
-    if fmt not in ("ome-zarr", "imagej", "ome-tiff", "tiff"):
+    from ..io.registry import blockwise_formats, describe_blockwise
+
+    if fmt not in blockwise_formats():
         raise ConfigError(f"{vol.name} needs about {need / 2**30:.1f} GiB to restore in memory; write the result "
-                          "block by block to a .zarr or .tif output instead of HDF5")
+                          f"block by block to {describe_blockwise()} instead")
     log.info("restoring block by block: in memory it would need about %.1f GiB", need / 2**30)
     return True
 

@@ -54,6 +54,8 @@ class FileFormat:
         None lists it under ``title``.
     needs
         What reading it needs beyond isoapp's own dependencies (``"Java"``), for texts listing it.
+    blockwise
+        Block-wise restoration can write it as blocks finish (:class:`isoapp.io.sinks.SinkSpec`).
     """
 
     name: str
@@ -67,6 +69,7 @@ class FileFormat:
     variants: tuple[tuple[str, str], ...] = ()
     group: str | None = None
     needs: str = ""
+    blockwise: bool = False
 
     def load(self, which: str = "reader") -> Callable[..., Any]:
         """Import and return the reader (or ``"writer"``) function."""
@@ -87,14 +90,16 @@ BIOFORMATS_EXTENSIONS = (
 #: Every format isoapp knows, in the order the GUI's dialogs list them.
 FORMATS: tuple[FileFormat, ...] = (
     FileFormat("imagej", "ImageJ TIFF", (".tif", ".tiff"), "tiff", f"{_TIFF}:read", f"{_TIFF}:write",
-               aliases=("imagej-tiff",), variants=(("imagej-tiff", "ImageJ TIFF"),), group="TIFF / OME-TIFF"),
+               aliases=("imagej-tiff",), variants=(("imagej-tiff", "ImageJ TIFF"),), group="TIFF / OME-TIFF",
+               blockwise=True),
     FileFormat("ome-tiff", "OME-TIFF", (".ome.tif", ".ome.tiff"), "tiff", f"{_TIFF}:read", f"{_TIFF}:write",
-               aliases=("ome",), group="TIFF / OME-TIFF"),
-    FileFormat("tiff", "TIFF", (), "tiff", f"{_TIFF}:read", f"{_TIFF}:write", aliases=("tif",)),
+               aliases=("ome",), group="TIFF / OME-TIFF", blockwise=True),
+    FileFormat("tiff", "TIFF", (), "tiff", f"{_TIFF}:read", f"{_TIFF}:write", aliases=("tif",),
+               blockwise=True),
     FileFormat("hdf5", "HDF5", (".h5", ".hdf5", ".hdf"), "hdf5", f"{_HDF5}:read", f"{_HDF5}:write",
                aliases=("h5",)),
     FileFormat("ome-zarr", "OME-Zarr", (".zarr", ".ome.zarr"), "zarr", f"{_ZARR}:read", f"{_ZARR}:write",
-               folder=True, aliases=("zarr",), variants=(("zarr", "Zarr"),)),
+               folder=True, aliases=("zarr",), variants=(("zarr", "Zarr"),), blockwise=True),
     FileFormat("bioformats", "Bio-Formats", BIOFORMATS_EXTENSIONS, "bioformats", "fiji_bridge.bioformats:read",
                group="Bio-Formats: vendor formats, needs Java", needs="Java"),
 )
@@ -243,6 +248,17 @@ def input_help() -> str:
 def describe_writable() -> str:
     """``".tif (ImageJ TIFF), .ome.tif (OME-TIFF), .h5 (HDF5) or .zarr (OME-Zarr)"``."""
     items = [f"{f.extensions[0]} ({f.title})" for f in writable() if f.extensions]
+    return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def blockwise_formats() -> tuple[str, ...]:
+    """Output formats block-wise restoration writes as blocks finish."""
+    return tuple(f.name for f in FORMATS if f.blockwise and f.writer)
+
+
+def describe_blockwise() -> str:
+    """``".tif (ImageJ TIFF), .ome.tif (OME-TIFF) or .zarr (OME-Zarr)"``."""
+    items = [f"{f.extensions[0]} ({f.title})" for f in writable() if f.extensions and f.blockwise]
     return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else "".join(items)
 
 

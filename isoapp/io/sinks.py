@@ -29,7 +29,6 @@ from ..errors import OutputError
 
 log = logging.getLogger(__name__)
 
-BLOCKWISE_FORMATS = ("ome-zarr", "imagej", "ome-tiff", "tiff")
 _IMAGEJ_ORDER = {"ZYX": "ZYX", "CZYX": "ZCYX", "TCZYX": "TZCYX"}
 _AXIS_META = {
     "T": {"name": "t", "type": "time", "unit": "second"},
