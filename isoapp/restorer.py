@@ -122,7 +122,7 @@ class Restorer:
             zyx = volume.channel(c, 0)
             tag = f"channel_{c}" if n_ch > 1 else ""
             norm = self.normalizer(zyx)
-            box = training_region(bounded(zyx.data), self.train_budget)
+            box = training_region(bounded(zyx.data), cls.training_budget(self.train_budget, F, self.params))
             xn = norm.before(np.asarray(bounded(zyx.data)[box], np.float32))
             deg = resolve_degradation(xn, self.spec, self.user_psf, F, volume.voxel_size, seed=self.seed,
                                       name=f"{volume.name} {tag}".strip(), required=cls.trainable or cls.uses_psf)

@@ -226,28 +226,40 @@ def predict_tiled(fn: NetFn, arr: np.ndarray, *, ndim: int, tile: int | Sequence
 def receptive_field(net: torch.nn.Module, ndim: int, size: int = 96, device: str | torch.device = "cpu") -> int:
     """Empirical receptive-field radius (voxels) of ``net`` from input gradients at the centre.
 
-    Measured on a copy with random weights, so zero-initialised layers do not hide paths.
+    Measured on copies with random weights, so zero-initialised layers do not hide paths: once
+    with signed weights and input, once with positive ones (every ReLU then passes, so a path that
+    dead units hide in the first draw still shows); the union counts. Block-wise prediction takes
+    its halo from this, so an input too small to contain the field is doubled and measured again.
     """
     import copy
 
-    net = copy.deepcopy(net).to(device)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    net.eval()
-    x = torch.randn((1, 1) + (size,) * ndim, device=device, requires_grad=True)
-    y = net(x)
-    c = tuple(s // 2 for s in y.shape[2:])
-    y[(0, 0) + c].backward()
-    g = x.grad[0, 0].abs() > 0
-    radius = 0
-    for ax in range(ndim):
-        other = tuple(a for a in range(ndim) if a != ax)
-        hit = np.flatnonzero(g.any(dim=other).cpu().numpy()) if other else np.flatnonzero(g.cpu().numpy())
-        if hit.size:
-            radius = max(radius, int(max(size // 2 - hit.min(), hit.max() - size // 2)))
-    return radius
+    while True:
+        hits = None
+        for trial in range(2):
+            net_c = copy.deepcopy(net).to(device)
+            gen = torch.Generator().manual_seed(trial)
+            with torch.no_grad():
+                for p in net_c.parameters():
+                    w = torch.randn(p.shape, generator=gen) * 0.1
+                    p.copy_(w.abs() if trial else w)
+            net_c.eval()
+            shape = (1, 1) + (size,) * ndim
+            x0 = torch.rand(shape, generator=gen) if trial else torch.randn(shape, generator=gen)
+            x = x0.to(device).requires_grad_(True)
+            y = net_c(x)
+            c = tuple(s // 2 for s in y.shape[2:])
+            y[(0, 0) + c].backward()
+            g = x.grad[0, 0].abs() > 0
+            hits = g if hits is None else hits | g
+        radius = 0
+        for ax in range(ndim):
+            other = tuple(a for a in range(ndim) if a != ax)
+            hit = np.flatnonzero(hits.any(dim=other).cpu().numpy()) if other else np.flatnonzero(hits.cpu().numpy())
+            if hit.size:
+                radius = max(radius, int(max(size // 2 - hit.min(), hit.max() - size // 2)))
+        if radius < size // 2 - 1 or size >= 512:
+            return radius
+        size *= 2
 
 
 def restore_axial_planes(restore_planes: Callable[[np.ndarray], np.ndarray], up: np.ndarray, *,

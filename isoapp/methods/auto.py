@@ -66,6 +66,12 @@ class Auto(Method):
         self.trials: list[dict[str, Any]] = []
         self.reason = ""
 
+    @classmethod
+    def training_budget(cls, budget: int, factor: float, params: dict | None = None) -> int:
+        """The smallest region any candidate may train on: they all train on the same one."""
+        names = (params or {}).get("candidates") or AutoParams().candidates
+        return min(get_method(n).training_budget(budget, factor) for n in names)
+
     def _candidate(self, name: str) -> Method:
         c = self.config
         cfg = build_config(name, preset=c.preset, factor=c.factor, voxel_size=c.voxel_size, psf=c.psf.model_dump(),

@@ -138,6 +138,15 @@ class Method(ABC):
         """
         return None
 
+    @classmethod
+    def training_budget(cls, budget: int, factor: float, params: dict[str, Any] | None = None) -> int:
+        """Bytes of float32 training region for a run whose training budget is ``budget``.
+
+        The region a large stack trains on (:func:`isoapp.io.lazy.training_region`) is the budget
+        divided by the copies of it the method holds while training; one by default.
+        """
+        return int(budget)
+
     def block_geometry(self) -> BlockGeometry | None:
         """How :mod:`isoapp.blockwise` may split prediction into blocks; None: only whole volumes.
 

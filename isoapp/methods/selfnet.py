@@ -115,6 +115,12 @@ class SelfNet(PlaneWiseMethod):
     """Self-Net: CycleGAN degradation model plus DeblurNet, trained alternately on the stack."""
 
     name = "selfnet"
+
+    @classmethod
+    def training_budget(cls, budget: int, factor: float, params: dict | None = None) -> int:
+        """Self-Net trains on the z-interpolated region (F copies), its smoothed copy for the foreground
+        mask (F more) and the mask (F/4 bytes per float): the region gets 1 / (1 + 2.25 F) of the budget."""
+        return int(budget / (1.0 + 2.25 * factor))
     description = "Self-Net: PSF-free self-learning (CycleGAN degradation model + DeblurNet, alternating)"
     Params = SelfNetParams
     uses_psf = False
