@@ -67,8 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a method on the stack itself (or load a saved model) and write the "
                                    "restored stack on a z grid of dz/F. Every path the run writes is checked "
                                    "before any work; existing outputs are kept unless --overwrite is given.")
-    p.add_argument("input", help="input stack (TIFF, OME-TIFF, HDF5, OME-Zarr)")
-    p.add_argument("-o", "--output", required=True, help="output file (.tif, .ome.tif, .h5, .zarr)")
+    from ..io.registry import describe_blockwise, describe_writable, input_help
+
+    p.add_argument("input", help=f"input stack ({input_help()})")
+    p.add_argument("-o", "--output", required=True,
+                   help=f"output: {describe_writable()}; block-wise runs write {describe_blockwise()}")
     p.add_argument("--method", default=None,
                    help="method id (default auto: trains the fast candidates and keeps the best on held-out "
                         "planes, else cubic); --methods lists them; with --model the saved model's method is used "

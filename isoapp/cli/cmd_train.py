@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a method on a stack and save the model (restore later with --model)",
                        description="Train a method on the stack itself and save it for `isoapp restore --model`. "
                                    "Stacks larger than the training budget train on their most signal-rich region.")
-    p.add_argument("input", help="input stack")
+    from ..io.registry import input_help
+
+    p.add_argument("input", help=f"input stack ({input_help()})")
     p.add_argument("--save-model", required=True, metavar="DIR", help="folder for config.json and weights.pt")
     p.add_argument("--method", default="isonet", help="method id (default isonet); --methods lists them")
     p.add_argument("--factor", type=float, help="anisotropy factor F = dz/dxy (default: from the voxel size)")

@@ -153,8 +153,8 @@ def training_region(data: Any, budget_bytes: int = TRAIN_BUDGET_BYTES, *, min_la
     y0 = min(int(iy) * step, ny - wy)
     x0 = min(int(ix) * step, nx - wx)
     box = (slice(z0, z0 + z_len), slice(y0, y0 + wy), slice(x0, x0 + wx))
-    log.info("the stack (%d x %d x %d) exceeds the training budget of %d MiB: training on the region z %d:%d, "
-             "y %d:%d, x %d:%d, where the overview holds the most signal", nz, ny, nx, budget_bytes // 2**20,
+    log.info("the stack (%d x %d x %d) exceeds the method's training region of %d MiB (float32): training on the "
+             "region z %d:%d, y %d:%d, x %d:%d, where the overview holds the most signal", nz, ny, nx, budget_bytes // 2**20,
              z0, z0 + z_len, y0, y0 + wy, x0, x0 + wx)
     return box
 
