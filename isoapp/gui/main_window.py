@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from ..errors import IsoappError
 from ..io import write_volume
 from ..volume import Volume
-from . import dialogs, opening, runs
+from . import dialogs, gcguard, opening, runs
 from .compare import ComparePanel
 from .fiji_actions import FijiActions
 from .log_panel import LogPanel, install_handler, remove_handler
@@ -54,6 +54,8 @@ class MainWindow(RunMixin, QMainWindow):
 
     def __init__(self, settings: AppSettings | None = None) -> None:
         super().__init__()
+        gcguard.acquire()  # collect garbage in this (the GUI) thread only while the window lives
+        self._gc_held = True
         self.settings = settings or AppSettings()
         self.input: Volume | None = None
         self.last_run: dict[str, Any] | None = None  # options + work_dir of a cancelled run
@@ -356,3 +358,6 @@ class MainWindow(RunMixin, QMainWindow):
         self.fiji.close()
         remove_handler(self.log_panel.handler)
         super().closeEvent(event)
+        if event.isAccepted() and self._gc_held:
+            self._gc_held = False
+            gcguard.release()

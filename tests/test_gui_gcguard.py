@@ -1,0 +1,41 @@
+"""Garbage collection runs in the GUI thread only while a main window lives (isoapp.gui.gcguard)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+pytest.importorskip("pyqtgraph")
+
+import gui_fixtures  # noqa: E402
+
+dialog_calls = gui_fixtures.dialog_calls
+no_dangling_qthreads = gui_fixtures.no_dangling_qthreads
+settings_path = gui_fixtures.settings_path
+window = gui_fixtures.window
+pytestmark = pytest.mark.gui
+
+
+def test_window_moves_collection_to_the_gui_thread(window, qtbot):
+    assert not gc.isenabled()  # a collection triggered from another thread (a Java GC via JPype) is refused
+    seen = {}
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            seen["thread"] = threading.current_thread() is threading.main_thread()
+
+    Cycle()
+    qtbot.waitUntil(lambda: "thread" in seen, timeout=5000)  # pyqtgraph's timer collects it
+    assert seen["thread"] is True
+    window.close()
+    assert gc.isenabled()  # the last window closed: Python collects automatically again
