@@ -149,7 +149,7 @@ def restore_blockwise(restorer: Any, volume: Volume, output: str | Path, *, dtyp
 def _run(restorer, volume, out, fmt, dtype, block, chunk, work_dir, resume, client, pyramid, keep_work_dir,
          n_workers) -> BlockwiseResult:
     if restorer.factor is None:
-        restorer._resolve(volume)
+        restorer.resolve(volume)
     F = restorer.factor
     leads = _leads(volume)
     n_ch = volume.n_channels

@@ -75,7 +75,8 @@ class Restorer:
         self.user_psf: np.ndarray | None = None
 
     # ------------------------------------------------------------------ shared steps
-    def _resolve(self, volume: Volume) -> None:
+    def resolve(self, volume: Volume) -> None:
+        """Fix the factor (checked against a loaded model's) and the user's PSF for ``volume``."""
         from .restore import resolve_factor, resolve_psf
 
         if self.model_dir is not None:
@@ -113,7 +114,7 @@ class Restorer:
 
         if self.model_dir is not None:
             raise ModelError(f"this Restorer holds the saved model {self.model_dir}; create a new one to train")
-        self._resolve(volume)
+        self.resolve(volume)
         F = self.factor
         cls = get_method(self.method_name)
         ctx = self.ctx
@@ -202,7 +203,7 @@ class Restorer:
     def predict(self, volume: Volume) -> Volume:
         """Restore ``volume`` in memory; the result is on the output grid (z step dz/F)."""
         if self.factor is None:
-            self._resolve(volume)
+            self.resolve(volume)
         n_ch = volume.n_channels
         outs: dict[tuple[int, int], np.ndarray] = {}
         for t, c, zyx in volume.iter_channels():

@@ -157,10 +157,3 @@ def training_region(data: Any, budget_bytes: int = TRAIN_BUDGET_BYTES, *, min_la
              "region z %d:%d, y %d:%d, x %d:%d, where the overview holds the most signal", nz, ny, nx, budget_bytes // 2**20,
              z0, z0 + z_len, y0, y0 + wy, x0, x0 + wx)
     return box
-
-
-def to_dask(data: Any, chunks: Sequence[int] | str = "auto"):
-    """A dask array over any array-like (LazyArray, zarr, h5py, memmap) without reading it."""
-    import dask.array as da
-
-    return da.from_array(bounded(data), chunks=chunks, asarray=True, fancy=False)

@@ -162,19 +162,6 @@ class SinkSpec:
         finally:
             del mm
 
-    def read(self, key: tuple[slice, ...] | Any = ...) -> np.ndarray:
-        """Read back a written region (tests, checks)."""
-        if self.fmt == "ome-zarr":
-            import zarr
-
-            return np.asarray(zarr.open_array(str(Path(self.path) / "0"), mode="r")[key])
-        import tifffile
-
-        file_axes = _IMAGEJ_ORDER[self.axes] if self.fmt == "imagej" else self.axes
-        mm = tifffile.memmap(str(self.path), mode="r")
-        inv = [file_axes.index(a) for a in self.axes]
-        return np.array(np.transpose(mm, inv)[key])
-
     # ------------------------------------------------------------------ finishing
     def _scale(self, level: int) -> list[float]:
         f = 2.0 ** level
@@ -240,9 +227,3 @@ def _move(src: Path, dest: Path) -> None:
         os.replace(src, dest)
     except OSError:  # another file system: copy, then remove
         shutil.move(str(src), str(dest))
-
-
-def output_chunks(shape: tuple[int, ...], block: tuple[int, int, int]) -> tuple[int, ...]:
-    """Chunks for a block-wise output: one chunk edge per block edge, so every block writes whole chunks."""
-    lead = (1,) * (len(shape) - 3)
-    return lead + tuple(min(int(b), int(s)) for b, s in zip(block, shape[-3:], strict=True))
