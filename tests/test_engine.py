@@ -121,6 +121,23 @@ def test_train_loop_cancel_and_resume_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_stop_during_preview_still_checkpoints(tmp_path):
+    """A stop seen by the live preview's prediction (not by the loop) must not lose the training:
+    the GUI's quit-mid-run left no checkpoint this way (found with scripts/gui_xdotool_flow.py)."""
+    cfg = TrainConfig(steps=12, checkpoint_every=100, checkpoint_seconds=0, preview_every=3)
+    ctx = RunContext(device="cpu", seed=3, work_dir=tmp_path)
+    _, step, state = _tiny_problem(ctx, cfg)
+
+    def preview():
+        raise Cancelled("prediction stopped on request")
+
+    with pytest.raises(Cancelled, match="stopped at step 3 of 12; checkpoint saved"):
+        train_loop(ctx, stage="t", steps=cfg.steps, step_fn=step, state=state, cfg=cfg, preview_fn=preview)
+    ctx2 = RunContext(device="cpu", seed=3, work_dir=tmp_path, resume=True)
+    _, step2, state2 = _tiny_problem(ctx2, cfg)
+    assert train_loop(ctx2, stage="t", steps=cfg.steps, step_fn=step2, state=state2, cfg=cfg).resumed_from == 3
+
+
 def test_train_loop_reports_eta_and_loss_decreases():
     cfg = TrainConfig(steps=60, lr=1e-2)
     events = []

@@ -264,7 +264,13 @@ def train_loop(
                                eta_s=rate * (steps - done), elapsed_s=elapsed,
                                extra={k: v for k, v in record.items() if k not in ("step", "loss", "val_loss")}))
         if preview_fn is not None and cfg.preview_every and (done % cfg.preview_every == 0 or done == steps):
-            ctx.send(PreviewEvent(stage, done, preview_fn()))
+            try:
+                planes = preview_fn()
+            except Cancelled:  # the preview's prediction polls should_stop too: keep the step just done
+                save(done)
+                raise Cancelled(f"{stage} stopped at step {done} of {steps}; checkpoint saved" if ckpt else
+                                f"{stage} stopped at step {done} of {steps}") from None
+            ctx.send(PreviewEvent(stage, done, planes))
         due = done % cfg.checkpoint_every == 0 or (
             cfg.checkpoint_seconds > 0 and time.monotonic() - last_save >= cfg.checkpoint_seconds)
         if due and done < steps:
