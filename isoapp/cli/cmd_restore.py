@@ -8,6 +8,7 @@ import logging
 import math
 import shlex
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import Cancelled, ConfigError, IsoappError, ModelError, OutputError
@@ -273,11 +274,35 @@ def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
     return True
 
 
+@contextmanager
+def guarded_run(args: argparse.Namespace, work_dir: Path | None, progress: TqdmProgress):
+    """Run the body under a graceful-stop handler; stops, user errors and a full disk become one line
+    that says how to resume from the checkpoints in ``work_dir``."""
+    from .signals import GracefulStop, Interrupted
+
+    stop = None
+    try:
+        with GracefulStop() as stop:
+            yield stop
+    except Cancelled as exc:
+        raise Interrupted(stop.signum or signal.SIGINT, _stopped_message(args, exc, work_dir)) from None
+    except KeyboardInterrupt as exc:  # a second signal: aborted at once, maybe after a timed checkpoint
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, _stopped_message(args, exc, work_dir)) from None
+    except IsoappError as exc:
+        raise _with_resume_hint(exc, args, work_dir) from exc
+    except OSError as exc:  # e.g. the model, a checkpoint or a block met a full disk: the environment, not a bug
+        err = OutputError(f"could not write {exc.filename or 'a file'}: {exc.strerror or exc}; check free disk "
+                          "space and write permission")
+        raise _with_resume_hint(err, args, work_dir) from exc
+    finally:
+        progress.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from ..io import output_format, read_volume, write_volume
     from ..io.safety import PlannedOutput, check_collisions, check_outputs
     from ..restore import restore
-    from .signals import GracefulStop, Interrupted
 
     _check_options(args)
     method = resolve_method(args)
@@ -318,28 +343,14 @@ def run(args: argparse.Namespace) -> int:
     train = {"checkpoint_seconds": args.checkpoint_seconds} if args.checkpoint_seconds is not None else None
     if blockwise:
         return _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train, reads)
-    try:
-        with GracefulStop() as stop:
-            res = restore(vol, method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
-                          psf=psf_spec(args), steps=args.steps, device=args.device, seed=args.seed,
-                          params=parse_params(args.param), train=train, model_dir=args.model,
-                          save_model=args.save_model, work_dir=work_dir, resume=args.resume, emit=progress,
-                          should_stop=stop.should_stop)
-            if stop.signum is not None:
-                raise Cancelled("stopped before writing the output")
-    except Cancelled as exc:
-        raise Interrupted(stop.signum or signal.SIGINT, _stopped_message(args, exc, work_dir)) from None
-    except KeyboardInterrupt as exc:  # a second signal: aborted at once, maybe after a timed checkpoint
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        raise Interrupted(signum, _stopped_message(args, exc, work_dir)) from None
-    except IsoappError as exc:
-        raise _with_resume_hint(exc, args, work_dir) from exc
-    except OSError as exc:  # e.g. the model or a checkpoint met a full disk: the environment, not a bug
-        err = OutputError(f"could not write {exc.filename or 'a file'}: {exc.strerror or exc}; check free disk "
-                          "space and write permission")
-        raise _with_resume_hint(err, args, work_dir) from exc
-    finally:
-        progress.close()
+    with guarded_run(args, work_dir, progress) as stop:
+        res = restore(vol, method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
+                      psf=psf_spec(args), steps=args.steps, device=args.device, seed=args.seed,
+                      params=parse_params(args.param), train=train, model_dir=args.model,
+                      save_model=args.save_model, work_dir=work_dir, resume=args.resume, emit=progress,
+                      should_stop=stop.should_stop)
+        if stop.signum is not None:
+            raise Cancelled("stopped before writing the output")
     try:
         path = write_volume(res.volume, out, dtype=args.dtype, inputs=[p for _, p in reads if p],
                             overwrite=args.overwrite)
@@ -365,7 +376,6 @@ def run(args: argparse.Namespace) -> int:
 def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train, reads) -> int:
     """Train on a bounded region (or load --model), then restore block by block into the output."""
     from ..restorer import Restorer, prepare_volume
-    from .signals import GracefulStop, Interrupted
 
     vol = prepare_volume(vol, args.voxel_size)
     if args.block_size:  # before any training: a block size that cannot fit in memory
@@ -382,26 +392,16 @@ def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train
     kwargs = dict(preset=args.preset, factor=args.factor, psf=psf_spec(args), steps=args.steps, device=args.device,
                   seed=args.seed, params=parse_params(args.param), train=train, work_dir=work_dir,
                   resume=args.resume, emit=progress, **budget)
-    try:
-        with GracefulStop() as stop:
-            kwargs["should_stop"] = stop.should_stop
-            r = Restorer.load(args.model, **kwargs) if args.model else Restorer(method, **kwargs)
-            if not args.model:
-                r.fit(vol)
-                if args.save_model:
-                    r.save(args.save_model)
-            res = r.predict_to(vol, out, dtype=args.dtype, block=tuple(args.block_size) if args.block_size else None,
-                               work_dir=work_dir / "blocks", resume=args.resume, workers=args.workers,
-                               scheduler=args.scheduler, keep_work_dir=True)
-    except Cancelled as exc:
-        raise Interrupted(stop.signum or signal.SIGINT, _stopped_message(args, exc, work_dir)) from None
-    except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        raise Interrupted(signum, _stopped_message(args, exc, work_dir)) from None
-    except IsoappError as exc:
-        raise _with_resume_hint(exc, args, work_dir) from exc
-    finally:
-        progress.close()
+    with guarded_run(args, work_dir, progress) as stop:
+        kwargs["should_stop"] = stop.should_stop
+        r = Restorer.load(args.model, **kwargs) if args.model else Restorer(method, **kwargs)
+        if not args.model:
+            r.fit(vol)
+            if args.save_model:
+                r.save(args.save_model)
+        res = r.predict_to(vol, out, dtype=args.dtype, block=tuple(args.block_size) if args.block_size else None,
+                           work_dir=work_dir / "blocks", resume=args.resume, workers=args.workers,
+                           scheduler=args.scheduler, keep_work_dir=True)
     if default_wd and work_dir.is_dir():
         _remove_checkpoints(work_dir)
     from ..memory import peak_rss_bytes
