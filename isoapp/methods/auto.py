@@ -37,6 +37,11 @@ class AutoParams(BaseModel):
                                                 "this many dB to be kept")
 
 
+def _short(m: Method) -> str:
+    """The method's name for people, without its parenthesised detail ("IsoNet", "Self-Net")."""
+    return (m.label or m.name).split(" (")[0]
+
+
 @register
 class Auto(Method):
     """Chooses, per stack, the candidate with the best held-out gain, or cubic interpolation."""
@@ -126,11 +131,11 @@ class Auto(Method):
         gain, m, _ = best
         if gain - cubic_gain > self.params.min_gain_db:
             self.chosen = m
-            self.reason = (f"{m.name} restored the held-out planes best: {gain:+.2f} dB over linear interpolation, "
-                           f"{gain - cubic_gain:+.2f} dB over cubic")
+            self.reason = (f"{_short(m)} restored the held-out planes best: {gain:+.2f} dB over linear "
+                           f"interpolation, {gain - cubic_gain:+.2f} dB over cubic")
         else:
             self.chosen = self._candidate("cubic")
-            self.reason = (f"no candidate beat cubic interpolation on the held-out planes (best: {m.name} "
+            self.reason = (f"no candidate beat cubic interpolation on the held-out planes (best: {_short(m)} "
                            f"{gain:+.2f} dB over linear, cubic {cubic_gain:+.2f} dB): cubic interpolation is used")
         log.info("auto: %s", self.reason)
 
