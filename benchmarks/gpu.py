@@ -97,7 +97,7 @@ def training_phantom(size_xy: int, nz_gt: int) -> Volume:
 
 def make_method(name: str, xn: np.ndarray, steps: int, train: dict[str, Any], seed: int = 0):
     """The method at the quality preset with the stack's estimated degradation, as ``restore`` builds it."""
-    deg = estimate_degradation(xn, FACTOR, lateral_um=DXY_UM, seed=seed, name="phantom")
+    deg = estimate_degradation(xn, FACTOR, lateral_um=DXY_UM, name="phantom")
     cls = get_method(name)
     cfg = build_config(name, preset="quality", factor=FACTOR, voxel_size=(FACTOR * DXY_UM, DXY_UM, DXY_UM),
                        steps=steps, train={**train, "checkpoint_every": 10**6, "checkpoint_seconds": 0,

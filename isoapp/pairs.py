@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .degradation import Degradation, sampling_matrices
-from .degrade import fft_convolve, sampling_phase
+from .degradation import Degradation
+from .degrade import fft_convolve, sampling_matrices, sampling_phase
 from .engine.sampler import PatchSampler, augment, foreground_mask
 from .nets.blocks import resample_along
 

@@ -119,7 +119,7 @@ def resolve_degradation(xn: np.ndarray, spec: PSFSpec, psf_iso: np.ndarray | Non
     """
     dxy = 0.5 * (voxel_size[1] + voxel_size[2])
     try:
-        est = estimate_degradation(xn, factor, lateral_um=dxy, seed=seed, name=name)
+        est = estimate_degradation(xn, factor, lateral_um=dxy, name=name)
     except InputError:
         if required and psf_iso is None:
             raise

@@ -38,16 +38,16 @@ def test_noise_estimate_finds_poisson_gaussian_and_nothing_on_clean_data():
 
 @pytest.mark.parametrize("kind", ["tubes", "nuclei"])
 def test_blur_estimate_survives_noise(kind):
-    """At 50 photons the noise-blind estimate collapsed (to 0-1.5 px); the noise-aware one stays near the truth."""
+    """At 50 photons the estimate stays near the truth; without the noise model it falls far below."""
     ph = make_phantom(kind, (97, 128, 128), factor=4, seed=1)
     raw = add_noise(ph.degraded.data, photons=50, read_noise=1.0, rng=3)
     xn, _, _ = normalize(raw)
     true = math.sqrt(ph.params["sigma_z"] ** 2 - ph.params["sigma_iso"] ** 2)
     model = estimate_degradation(xn, 4.0)
-    # measured on these cases: -13 % (tubes) and -19 % (nuclei); the noise-blind estimate: -84 % and -100 %
-    assert abs(model.axial_sigma_px / true - 1) < 0.25, (model.axial_sigma_px, true)
-    blind = estimate_axial_sigma(xn, 4.0, None, np.random.default_rng(7))
-    assert blind < 0.5 * true  # what the noise top-up fixes: without it the estimate collapses
+    # measured on these cases: -2 % (tubes) and -5 % (nuclei); the noise-blind estimate: -40 % and -74 %
+    assert abs(model.axial_sigma_px / true - 1) < 0.15, (model.axial_sigma_px, true)
+    blind = estimate_axial_sigma(xn, 4.0, None)
+    assert blind < 0.7 * true  # the noise taken out of the lag-0 variance: without it the estimate drops
 
 
 def test_pairs_carry_the_acquisitions_noise():
@@ -84,3 +84,32 @@ def test_stacks_that_cannot_be_estimated_are_refused_with_what_to_pass(case, msg
     with pytest.raises(InputError, match=msg) as err:
         estimate_degradation(vol, 4.0)
     assert "--psf" in str(err.value) or case == "constant"
+
+
+@pytest.mark.parametrize("kind,sigma_z", [("tubes", 4.0), ("tubes", 2.5), ("beads", None)])
+def test_estimate_axial_sigma_finds_the_extra_axial_blur(kind, sigma_z):
+    """The blur beyond the lateral one (the phantom's sqrt(sigma_z^2 - sigma_iso^2)) within 15 %, from the stack alone."""
+    ph = make_phantom(kind, (97, 112, 112), factor=4, seed=0, sigma_z=sigma_z)
+    vol, _, _ = normalize(ph.degraded.data)
+    est = estimate_axial_sigma(vol, 4.0)
+    true = math.sqrt(ph.params["sigma_z"] ** 2 - ph.params["sigma_iso"] ** 2)
+    # measured: -13 %, -7 %, +7 %
+    assert abs(est / true - 1) < 0.15, (est, true)
+
+
+@pytest.mark.parametrize("photons", [None, 20.0])
+def test_blur_estimate_on_an_isotropic_random_field(photons):
+    """A sample that is isotropic by construction (a rectified Gaussian random field), blurred by a
+    separable Gaussian PSF and sampled every 4 planes, with Poisson noise or none: the estimate is
+    within 10 % of sqrt(sz^2 - sxy^2) (measured: -5 % noise-free, +2 % at 20 photons; matching
+    covariances instead of correlations, which leaves in the part of the PSF across the
+    displacement, gave +32 % on this field)."""
+    rng = np.random.default_rng(0)
+    field = np.maximum(ndimage.gaussian_filter(rng.standard_normal((200, 128, 128)).astype(np.float32), 1.0), 0) ** 2
+    vol = ndimage.gaussian_filter(field, (3.0, 1.0, 1.0))[::4]
+    vol = vol / vol.max()
+    if photons:
+        vol = rng.poisson(vol * photons).astype(np.float32) / photons
+    model = estimate_degradation(vol, 4.0)
+    true = math.sqrt(3.0 ** 2 - 1.0 ** 2)
+    assert abs(model.axial_sigma_px / true - 1) < 0.10, (model.axial_sigma_px, true)

@@ -14,7 +14,7 @@ Lateral and axial images have their own discriminators (``separate_axial_discrim
 and YZ one each, for light-sheet data). Training uses random 3D crops with flips and rotations
 about z, Adam (betas 0.5, 0.999) and Kaiming initialisation; ``F`` starts as a small Gaussian
 (``blur_init_sigma``), or, with ``blur_init_axial='spectral'``, as the axial blur estimated from
-the stack's own spectra (:func:`~isoapp.degradation.estimate_axial_sigma`, fitted into the layers by
+the stack itself (:func:`~isoapp.degradation.estimate_axial_sigma`, fitted into the layers by
 :meth:`~isoapp.nets.otcyclegan.DeepLinearGenerator.fit_kernel`); ``blur_freeze`` holds it fixed
 for a share of the steps.
 
@@ -30,12 +30,12 @@ Departures from the paper, each a parameter (Park's form in brackets):
   along z are blurred by ``F`` and sampled as acquired; ``G`` must restore them.
 * ``adversarial_weight`` [1]: the weight of ``G``'s adversarial losses.
 
-The fast preset uses the last two, with ``F`` held at the spectral estimate: in a few hundred CPU
+The fast preset uses the last two, with ``F`` held at the stack's blur estimate: in a few hundred CPU
 steps the discriminators hardly learn, and the cycle is exact for ``G = F = identity`` (an
 interpolated stack is its own resampling), so a free ``F`` shrinks and ``G`` stays near identity;
 at full weight the adversarial losses then make ``G`` invent structure (rows of beads). Because ``F`` is linear its impulse response is
 the PSF it holds (``F`` alone, without ``R``); it is saved with the model, and its FWHM is reported
-next to the spectral estimate (:meth:`report`). Inference runs ``G`` over overlapping 3D
+next to the stack's blur estimate (:meth:`report`). Inference runs ``G`` over overlapping 3D
 sub-volumes (Park: 120 voxel dice, 15 voxel overlap) with linear blending, optionally followed by
 histogram matching to the input.
 """
@@ -107,8 +107,8 @@ class OTCycleGANParams(BaseModel):
                                 "ramps linearly up from 0 (0: full weight from the first step, as Park)")
     blur_init_axial: Literal["sigma", "spectral"] = Field(
         "sigma", description="sigma: F starts as the isotropic blur_init_sigma Gaussian; spectral: its axial width "
-        "comes from the stack (the axial/lateral spectrum ratio of the axial planes, matched by blurring lateral "
-        "planes and sampling them as acquired)")
+        "comes from the stack's own blur estimate (isoapp.degradation; the value keeps the name of the earlier "
+        "spectral estimator)")
     blur_freeze: float = Field(0.0, ge=0.0, le=1.0, description="share of the steps during which F is held fixed")
     lambda_lateral: float = Field(
         0.0, ge=0.0, description="weight of the lateral self-supervision of G: crops turned so that a sharp lateral "
@@ -376,9 +376,9 @@ class OTCycleGAN(Method):
         log.info("otcyclegan: G %d, F %d, discriminators %d parameters; crops %dx%dx%d%s",
                  sum(q.numel() for q in G.parameters()), sum(q.numel() for q in Fn.parameters()),
                  self._disc_params, cz, c, c, f", {cz - 2 * m} central planes judged" if m else "")
-        try:  # the stack's own spectral estimate of the axial blur, reported next to the learned PSF
+        try:  # the stack's own estimate of the axial blur, reported next to the learned PSF
             self._sigma_est = (self.degradation.axial_sigma_px if self.degradation is not None else
-                               estimate_axial_sigma(vol, self.factor, None, np.random.default_rng(ctx.seed + 7), up=up))
+                               estimate_axial_sigma(vol, self.factor))
         except InputError:
             if p.blur_init_axial == "spectral":
                 raise

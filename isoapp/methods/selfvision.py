@@ -292,7 +292,7 @@ class SelfVision(Method):
     def _ensure_sigma(self, vol: np.ndarray) -> float:
         if self.sigma is None:
             self.sigma = (self.degradation.axial_sigma_px if self.degradation is not None
-                          else estimate_axial_sigma(vol, self.factor, None, np.random.default_rng(self.config.seed + 7)))
+                          else estimate_axial_sigma(vol, self.factor))
             log.info("selfvision: estimated axial blur sigma %.2f lateral px (beyond the lateral blur)", self.sigma)
         return self.sigma
 
