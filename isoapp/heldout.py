@@ -142,9 +142,11 @@ def evaluate(method: Any, planes: np.ndarray, kernel: np.ndarray, degradation: D
         scores["cubic"].append(_scores(ref, upsample(samples, F, axis=1, order=3)[sl]))
     (p_m, s_m), (p_l, s_l), (p_c, s_c) = ((float(a), float(b)) for a, b in
                                           (np.mean(scores[k], axis=0) for k in ("method", "linear", "cubic")))
-    res = {"n_planes": n_held, "slab": bool(method.heldout_slab), "psnr_method": round(p_m, 3), "psnr_interp": round(p_l, 3),
-           "psnr_cubic": round(p_c, 3), "psnr_gain_db": round(p_m - p_l, 3), "ssim_gain": round(s_m - s_l, 4),
-           "cubic_gain_db": round(p_c - p_l, 3), "ssim_method": round(s_m, 4), "ssim_interp": round(s_l, 4)}
+    res = {"n_planes": n_held, "slab": bool(method.heldout_slab), "psnr_method": round(p_m, 3),
+           "psnr_interp": round(p_l, 3), "psnr_cubic": round(p_c, 3), "psnr_gain_db": round(p_m - p_l, 3),
+           "ssim_gain": round(s_m - s_l, 4), "cubic_gain_db": round(p_c - p_l, 3), "ssim_method": round(s_m, 4),
+           "ssim_interp": round(s_l, 4)}
     log.info("held-out check on %d lateral planes%s: %s %.2f dB vs linear %.2f dB (gain %+.2f dB, SSIM %+.3f)",
-             n_held, " (one slab)" if method.heldout_slab else "", method.name, p_m, p_l, p_m - p_l, s_m - s_l)
+             n_held, " (one slab)" if method.heldout_slab else "", method.name, p_m, p_l, p_m - p_l,
+             s_m - s_l)
     return res
