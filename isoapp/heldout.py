@@ -7,6 +7,14 @@ along rows and, turned, along columns (blur, sampling every ``F`` rows, noise af
 plane; so is linear and cubic interpolation of the same samples. The gain over linear
 interpolation (PSNR and SSIM) is reported, saved with the model and used by ``--method auto``.
 
+Plane-wise methods and interpolations restore single planes, so the planes are spread over the
+stack. A 3D network needs 3D context: it holds out one contiguous slab of planes
+(``Method.heldout_slab``), which its training crops never overlap (:func:`interpolated_rows` for
+crops of the z-interpolated stack). The slab is interpolated along z onto the lateral grid, as the
+network's lateral training pairs are, and each of its planes is degraded the same way; seen from
+the side (the degraded axis as z), the samples are a small stack that the method restores as it
+restores a stack, with its own axis conventions (``Method.restore_sampled``).
+
 The check is only as good as the degradation model: a wrong blur estimate degrades the held-out
 planes the wrong way too, so a positive gain here is necessary, not sufficient.
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,16 +31,62 @@ import numpy as np
 from . import metrics
 from .degradation import Degradation
 from .degrade import fft_convolve, output_length, subsample, upsample
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+MIN_SLAB = 3
 
-def choose_heldout(nz: int, fraction: float = 0.1, min_planes: int = 2, max_planes: int = 6) -> list[int]:
-    """Lateral planes to hold out: about ``fraction`` of ``nz``, spread out, never the first or last."""
+
+def choose_heldout(nz: int, fraction: float = 0.1, min_planes: int = 2, max_planes: int = 6, *,
+                   slab: int | None = None, signal: Sequence[float] | None = None) -> list[int]:
+    """Lateral planes to hold out: about ``fraction`` of ``nz``, spread out, never the first or last.
+
+    With ``slab`` (the planes one training crop of a 3D method spans): one contiguous slab of at
+    least ``MIN_SLAB`` planes instead, leaving a contiguous run of ``slab`` planes at one side to
+    train on; where the planes' ``signal`` (:func:`plane_signal`) is highest, since empty planes
+    say nothing about a restoration, else nearest the centre. Empty when the stack has no room.
+    """
     if nz < 8:
         return []
     k = int(min(max_planes, max(min_planes, round(fraction * nz))))
-    return sorted({int(round(v)) for v in np.linspace(1, nz - 2, k + 2)[1:-1]})
+    if slab is None:
+        return sorted({int(round(v)) for v in np.linspace(1, nz - 2, k + 2)[1:-1]})
+    k = max(k, MIN_SLAB)
+    starts = [z0 for z0 in range(nz - k + 1) if max(z0, nz - z0 - k) >= slab]
+    if not starts:
+        return []
+    sig = np.zeros(nz) if signal is None else np.asarray(signal, np.float64)
+    best = max(starts, key=lambda z0: (round(float(sig[z0:z0 + k].sum()), 6), -abs(z0 - (nz - k) / 2)))
+    return list(range(best, best + k))
+
+
+def plane_signal(vol: np.ndarray, max_pixels: int = 2**16) -> np.ndarray:
+    """Per lateral plane: its 99th percentile above its median (a strided sample of each plane)."""
+    step = max(1, int(math.sqrt(vol.shape[1] * vol.shape[2] / max_pixels)))
+    sub = np.asarray(vol[:, ::step, ::step], np.float32).reshape(len(vol), -1)
+    return np.percentile(sub, 99, axis=1) - np.median(sub, axis=1)
+
+
+def check_slab(planes: Sequence[int], method: str) -> None:
+    """Refuse held-out planes that are not one contiguous slab: a 3D method's check restores them as a stack."""
+    if len(planes) and list(planes) != list(range(min(planes), max(planes) + 1)):
+        raise ConfigError(f"{method} is checked on one contiguous slab of held-out planes, not on planes "
+                          f"{list(planes)} spread over the stack (it cannot be a candidate of auto)")
+
+
+def interpolated_rows(planes: Sequence[int], factor: float, n: int) -> np.ndarray:
+    """Rows of the z-interpolated stack (``upsample``: row ``k`` at position ``k / F``) that read ``planes``.
+
+    Linear interpolation at ``k / F`` reads plane ``floor(k / F)`` and the next one (with weight 0
+    at whole positions); training crops of that grid must not cover these rows for ``planes`` to
+    stay held out.
+    """
+    if not len(planes):
+        return np.zeros(0, int)
+    lo = np.floor(np.arange(n) / float(factor) + 1e-9).astype(int)
+    held = np.asarray(planes, int)
+    return np.flatnonzero(np.isin(lo, held) | np.isin(lo + 1, held))
 
 
 def degrade_planes(planes: np.ndarray, kernel: np.ndarray, degradation: Degradation,
@@ -59,29 +114,39 @@ def _scores(ref: np.ndarray, img: np.ndarray) -> tuple[float, float]:
 
 def evaluate(method: Any, planes: np.ndarray, kernel: np.ndarray, degradation: Degradation, ctx: Any,
              seed: int = 0) -> dict[str, Any] | None:
-    """Held-out gain of ``method`` over linear interpolation; None when it cannot restore single planes.
+    """Held-out gain of ``method`` over linear interpolation; None when the method has no check.
 
-    ``method.restore_sampled(samples, ctx)`` restores ``(N, m, W)`` planes sampled every ``F`` rows
-    onto ``output_length(m, F)`` rows (None: not available for this method, e.g. 3D networks).
+    ``planes`` are the held-out lateral planes (``method.heldout_slab``: one contiguous slab, in
+    order). ``method.restore_sampled(samples, ctx)`` restores ``(N, m, W)`` planes sampled every
+    ``F`` rows onto ``output_length(m, F)`` rows (None: not available for this method).
     """
     if len(planes) == 0 or not method.heldout_check:
         return None
     F = degradation.factor
+    n_held = len(planes)
+    planes = np.asarray(planes, np.float32)
+    if method.heldout_slab:  # the slab's z axis on the lateral grid, as the 3D network's lateral pairs have it
+        planes = upsample(planes, F, axis=0, order=1)
     rng = np.random.default_rng(seed + 1234)
     border = int(math.ceil(F)) + 2
     scores: dict[str, list[tuple[float, float]]] = {"method": [], "linear": [], "cubic": []}
-    for sharp, samples in degrade_planes(np.asarray(planes, np.float32), kernel, degradation, rng):
+    for sharp, samples in degrade_planes(planes, kernel, degradation, rng):
         n = output_length(samples.shape[1], F)
         sl = (slice(None), slice(border, n - border), slice(border, sharp.shape[2] - border))
         ref = sharp[:, :n][sl]
-        scores["method"].append(_scores(ref, method.restore_sampled(samples, ctx)[sl]))
+        restored = method.restore_sampled(samples, ctx)
+        if restored is None:
+            return None
+        scores["method"].append(_scores(ref, restored[sl]))
         scores["linear"].append(_scores(ref, upsample(samples, F, axis=1, order=1)[sl]))
         scores["cubic"].append(_scores(ref, upsample(samples, F, axis=1, order=3)[sl]))
     (p_m, s_m), (p_l, s_l), (p_c, s_c) = ((float(a), float(b)) for a, b in
                                           (np.mean(scores[k], axis=0) for k in ("method", "linear", "cubic")))
-    res = {"n_planes": int(len(planes)), "psnr_method": round(p_m, 3), "psnr_interp": round(p_l, 3),
-           "psnr_cubic": round(p_c, 3), "psnr_gain_db": round(p_m - p_l, 3), "ssim_gain": round(s_m - s_l, 4),
-           "cubic_gain_db": round(p_c - p_l, 3), "ssim_method": round(s_m, 4), "ssim_interp": round(s_l, 4)}
-    log.info("held-out check on %d lateral planes: %s %.2f dB vs linear %.2f dB (gain %+.2f dB, SSIM %+.3f)",
-             len(planes), method.name, p_m, p_l, p_m - p_l, s_m - s_l)
+    res = {"n_planes": n_held, "slab": bool(method.heldout_slab), "psnr_method": round(p_m, 3),
+           "psnr_interp": round(p_l, 3), "psnr_cubic": round(p_c, 3), "psnr_gain_db": round(p_m - p_l, 3),
+           "ssim_gain": round(s_m - s_l, 4), "cubic_gain_db": round(p_c - p_l, 3), "ssim_method": round(s_m, 4),
+           "ssim_interp": round(s_l, 4)}
+    log.info("held-out check on %d lateral planes%s: %s %.2f dB vs linear %.2f dB (gain %+.2f dB, SSIM %+.3f)",
+             n_held, " (one slab)" if method.heldout_slab else "", method.name, p_m, p_l, p_m - p_l,
+             s_m - s_l)
     return res

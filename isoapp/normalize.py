@@ -1,4 +1,5 @@
-"""One intensity normaliser: percentiles to about [0, 1] before a method, and back after it."""
+"""Intensity mappings: the one normaliser (percentiles to about [0, 1] before a method, and back after
+it) and histogram matching (an optional last step of OT-cycleGAN)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,14 @@ class Normalizer:
 
     def to_dict(self) -> dict[str, float]:
         return {"lo": self.lo, "hi": self.hi}
+
+
+def match_histogram(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Map the values of ``img`` monotonically so that its histogram matches ``ref``'s (rank mapping)."""
+    flat = img.ravel()
+    order = np.argsort(flat, kind="stable")
+    ref_sorted = np.sort(ref, axis=None)
+    q = np.linspace(0.0, 1.0, flat.size)
+    out = np.empty_like(flat, dtype=np.float32)
+    out[order] = np.interp(q, np.linspace(0.0, 1.0, ref_sorted.size), ref_sorted)
+    return out.reshape(img.shape)

@@ -23,7 +23,7 @@ from .engine.config import PSFSpec, validated
 from .engine.context import RunContext
 from .engine.events import EventCallback, StageEvent, ignore_events
 from .errors import InputError, ModelError
-from .heldout import choose_heldout, evaluate
+from .heldout import evaluate
 from .io.lazy import SAMPLE_BUDGET_BYTES, TRAIN_BUDGET_BYTES, bounded, fit_normalizer, training_region
 from .methods.base import Method, build_config, get_method, load_model
 from .normalize import Normalizer
@@ -136,7 +136,8 @@ class Restorer:
             if self.work_dir is not None:
                 ctx.work_dir = self.work_dir / tag if tag else self.work_dir
             check = m.heldout_check and deg is not None and psf_m is not None
-            ctx.heldout = tuple(choose_heldout(xn.shape[0])) if check and m.trainable else ()
+            held = m.heldout_planes(xn) if check else ()
+            ctx.heldout = held if m.trainable else ()  # training leaves them out
             if m.trainable:
                 ctx.send(StageEvent("train", f"training {m.name} on {volume.name} {tag}".strip()))
                 t0 = time.perf_counter()
@@ -144,9 +145,8 @@ class Restorer:
                 self.train_seconds += time.perf_counter() - t0
             m.fitted = True
             ho = None
-            if check:
-                planes = xn[list(ctx.heldout)] if ctx.heldout else xn[choose_heldout(xn.shape[0])]
-                ho = evaluate(m, planes, model_kernel(psf_m), deg, ctx, seed=self.seed)
+            if held:
+                ho = evaluate(m, xn[list(held)], model_kernel(psf_m), deg, ctx, seed=self.seed)
                 if ho is not None and ho["psnr_gain_db"] <= 0 and m.name not in ("linear", "cubic"):
                     log.warning("%s does not beat linear interpolation on held-out planes of this stack "
                                 "(%+.2f dB); check the result, or use --method auto or cubic", m.name,

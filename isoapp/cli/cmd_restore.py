@@ -239,7 +239,8 @@ def quality_lines(info: dict) -> list[str]:
         lines.append(f"auto chose {info['chosen']}: {info['reason']}")
     ho = info.get("heldout")
     if ho:
-        lines.append(f"held-out check ({ho['n_planes']} lateral planes degraded by the model): "
+        where = f"a slab of {ho['n_planes']} consecutive" if ho.get("slab") else f"{ho['n_planes']}"
+        lines.append(f"held-out check ({where} lateral planes degraded by the model): "
                      f"{ho['psnr_gain_db']:+.2f} dB PSNR, {ho['ssim_gain']:+.3f} SSIM over linear interpolation")
         if ho["psnr_gain_db"] <= 0 and info.get("method") not in ("linear", "cubic"):
             lines.append("WARNING: this restoration does not beat linear interpolation on the held-out planes; "

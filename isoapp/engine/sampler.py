@@ -25,13 +25,15 @@ class _BoxPool:
     """The C-order flat indices of ``mask`` inside a box, drawn by rank without materialising them.
 
     ``pool[k]`` equals ``np.flatnonzero(mask & box)[k]`` (``mask=None``: every voxel of the box),
-    at the memory of one count per leading index instead of eight bytes per voxel.
+    at the memory of one count per leading index instead of eight bytes per voxel. ``rows``
+    (sorted indices along the first axis) replaces the box's first slice.
     """
 
-    def __init__(self, shape: tuple[int, ...], box: tuple[slice, ...], mask: np.ndarray | None) -> None:
+    def __init__(self, shape: tuple[int, ...], box: tuple[slice, ...], mask: np.ndarray | None,
+                 rows: np.ndarray | None = None) -> None:
         self.shape, self.box, self.mask = shape, box, mask
         self.sub = tuple(len(range(*b.indices(n))) for b, n in zip(box, shape, strict=True))
-        self.rows = range(*box[0].indices(shape[0]))
+        self.rows = range(*box[0].indices(shape[0])) if rows is None else rows  # leading indices in the pool
         if mask is None:
             per = np.full(len(self.rows), int(np.prod(self.sub[1:], dtype=np.int64)), np.int64)
         else:
@@ -88,11 +90,15 @@ class PatchSampler:
         Probability that a crop is centred on a foreground voxel.
     index_range
         Optional ``(start, stop)`` restricting the first axis (e.g. to hold out validation planes).
+    exclude
+        Indices along the first axis that no crop may cover (the held-out check's planes,
+        :mod:`isoapp.heldout`): with leading axes those indices are never drawn, with a first crop
+        axis no crop spans any of them.
     """
 
     def __init__(self, vol: np.ndarray, size: Sequence[int], rng: np.random.Generator, *,
                  foreground_fraction: float = 0.9, index_range: tuple[int, int] | None = None,
-                 mask: np.ndarray | None = None) -> None:
+                 mask: np.ndarray | None = None, exclude: Sequence[int] = ()) -> None:
         self.vol = vol
         self.size = tuple(int(s) for s in size)
         nd = len(self.size)
@@ -116,10 +122,18 @@ class PatchSampler:
             a = box[0].indices(vol.shape[0])
             box[0] = slice(max(a[0], lo), max(min(a[1], hi), max(a[0], lo)))
         box = tuple(box)
-        self._fg_idx = _BoxPool(vol.shape, box, m)
-        self._all_idx = _BoxPool(vol.shape, box, None)
+        rows = None
+        if len(exclude):
+            ex = np.unique(np.asarray(exclude, int))
+            rows = np.arange(*box[0].indices(vol.shape[0]))
+            start = rows if lead else rows - self.size[0] // 2  # first index each crop covers
+            span = 1 if lead else self.size[0]
+            rows = rows[~((ex[None] >= start[:, None]) & (ex[None] < start[:, None] + span)).any(axis=1)]
+        self._fg_idx = _BoxPool(vol.shape, box, m, rows)
+        self._all_idx = _BoxPool(vol.shape, box, None, rows)
         if self._all_idx.size == 0:
-            raise InputError(f"no room for {self.size} patches in data of shape {vol.shape}")
+            held = f" outside the held-out planes {min(exclude)}-{max(exclude)}" if len(exclude) else ""
+            raise InputError(f"no room for {self.size} patches in data of shape {vol.shape}{held}")
         if self._fg_idx.size == 0:
             log.info("no foreground found for patch sampling; sampling uniformly")
 

@@ -103,7 +103,9 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
     if isinstance(held, dict):
         gain = held.get("psnr_gain_db")
         sign = "+" if gain is not None and float(gain) > 0 else ""
-        parts.append(f"<b>Held-out check</b> on {held.get('n_planes', '?')} lateral planes not used for "
+        n = held.get("n_planes", "?")
+        where = f"a slab of {n} consecutive" if held.get("slab") else n
+        parts.append(f"<b>Held-out check</b> on {where} lateral planes not used for "
                      f"training: PSNR {_f(held.get('psnr_method'), '.2f')} dB vs "
                      f"{_f(held.get('psnr_interp'), '.2f')} dB for interpolation "
                      f"(<b>{sign}{_f(gain, '.2f')} dB</b>), SSIM gain {_f(held.get('ssim_gain'), '+.3f')}")

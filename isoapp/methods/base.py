@@ -23,7 +23,9 @@ from ..degrade import output_length
 from ..engine.checkpoint import load_safe, save_atomic
 from ..engine.config import RunConfig, TrainConfig, validated
 from ..engine.context import RunContext
-from ..errors import ConfigError, ModelError
+from ..engine.events import ignore_events
+from ..errors import ConfigError, InputError, ModelError
+from ..heldout import choose_heldout, plane_signal
 
 if TYPE_CHECKING:
     from ..blockwise import BlockGeometry
@@ -98,8 +100,11 @@ class Method(ABC):
     presets: ClassVar[dict[str, Preset]] = {}
     trainable: ClassVar[bool] = True
     uses_psf: ClassVar[bool] = False
-    #: restores single axial planes from their samples (:meth:`restore_sampled`): the held-out check applies
+    #: restores held-out lateral planes from their samples (:meth:`restore_sampled`): the held-out check applies
     heldout_check: ClassVar[bool] = False
+    #: the check holds out one contiguous slab of planes, restored as a small stack (3D networks need
+    #: 3D context); False: single planes spread over the stack (:mod:`isoapp.heldout`)
+    heldout_slab: ClassVar[bool] = False
     #: a name for people (menus, reports); ``name`` is the id used in files and on the command line
     label: ClassVar[str] = ""
     #: 2 (the network sees planes) or 3 (it sees 3D crops): sets the cost model and the minimum stack size
@@ -133,10 +138,40 @@ class Method(ABC):
     def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
         """Restore ``(N, m, W)`` axial planes sampled every ``F`` rows onto ``output_length(m, F)`` rows.
 
-        Used by the held-out check (:mod:`isoapp.heldout`); None where the method cannot restore
-        single planes (3D networks, 3D deconvolution).
+        Used by the held-out check (:mod:`isoapp.heldout`); None where the method has no check.
+        With ``heldout_slab`` the ``N`` planes are consecutive (a slab, z on the lateral grid): seen
+        from the side, with the sampled axis as z, they are a small stack, restored by :meth:`predict`.
         """
-        return None
+        if not self.heldout_slab:
+            return None
+        emit, ctx.emit = ctx.emit, ignore_events  # the check's restoration is not the run's
+        try:
+            out = self.predict(np.ascontiguousarray(samples.transpose(1, 0, 2)), ctx)
+        finally:
+            ctx.emit = emit
+        return np.ascontiguousarray(out.transpose(1, 0, 2))
+
+    def heldout_planes(self, vol: np.ndarray) -> tuple[int, ...]:
+        """The lateral planes (z indices of ``vol``) the held-out check restores and training leaves out.
+
+        Spread over the stack, or (``heldout_slab``) one slab that leaves a run of
+        :meth:`train_depth` planes to train on; empty (no check, said in the log) when there is no room.
+        """
+        if not self.heldout_slab:
+            return tuple(choose_heldout(vol.shape[0]))
+        try:
+            keep = self.train_depth(vol.shape)
+        except InputError:  # too small to train at all: fit says why
+            return ()
+        held = tuple(choose_heldout(vol.shape[0], slab=keep, signal=plane_signal(vol)))
+        if not held:
+            log.warning("%s: no held-out check: its training crops span %d of the stack's %d planes, which leaves "
+                        "no room for a held-out slab", self.name, keep, vol.shape[0])
+        return held
+
+    def train_depth(self, shape: tuple[int, int, int]) -> int:
+        """Planes of a ``shape`` stack that one training crop spans (``heldout_slab``); InputError: too small."""
+        return int(shape[0])
 
     @classmethod
     def training_budget(cls, budget: int, factor: float, params: dict[str, Any] | None = None) -> int:

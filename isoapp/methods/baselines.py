@@ -110,6 +110,7 @@ class RichardsonLucy(Method):
     Params = RLParams
     trainable = False
     uses_psf = True
+    heldout_check = True
     label = "Richardson–Lucy deconvolution"
     menu_rank = 80
     time_model = TimeModel(s_per_voxel=1.2e-7)
@@ -120,7 +121,20 @@ class RichardsonLucy(Method):
         """Deconvolution needs no training."""
 
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
-        psf = psf_on_input_grid(self.psf, self.factor)
-        deconv = richardson_lucy(vol, psf, self.params.iterations, ctx)
+        return self._deconvolve_then_interpolate(vol, psf_on_input_grid(self.psf, self.factor), 0, ctx)
+
+    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray:
+        """The same on ``(N, m, W)`` planes, along rows, with the PSF's axial profile on the input grid.
+
+        For a z-only PSF (the stack's estimated blur) this is exactly what :meth:`predict` does to
+        each xz/yz column; a full 3D PSF also deconvolves laterally in :meth:`predict`, which single
+        planes cannot show.
+        """
+        axial = psf_on_input_grid(self.psf, self.factor).sum(axis=(1, 2))
+        return self._deconvolve_then_interpolate(samples, (axial / axial.sum())[None, :, None], 1, ctx)
+
+    def _deconvolve_then_interpolate(self, arr: np.ndarray, psf: np.ndarray, axis: int,
+                                     ctx: RunContext) -> np.ndarray:
+        deconv = richardson_lucy(arr, psf, self.params.iterations, ctx)
         order = 1 if self.params.interpolation == "linear" else 3
-        return upsample(deconv, self.factor, axis=0, order=order)
+        return upsample(deconv, self.factor, axis=axis, order=order)

@@ -52,7 +52,7 @@ import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..degradation import estimate_axial_sigma, kernel_energy
-from ..degrade import resample_matrix, sampling_phase, upsample
+from ..degrade import output_length, resample_matrix, sampling_phase, upsample
 from ..engine.context import RunContext
 from ..engine.device import to_device
 from ..engine.events import ProgressEvent
@@ -61,9 +61,11 @@ from ..engine.tiling import predict_tiled
 from ..engine.trainer import make_optimizer, make_scheduler, optimizer_step, train_loop
 from ..errors import ConfigError, InputError
 from ..fwhm import fwhm_profile
+from ..heldout import check_slab, interpolated_rows
 from ..nets import UNet
 from ..nets.blocks import lsgan_loss, resample_along
 from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, fit_window, project
+from ..normalize import match_histogram
 from ..pairs import acquire_rows_torch
 from ..psf import gaussian_psf, sigma_to_fwhm
 from .base import Method, TimeModel, register
@@ -136,17 +138,6 @@ class OTCycleGANParams(BaseModel):
         return self
 
 
-def match_histogram(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Map the values of ``img`` monotonically so that its histogram matches ``ref``'s (rank mapping)."""
-    flat = img.ravel()
-    order = np.argsort(flat, kind="stable")
-    ref_sorted = np.sort(ref, axis=None)
-    q = np.linspace(0.0, 1.0, flat.size)
-    out = np.empty_like(flat, dtype=np.float32)
-    out[order] = np.interp(q, np.linspace(0.0, 1.0, ref_sorted.size), ref_sorted)
-    return out.reshape(img.shape)
-
-
 @register
 class OTCycleGAN(Method):
     """3D OT-cycleGAN: a 3D U-Net judged through MIPs against the stack's own lateral planes."""
@@ -156,6 +147,7 @@ class OTCycleGAN(Method):
     Params = OTCycleGANParams
     label = "OT-cycleGAN (3D, learned PSF)"
     dims = 3
+    heldout_check = heldout_slab = True  # a held-out slab, turned as the lateral pairs are (y along z)
     menu_rank = 30
     time_model = TimeModel(s_per_step=1.1, s_per_voxel=9.3e-7, width_param="n_filters")
     presets = {
@@ -291,6 +283,11 @@ class OTCycleGAN(Method):
                              f"{need}x{need} pixels (use a plane-wise method such as isonet for thin stacks)")
         return cz, c
 
+    def train_depth(self, shape: tuple[int, int, int]) -> int:
+        """Stack planes whose z-interpolated rows, away from a held-out slab, hold a training crop (rounded up)."""
+        cz = self._crop_shape((output_length(shape[0], self.factor),) + tuple(shape[1:]))[0]
+        return math.ceil((cz + 1) / self.factor) + 1
+
     def _draw_batch(self, sampler: PatchSampler, rng: np.random.Generator, n: int,
                     cache: dict[float, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Draw ``n`` augmented 3D crops of the z-interpolated stack and their axial resampling matrices.
@@ -368,7 +365,9 @@ class OTCycleGAN(Method):
         up = np.ascontiguousarray(upsample(vol, self.factor, axis=0, order=1), np.float32)
         cz, c = self._crop_shape(up.shape)
         m = self._margin()
-        sampler = PatchSampler(up, (cz, c, c), rng, foreground_fraction=cfg.foreground_fraction)
+        check_slab(ctx.heldout, self.name)  # no crop covers a row that reads a held-out plane
+        sampler = PatchSampler(up, (cz, c, c), rng, foreground_fraction=cfg.foreground_fraction,
+                               exclude=interpolated_rows(ctx.heldout, self.factor, len(up)))
         dev = ctx.device
         G, Fn = self.nets["G"].to(dev), self.nets["F"].to(dev)
         D = self._discriminators(min(cz - 2 * m, c)).to(dev)

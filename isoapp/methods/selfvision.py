@@ -29,8 +29,9 @@ iterative back-projection then makes the estimate consistent with the input:
 ``Y <- Y + step * upsample(X - subsample(blur(Y)))``, at most ``back_projection_iters`` times and
 stopping once the RMS residual reaches the noise level of the stack's noise model, since
 fitting the noise only adds it back. Training
-uses a fixed validation batch drawn from the same stack (a convergence monitor, not a held-out
-set: there is nothing else to hold out). Non-integer factors: the network
+uses a fixed validation batch drawn from the same stack (a convergence monitor). In z mode the
+held-out check (:mod:`isoapp.heldout`) holds one slab of lateral planes out of every crop, then
+degrades it along y and x as the pairs are made and restores it as a stack. Non-integer factors: the network
 upsamples by ``ceil(F)``; its output (position ``j / ceil(F)``) is interpolated linearly onto the
 restore grid (positions ``k / F``).
 """
@@ -57,6 +58,7 @@ from ..engine.sampler import PatchSampler
 from ..engine.tiling import predict_tiled
 from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from ..errors import InputError
+from ..heldout import check_slab
 from ..nets.selfvision import SelfVisionNet, linear_upsample
 from .base import Method, TimeModel, register
 
@@ -133,11 +135,12 @@ class PairMaker:
     """
 
     def __init__(self, vol: np.ndarray, factor: float, mode: str, sigma: float, patch: int,
-                 rng: np.random.Generator, foreground_fraction: float = 0.9, noise: Degradation | None = None) -> None:
+                 rng: np.random.Generator, foreground_fraction: float = 0.9, noise: Degradation | None = None,
+                 exclude: tuple[int, ...] = ()) -> None:
         self.F, self.r, self.mode, self.sigma = factor, math.ceil(factor - 1e-9), mode, sigma
         self.integer = abs(factor - round(factor)) < 1e-9
         self.m = int(math.ceil(3 * sigma)) + 1
-        nz, ny, nx = vol.shape
+        ny, nx = vol.shape[1:]
 
         def deg_len(p: int) -> int:  # source voxels for p input samples (+ phase and blur margins)
             return int(math.ceil(self.F * (p + 1))) + 2 * self.m + 1
@@ -146,7 +149,7 @@ class PairMaker:
             return int((n - 2 * self.m - 1) / self.F) - 1
 
         if mode == "z":
-            self.p_lat = min(patch, ny, nx, output_length(nz, factor))
+            self.p_lat, cz = self.z_extent(vol.shape, factor, patch)
             want = max(4, math.ceil(patch / self.r))
             self.p_deg = min(want, max_p(min(ny, nx)))
             if self.p_deg < 3 or self.p_lat < 8:
@@ -154,7 +157,6 @@ class PairMaker:
                                  f"(axial blur {sigma:.2g} px): it needs at least {deg_len(3)} px laterally and "
                                  "3 planes; use a larger stack or a smaller --factor")
             s_lat = max(deg_len(self.p_deg), self.p_lat)
-            cz = min(nz, int(math.ceil((self.p_lat - 1) / self.F)) + 2)
             size = (cz, s_lat, s_lat)
         else:
             want = max(6, patch // 2)
@@ -163,9 +165,17 @@ class PairMaker:
                 raise InputError(f"the stack {vol.shape} is too small for zyx Self-Vision at factor {factor:g}: "
                                  f"each axis needs at least {deg_len(3)} voxels; use --axes z or a smaller factor")
             size = tuple(deg_len(p) for p in self.p_axes)
-        self.sampler = PatchSampler(vol, size, rng, foreground_fraction=foreground_fraction)
+        # no crop covers a held-out plane (isoapp.heldout)
+        self.sampler = PatchSampler(vol, size, rng, foreground_fraction=foreground_fraction, exclude=exclude)
         self.rng = rng
         self.noise = noise  # the acquisition's noise, added to the inputs after the blur (isoapp.degradation)
+
+    @staticmethod
+    def z_extent(shape: tuple[int, ...], factor: float, patch: int) -> tuple[int, int]:
+        """z mode: a crop's extent along z on the lateral grid (``p_lat``) and the stack planes it spans."""
+        nz, ny, nx = shape
+        p_lat = min(patch, ny, nx, output_length(nz, factor))
+        return p_lat, min(nz, int(math.ceil((p_lat - 1) / factor)) + 2)
 
     def _positions(self, p: int) -> tuple[np.ndarray, np.ndarray]:
         """Target and input sample positions (source voxels) along a degraded axis."""
@@ -233,6 +243,8 @@ class SelfVision(Method):
     Params = SelfVisionParams
     label = "Self-Vision (3D, zero-shot, light)"
     dims = 3
+    heldout_check = True  # z mode: on a held-out slab, degraded along a lateral axis as its pairs are
+    heldout_slab = True
     options = ("axes",)
     menu_rank = 25
     time_model = TimeModel(s_per_step=0.08, s_per_voxel=5.5e-7, width_param="n_shrink")
@@ -302,15 +314,30 @@ class SelfVision(Method):
         gain, offset = (d.noise_gain, d.noise_offset) if d is not None else estimate_noise(vol)
         return float(np.sqrt(max(float(np.mean(gain * np.clip(vol, 0, None) + offset)), 0.0)))
 
+    # ---------------------------------------------------------------- held-out check
+    def heldout_planes(self, vol: np.ndarray) -> tuple[int, ...]:
+        if self.params.axes == "zyx":  # the lateral planes are undersampled too: nothing sharp to hold out
+            log.info("selfvision: no held-out check in zyx mode (no lateral plane is sharp)")
+            return ()
+        return super().heldout_planes(vol)
+
+    def train_depth(self, shape: tuple[int, int, int]) -> int:
+        return PairMaker.z_extent(shape, self.factor, self.config.train.patch_size)[1]
+
+    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
+        return None if self.params.axes == "zyx" else super().restore_sampled(samples, ctx)
+
     # ---------------------------------------------------------------- training
     def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
         cfg = self.config.train
         sigma = self._ensure_sigma(vol)
         rng = ctx.rng
+        check_slab(ctx.heldout, self.name)
         maker = PairMaker(vol, self.factor, self.params.axes, sigma, cfg.patch_size, rng, cfg.foreground_fraction,
-                          noise=self.degradation)
+                          noise=self.degradation, exclude=ctx.heldout)
         val_maker = PairMaker(vol, self.factor, self.params.axes, sigma, cfg.patch_size,
-                              np.random.default_rng(ctx.seed + 7), cfg.foreground_fraction, noise=self.degradation)
+                              np.random.default_rng(ctx.seed + 7), cfg.foreground_fraction, noise=self.degradation,
+                              exclude=ctx.heldout)
         val = val_maker.batch(min(16, 2 * cfg.batch_size), ctx.device)  # fixed batch: tracks convergence
         net = self.net.to(ctx.device)
         opt = make_optimizer(net.parameters(), cfg)
