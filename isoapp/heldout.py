@@ -105,11 +105,16 @@ def degrade_planes(planes: np.ndarray, kernel: np.ndarray, degradation: Degradat
     return out
 
 
-def _scores(ref: np.ndarray, img: np.ndarray) -> tuple[float, float]:
-    """Mean PSNR and SSIM over planes, on the data range of the reference (normalised: about 1)."""
+def _scores(ref: np.ndarray, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PSNR and SSIM of each plane, on the data range of the reference (normalised: about 1)."""
     dr = float(ref.max() - ref.min()) or 1.0
-    return (float(np.mean([metrics.psnr(r, i, data_range=dr) for r, i in zip(ref, img, strict=True)])),
-            float(np.mean([metrics.ssim(r, i, data_range=dr) for r, i in zip(ref, img, strict=True)])))
+    return (np.array([metrics.psnr(r, i, data_range=dr) for r, i in zip(ref, img, strict=True)]),
+            np.array([metrics.ssim(r, i, data_range=dr) for r, i in zip(ref, img, strict=True)]))
+
+
+def _mean_se(d: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of per-plane differences (SE 0 for a single plane)."""
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
 def evaluate(method: Any, planes: np.ndarray, kernel: np.ndarray, degradation: Degradation, ctx: Any,
@@ -129,7 +134,7 @@ def evaluate(method: Any, planes: np.ndarray, kernel: np.ndarray, degradation: D
         planes = upsample(planes, F, axis=0, order=1)
     rng = np.random.default_rng(seed + 1234)
     border = int(math.ceil(F)) + 2
-    scores: dict[str, list[tuple[float, float]]] = {"method": [], "linear": [], "cubic": []}
+    scores: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"method": [], "linear": [], "cubic": []}
     for sharp, samples in degrade_planes(planes, kernel, degradation, rng):
         n = output_length(samples.shape[1], F)
         sl = (slice(None), slice(border, n - border), slice(border, sharp.shape[2] - border))
@@ -140,13 +145,18 @@ def evaluate(method: Any, planes: np.ndarray, kernel: np.ndarray, degradation: D
         scores["method"].append(_scores(ref, restored[sl]))
         scores["linear"].append(_scores(ref, upsample(samples, F, axis=1, order=1)[sl]))
         scores["cubic"].append(_scores(ref, upsample(samples, F, axis=1, order=3)[sl]))
-    (p_m, s_m), (p_l, s_l), (p_c, s_c) = ((float(a), float(b)) for a, b in
-                                          (np.mean(scores[k], axis=0) for k in ("method", "linear", "cubic")))
+    # per plane and orientation: PSNR (dB) and SSIM, each method
+    (pm, sm), (pl, sl_), (pc, _) = ((np.concatenate([a for a, _ in scores[k]]),
+                                     np.concatenate([b for _, b in scores[k]])) for k in ("method", "linear", "cubic"))
+    p_m, p_l, p_c, s_m, s_l = (float(v.mean()) for v in (pm, pl, pc, sm, sl_))
+    _, se_lin = _mean_se(pm - pl)
+    over_cubic, se_cub = _mean_se(pm - pc)
     res = {"n_planes": n_held, "slab": bool(method.heldout_slab), "psnr_method": round(p_m, 3),
            "psnr_interp": round(p_l, 3), "psnr_cubic": round(p_c, 3), "psnr_gain_db": round(p_m - p_l, 3),
            "ssim_gain": round(s_m - s_l, 4), "cubic_gain_db": round(p_c - p_l, 3), "ssim_method": round(s_m, 4),
-           "ssim_interp": round(s_l, 4)}
-    log.info("held-out check on %d lateral planes%s: %s %.2f dB vs linear %.2f dB (gain %+.2f dB, SSIM %+.3f)",
-             n_held, " (one slab)" if method.heldout_slab else "", method.name, p_m, p_l, p_m - p_l,
-             s_m - s_l)
+           "ssim_interp": round(s_l, 4), "psnr_gain_se_db": round(se_lin, 3),
+           "cubic_margin_db": round(over_cubic, 3), "cubic_margin_se_db": round(se_cub, 3)}
+    log.info("held-out check on %d lateral planes%s: %s %.2f dB vs linear %.2f dB (gain %+.2f ± %.2f dB, "
+             "SSIM %+.3f)", n_held, " (one slab)" if method.heldout_slab else "", method.name, p_m, p_l, p_m - p_l,
+             se_lin, s_m - s_l)
     return res

@@ -147,7 +147,8 @@ class Restorer:
             ho = None
             if held:
                 ho = evaluate(m, xn[list(held)], model_kernel(psf_m), deg, ctx, seed=self.seed)
-                if ho is not None and ho["psnr_gain_db"] <= 0 and m.name not in ("linear", "cubic"):
+                shown = getattr(m, "chosen", None) or m  # auto: the method it chose
+                if ho is not None and ho["psnr_gain_db"] <= 0 and shown.name not in ("linear", "cubic"):
                     log.warning("%s does not beat linear interpolation on held-out planes of this stack "
                                 "(%+.2f dB); check the result, or use --method auto or cubic", m.name,
                                 ho["psnr_gain_db"])

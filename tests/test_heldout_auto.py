@@ -102,3 +102,16 @@ def test_auto_skips_a_candidate_the_stack_is_too_small_for():
     res = restore(small.degraded, "auto", device="cpu", params={"candidates": ["selfnet"]})
     assert res.info["candidates"][0]["method"] == "selfnet" and "too small" in res.info["candidates"][0]["skipped"]
     assert res.info["chosen"] == "cubic" and "could be trained" in res.info["reason"]
+
+
+def test_auto_does_not_keep_a_candidate_that_only_ties_linear():
+    """A candidate must beat both interpolations on held-out planes, not just cubic: linear as the only
+    candidate ties itself (gain 0), so auto falls back to cubic even where the held-out planes rate
+    cubic below linear (20 photons: measured -0.25 dB), which the old rule (beat cubic) let through."""
+    ph = make_phantom("tubes", (49, 96, 96), factor=4, seed=3, noise={"photons": 20.0, "read_noise": 1.0})
+    res = restore(ph.degraded, "auto", device="cpu", params={"candidates": ["linear"]})
+    trial = res.info["candidates"][0]
+    assert trial["method"] == "linear" and trial["heldout_gain_db"] == 0.0
+    assert res.info["heldout"]["cubic_gain_db"] < -0.1  # the old rule would have kept linear here
+    assert res.info["chosen"] == "cubic", res.info["reason"]
+    assert "clearly beat both" in res.info["reason"]

@@ -108,7 +108,9 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
         parts.append(f"<b>Held-out check</b> on {where} lateral planes not used for "
                      f"training: PSNR {_f(held.get('psnr_method'), '.2f')} dB vs "
                      f"{_f(held.get('psnr_interp'), '.2f')} dB for interpolation "
-                     f"(<b>{sign}{_f(gain, '.2f')} dB</b>), SSIM gain {_f(held.get('ssim_gain'), '+.3f')}")
+                     f"(<b>{sign}{_f(gain, '.2f')} dB</b>"
+                     + (f" ± {_f(held.get('psnr_gain_se_db'), '.2f')}" if held.get("psnr_gain_se_db") else "")
+                     + f"), SSIM gain {_f(held.get('ssim_gain'), '+.3f')}")
     if not parts:
         return ""
     head = f"<b>Quality report</b>{' — ' + method_label if method_label else ''}<br>"

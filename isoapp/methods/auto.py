@@ -3,8 +3,10 @@
 Each candidate (IsoNet and Self-Net by default, in that order) is trained with the run's preset
 and training overrides on the stack, its held-out lateral planes excluded (:mod:`isoapp.heldout`); a candidate starts
 only while the time budget (``budget_s``) is not spent. The one with the largest held-out PSNR
-gain over linear interpolation is kept, unless none beats cubic interpolation on the same planes
-by ``min_gain_db``: then the result is cubic interpolation. The choice and the reason are
+gain over linear interpolation is kept if it beats both linear and cubic interpolation on the same
+planes by ``min_gain_db`` and by twice the standard error of the per-plane differences (a few
+planes are a noisy measurement); otherwise the result is cubic interpolation, which needs no
+training and cannot invent structure. The choice and the reason are
 reported (:meth:`Auto.selection`), printed by the CLI and shown in the GUI; saving the model
 saves the chosen method's model.
 """
@@ -33,8 +35,9 @@ class AutoParams(BaseModel):
                                   description="methods to try, in order (each must support the held-out check)")
     budget_s: float = Field(900.0, gt=0, description="no further candidate starts once this much training time "
                                                      "(seconds) is spent")
-    min_gain_db: float = Field(0.0, description="a candidate must beat cubic interpolation on held-out planes by "
-                                                "this many dB to be kept")
+    min_gain_db: float = Field(0.1, ge=0.0, description="a candidate must beat both linear and cubic interpolation "
+                               "on held-out planes by this many dB, and by twice the check's standard error, to be "
+                               "kept (0.1 dB: smaller PSNR differences are invisible and not worth a trained model)")
 
 
 def _short(m: Method) -> str:
@@ -128,15 +131,19 @@ class Auto(Method):
             self.reason = "no candidate could be trained on this stack (see candidates): cubic interpolation is used"
             log.info("auto: %s", self.reason)
             return
-        gain, m, _ = best
-        if gain - cubic_gain > self.params.min_gain_db:
+        gain, m, ho = best
+        margin = ho.get("cubic_margin_db", gain - cubic_gain)
+        need_l = max(self.params.min_gain_db, 2.0 * ho.get("psnr_gain_se_db", 0.0))
+        need_c = max(self.params.min_gain_db, 2.0 * ho.get("cubic_margin_se_db", 0.0))
+        if gain > need_l and margin > need_c:
             self.chosen = m
             self.reason = (f"{_short(m)} restored the held-out planes best: {gain:+.2f} dB over linear "
-                           f"interpolation, {gain - cubic_gain:+.2f} dB over cubic")
+                           f"interpolation, {margin:+.2f} dB over cubic")
         else:
             self.chosen = self._candidate("cubic")
-            self.reason = (f"no candidate beat cubic interpolation on the held-out planes (best: {_short(m)} "
-                           f"{gain:+.2f} dB over linear, cubic {cubic_gain:+.2f} dB): cubic interpolation is used")
+            self.reason = (f"no candidate clearly beat both interpolations on the held-out planes (best: {_short(m)} "
+                           f"{gain:+.2f} dB over linear, {margin:+.2f} dB over cubic; needed more than "
+                           f"{need_l:.2f} and {need_c:.2f} dB): cubic interpolation is used")
         log.info("auto: %s", self.reason)
 
     def _need(self) -> Method:
