@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from isoapp.errors import ConfigError
 from isoapp.heldout import choose_heldout
 from isoapp.methods.isonet import IsoNet
 from isoapp.metrics import normalize_minmse, psnr
@@ -115,3 +116,22 @@ def test_auto_does_not_keep_a_candidate_that_only_ties_linear():
     assert res.info["heldout"]["cubic_gain_db"] < -0.1  # the old rule would have kept linear here
     assert res.info["chosen"] == "cubic", res.info["reason"]
     assert "clearly beat both" in res.info["reason"]
+
+
+@pytest.mark.parametrize("name", ["selfvision", "otcyclegan", "auto"])
+def test_auto_refuses_candidates_it_cannot_compare(name):
+    """3D networks are checked on a held-out slab, not on the spread planes auto compares candidates on:
+    they (and auto itself) are refused before any training."""
+    ph = make_phantom("tubes", (17, 48, 48), factor=4, seed=0)
+    with pytest.raises(ConfigError, match="cannot use"):
+        restore(ph.degraded, "auto", device="cpu", params={"candidates": [name]})
+
+
+def test_auto_on_a_stack_too_thin_to_hold_planes_out_falls_back_to_cubic():
+    """5 planes leave none to hold out: auto used to fail with a TypeError; now every candidate is skipped
+    with the reason, and the result is cubic interpolation. RL is a valid candidate (checked on planes)."""
+    ph = make_phantom("tubes", (17, 48, 48), factor=4, seed=0)
+    res = restore(ph.degraded, "auto", device="cpu", params={"candidates": ["rl"]})
+    assert res.info["chosen"] == "cubic"
+    assert "no held-out planes" in res.info["candidates"][0]["skipped"]
+    assert res.volume.shape[0] == 17

@@ -67,9 +67,9 @@ class Auto(Method):
         super().__init__(config, psf, degradation)
         for name in self.params.candidates:
             cls = get_method(name)
-            if name == "auto" or not cls.heldout_check:
-                raise ConfigError(f"auto cannot use {name!r} as a candidate: it cannot be checked on held-out "
-                                  "planes; use isonet, selfnet, linear or cubic")
+            if name == "auto" or not cls.heldout_check or cls.heldout_slab:
+                raise ConfigError(f"auto cannot use {name!r} as a candidate: it cannot be checked on the same "
+                                  "held-out planes as the others; use isonet, selfnet, linear or cubic")
         self.chosen: Method | None = None
         self.trials: list[dict[str, Any]] = []
         self.reason = ""
@@ -118,6 +118,10 @@ class Auto(Method):
                     continue
                 m.fitted = True
             ho = evaluate(m, planes, kernel, self.degradation, ctx, seed=self.config.seed)
+            if ho is None:  # no planes to hold out (a stack of fewer than 8 planes): nothing to compare on
+                self.trials.append({"method": name, "skipped": f"no held-out planes in a stack of {vol.shape[0]} "
+                                                               "planes, so it cannot be compared"})
+                continue
             cubic_gain = ho["cubic_gain_db"]
             self.trials.append({"method": name, "train_s": round(time.perf_counter() - ts, 1),
                                 "heldout_gain_db": ho["psnr_gain_db"], "heldout_ssim_gain": ho["ssim_gain"]})
@@ -128,7 +132,8 @@ class Auto(Method):
         ctx.work_dir = work_dir
         if best is None:
             self.chosen = self._candidate("cubic")
-            self.reason = "no candidate could be trained on this stack (see candidates): cubic interpolation is used"
+            self.reason = ("no candidate could be trained and checked on this stack (see candidates): cubic "
+                           "interpolation is used")
             log.info("auto: %s", self.reason)
             return
         gain, m, ho = best
