@@ -388,6 +388,9 @@ class OTCycleGAN(Method):
             err = Fn.fit_kernel(torch.from_numpy(gaussian_psf((sz, sl, sl), (n, n, n))))
             log.info("otcyclegan: F starts as an axial blur of sigma %.2f voxels estimated from the stack "
                      "(fit error %.1f %%)", sz, 100 * err)
+            if 2 * sz > Fn.radius:
+                log.warning("otcyclegan: F's kernel (radius %d voxels) cannot hold the estimated axial blur (sigma "
+                            "%.2f voxels): it starts truncated, narrower than the stack's blur", Fn.radius, sz)
         betas = (0.5, 0.999)
         opt_g = make_optimizer([{"params": list(G.parameters())},
                                 {"params": list(Fn.parameters()), "lr": cfg.lr * p.blur_lr_factor}], cfg, betas=betas)
