@@ -249,11 +249,11 @@ def estimate_axial_sigma(vol: np.ndarray, factor: float, noise: Degradation | No
         prev = c[-1:]
     r1, var = acc / max(count, 1), var / max(count, 1)
     idx = np.unique(np.linspace(0, nz - 1, min(nz, max_planes)).round().astype(int))
-    planes = np.asarray(vol[idx], np.float64)
-    planes = planes - planes.mean(axis=(1, 2), keepdims=True)
+    raw = np.asarray(vol[idx], np.float32)
+    planes = raw - raw.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
     max_lag = min(ny, nx) // 2
     cov = _lateral_autocov(planes, max_lag)
-    noise_var = float(noise.noise_var(np.asarray(vol[idx], np.float32)).mean()) if noise is not None else 0.0
+    noise_var = float(noise.noise_var(raw).mean()) if noise is not None else 0.0
     cov[0] = max(cov[0] - noise_var, 1e-12)
     target = r1 / max(var - noise_var, 1e-12)  # correlation of neighbouring planes, noise taken out
     sym = np.concatenate([cov[:0:-1], cov])

@@ -3,9 +3,8 @@
 * :func:`axial_log_spectrum`: the batch-averaged log ratio of the power spectrum along rows (z) to
   the one along columns, for square planes; the object's own spectrum cancels in it. Self-Net
   matches it between synthetic and real axial crops (a spectral loss).
-  :func:`isoapp.degradation.estimate_axial_sigma` fits the stack's axial blur with it.
 
-Both assume that the sample's structure is statistically isotropic (no preferred orientation
+It assumes that the sample's structure is statistically isotropic (no preferred orientation
 between the lateral and axial directions).
 """
 
