@@ -20,8 +20,10 @@ from isoapp.restore import normalize, restore
 
 torch.set_num_threads(1)
 
+# over the fast preset; the discriminators stay in (weight 0.1) so that their training, saving and resuming
+# are exercised: the balanced and quality presets use them
 TINY = {"n_filters": 4, "depth": 1, "blur_channels": 4, "disc_filters": 4, "disc_layers": 2, "n_projections": 2,
-        "max_projection_depth": 4, "tile": 48, "overlap": 8}
+        "max_projection_depth": 4, "tile": 48, "overlap": 8, "adversarial_weight": 0.1}
 # Park's form of F (a narrow start, learned from the first step) without lateral self-supervision
 PARK = {**TINY, "blur_init_axial": "sigma", "blur_freeze": 0.0, "lambda_lateral": 0.0}
 TRAIN = {"patch_size": 16, "checkpoint_every": 2, "preview_every": 0}
@@ -101,6 +103,30 @@ def test_cancel_then_resume_matches_an_uninterrupted_run(tubes, trained, tmp_pat
         _run(tubes, steps=4, work_dir=tmp_path, should_stop=stop)
     assert (tmp_path / "otcyclegan.ckpt").is_file()
     resumed = _run(tubes, steps=4, work_dir=tmp_path, resume=True)
+    np.testing.assert_allclose(resumed.volume.data, full.volume.data, rtol=1e-5, atol=1e-5)
+
+
+def test_no_discriminators_at_adversarial_weight_zero(tubes, tmp_path):
+    """At weight 0 the adversarial losses cannot reach G: no discriminator is built, trained or saved, and a
+    cancelled run still resumes to the uninterrupted result."""
+    params = {**TINY, "adversarial_weight": 0.0, "lambda_lateral": 30.0}
+    events = []
+    full = _run(tubes, steps=4, params=params, emit=events.append)
+    logs = [e.extra for e in events if isinstance(e, ProgressEvent) and e.stage == "otcyclegan"]
+    assert logs and all("loss_d" not in x and np.isfinite(x["lateral"]) for x in logs)
+    assert "parameters_discriminators" not in full.method.report()
+    assert np.abs(full.volume.data - restore(tubes.degraded, "linear").volume.data).max() > 0  # G trained
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(Cancelled):
+        _run(tubes, steps=4, params=params, work_dir=tmp_path, should_stop=stop)
+    ckpt = torch.load(tmp_path / "otcyclegan.ckpt", weights_only=True)
+    assert "D" not in ckpt["state"] and "G" in ckpt["state"]
+    resumed = _run(tubes, steps=4, params=params, work_dir=tmp_path, resume=True)
     np.testing.assert_allclose(resumed.volume.data, full.volume.data, rtol=1e-5, atol=1e-5)
 
 

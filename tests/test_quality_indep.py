@@ -62,23 +62,25 @@ def test_selfvision_beats_linear_and_fails_without_the_blur(case):
     assert broken.info["heldout"]["psnr_gain_db"] < HELDOUT_BAR_DB  # the check sees the mutation too
 
 
-# Measured (CPU, 100 steps, seed 0, a 3-plane slab held out): OT-cycleGAN's fast preset +5.37 dB over
-# linear, held-out check +2.60 dB; without its lateral self-supervision (lambda_lateral 0: Park's losses
-# alone in so few steps) -1.04 dB, held-out -0.78 dB (seed 1: -1.58 / -1.97 dB). The fast preset is
-# seed-sensitive on this tiny case: seeds 1-5 +0.00 (G stalls at the identity; held-out -0.01) / +2.89 /
-# +3.64 / +5.58 / +2.23 dB (held-out +1.64 / +2.12 / +2.93 / +1.26 dB); before the slab was held out (it
-# is 3 of the 17 planes) seeds 0-5 gave +5.42 / +3.40 / +6.13 / +2.41 / +5.47 / +2.53 dB.
+# Measured (CPU, 100 steps, seeds 0 / 1 / 2 / 3, a 3-plane slab held out; session 7, the fast preset without
+# discriminators): OT-cycleGAN +5.21 / +3.56 / +4.38 / +2.96 dB over linear, held-out check +2.58 / +2.07 /
+# +2.55 / +1.86 dB; with Park's losses alone (lambda_lateral 0, adversarial weight 1) in so few steps +0.04 /
+# +0.01 / +0.31 dB, held-out -0.44 / -0.32 / -0.02 dB. The bars sit between the two (thread counts change
+# the training like seeds do). Near 0 dB the held-out sign is noise, so the check is held to a bar too. (With the adversarial weight at 0.1, session 6: +5.37 dB, held-out +2.60 dB;
+# some seeds stall at the identity, +0.00 dB, held-out -0.01 dB.)
+OT_GAIN_BAR_DB = 2.0
+OT_HELDOUT_BAR_DB = 1.0
+
+
 def test_otcyclegan_beats_linear_and_fails_with_parks_losses_alone(case):
     c, vol = case
     res = restore(vol, "otcyclegan", steps=100, device="cpu")
-    gain = _gain(c, vol, res)
-    assert gain > 3.0
-    park = restore(vol, "otcyclegan", steps=100, device="cpu", params={"lambda_lateral": 0.0})
-    park_gain = _gain(c, vol, park)
-    assert park_gain < 3.0
-    for r, g in ((res, gain), (park, park_gain)):  # the held-out check has the sign of the true gain
-        assert np.sign(r.info["heldout"]["psnr_gain_db"]) == np.sign(g), (r.info["heldout"], g)
-    assert res.info["heldout"]["psnr_gain_db"] > park.info["heldout"]["psnr_gain_db"]
+    assert _gain(c, vol, res) > OT_GAIN_BAR_DB
+    assert res.info["heldout"]["psnr_gain_db"] > OT_HELDOUT_BAR_DB
+    park = restore(vol, "otcyclegan", steps=100, device="cpu",
+                   params={"lambda_lateral": 0.0, "adversarial_weight": 1.0})
+    assert _gain(c, vol, park) < OT_GAIN_BAR_DB
+    assert park.info["heldout"]["psnr_gain_db"] < OT_HELDOUT_BAR_DB  # the check sees the mutation too
 
 
 # Measured (CPU, 150 steps, seed 0): IsoNet +8.18 dB over linear (held-out check +2.92 dB); the

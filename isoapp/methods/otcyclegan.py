@@ -30,10 +30,12 @@ Departures from the paper, each a parameter (Park's form in brackets):
   along z are blurred by ``F`` and sampled as acquired; ``G`` must restore them.
 * ``adversarial_weight`` [1]: the weight of ``G``'s adversarial losses.
 
-The fast preset uses the last two, with ``F`` held at the stack's blur estimate: in a few hundred CPU
-steps the discriminators hardly learn, and the cycle is exact for ``G = F = identity`` (an
-interpolated stack is its own resampling), so a free ``F`` shrinks and ``G`` stays near identity;
-at full weight the adversarial losses then make ``G`` invent structure (rows of beads). Because ``F`` is linear its impulse response is
+The fast preset uses the last two, with ``F`` held at the stack's blur estimate and the adversarial
+weight at 0 (no discriminators are built): in a few hundred CPU steps the discriminators hardly
+learn, and the cycle is exact for ``G = F = identity`` (an interpolated stack is its own
+resampling), so a free ``F`` shrinks and ``G`` stays near identity; the adversarial losses then
+make ``G`` invent structure (rows of beads at full weight, a band of nuclei on a thin real stack
+at 0.1). Because ``F`` is linear its impulse response is
 the PSF it holds (``F`` alone, without ``R``); it is saved with the model, and its FWHM is reported
 next to the stack's blur estimate (:meth:`report`). Inference runs ``G`` over overlapping 3D
 sub-volumes (Park: 120 voxel dice, 15 voxel overlap) with linear blending, optionally followed by
@@ -156,10 +158,11 @@ class OTCycleGAN(Method):
                  "params": {"n_filters": 8, "depth": 2, "norm": False, "blur_channels": 8, "disc_filters": 16,
                             "disc_layers": 3, "n_projections": 4, "tile": 128, "overlap": 16,
                             "blur_init_axial": "spectral", "blur_init_sigma": 0.5, "blur_freeze": 1.0,
-                            "lambda_lateral": 30.0, "adversarial_weight": 0.1},
-                 "note": "not Park et al.'s recipe: G learns from lateral self-supervision through a blur F held "
-                         "at the stack's estimated axial blur (lambda_lateral 30, 20x Park's learning rate), the "
-                         "adversarial losses weigh 0.1, and nets and crops are small enough for a laptop CPU",
+                            "lambda_lateral": 30.0, "adversarial_weight": 0.0},
+                 "note": "not Park et al.'s recipe and not a GAN: G learns from lateral self-supervision through a "
+                         "blur F held at the stack's estimated axial blur (lambda_lateral 30, 20x Park's learning "
+                         "rate) and from the cycle through F; no discriminators; nets and crops are small enough "
+                         "for a laptop CPU",
                  "provenance": {
                      "sizes (8-filter G without norm, 8-wide F, 32^3 judged crops, 4 MIPs)": "chosen for a 2-core "
                          "CPU: 0.65 s per step (session 3, bench_otcyclegan.py --threads 2)",
@@ -167,8 +170,12 @@ class OTCycleGAN(Method):
                          "(65x256x256, F 4, 400 steps): Park's settings +0.14 dB over linear with a PSF 52 % too "
                          "narrow; this preset +4.24 dB (tubes), +12.97 dB (beads); the project's own noise-free "
                          "phantoms, session 3",
-                     "adversarial_weight 0.1": "same bench: weight 1 gave beads -2.35 dB (G split beads into rows), "
-                         "0.1 gave +12.97 dB"}},
+                     "adversarial_weight 0 (was 0.1 from the same bench, where weight 1 split beads into rows)":
+                         "benchmarks/quality.py's cases (size 96, steps x 0.5, seed 0, 1 thread), restored through "
+                         "restore(params={'adversarial_weight': w}) (session 7): weight 0.1 -> 0: real tribolium k4 (2 threads) "
+                         "-2.52 -> -0.12 dB over linear (0.1 put a bright band of invented nuclei into its top "
+                         "planes), membranes-confocal-20ph +0.05 -> +1.41, nuclei-widefield-20ph +1.09 -> +1.18, "
+                         "filaments-gauss-20ph +0.01 -> +0.01 (G stalls at the identity in both)"}},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,
@@ -370,7 +377,9 @@ class OTCycleGAN(Method):
                                exclude=interpolated_rows(ctx.heldout, self.factor, len(up)))
         dev = ctx.device
         G, Fn = self.nets["G"].to(dev), self.nets["F"].to(dev)
-        D = self._discriminators(min(cz - 2 * m, c)).to(dev)
+        # the discriminators act on G only through the adversarial losses: at weight 0 they are not built
+        use_d = p.adversarial_weight > 0
+        D = self._discriminators(min(cz - 2 * m, c)).to(dev) if use_d else torch.nn.ModuleDict()
         self._disc_params = sum(q.numel() for q in D.parameters())
         log.info("otcyclegan: G %d, F %d, discriminators %d parameters; crops %dx%dx%d%s",
                  sum(q.numel() for q in G.parameters()), sum(q.numel() for q in Fn.parameters()),
@@ -394,11 +403,15 @@ class OTCycleGAN(Method):
         betas = (0.5, 0.999)
         opt_g = make_optimizer([{"params": list(G.parameters())},
                                 {"params": list(Fn.parameters()), "lr": cfg.lr * p.blur_lr_factor}], cfg, betas=betas)
-        opt_d = make_optimizer(D.parameters(), cfg, lr=cfg.lr * p.disc_lr_factor, betas=betas)
-        sched_g, sched_d = make_scheduler(opt_g, cfg, cfg.steps), make_scheduler(opt_d, cfg, cfg.steps)
+        sched_g = make_scheduler(opt_g, cfg, cfg.steps)
         # one GradScaler per optimiser (active on the float16 path only), so that an overflow in
         # one network's gradients neither skips nor rescales the other's step
-        scaler_g, scaler_d = ctx.grad_scaler(), ctx.grad_scaler()
+        scaler_g = ctx.grad_scaler()
+        d_state: dict[str, Any] = {}
+        if use_d:
+            opt_d = make_optimizer(D.parameters(), cfg, lr=cfg.lr * p.disc_lr_factor, betas=betas)
+            sched_d, scaler_d = make_scheduler(opt_d, cfg, cfg.steps), ctx.grad_scaler()
+            d_state = {"D": D, "opt_d": opt_d, "sched_d": sched_d, "scaler_d": scaler_d}
         lam, n_proj = p.cycle_weight, p.n_projections
         max_depth = min(p.max_projection_depth, cz - 2 * m)
         min_depth = min(p.min_projection_depth, max_depth)
@@ -457,6 +470,8 @@ class OTCycleGAN(Method):
                 fake = G(x)
                 rec = Fn(fake)
             rec = acquire(rec, mats)
+            if not use_d:
+                return fake, rec, {}, {}
             fake_c = fake[:, :, m:cz - m] if m else fake  # D_X judges the same centre
             fakes = {o: views(fake_c, o, depth) for o in ORIENTATIONS}
             fakes = {o: fit_window(v, (min(v.shape[-2], c), min(v.shape[-1], c)), rng) for o, v in fakes.items()}
@@ -479,10 +494,12 @@ class OTCycleGAN(Method):
             Fn.requires_grad_(i >= p.blur_freeze * cfg.steps)
             _, rec, fakes, recs = forward(x, mats, depth)
             # ---- generators: G and F together (one optimiser), discriminators frozen
-            D.requires_grad_(False)
-            with ctx.autocast():
-                adv_x = adversarial(scores("X", fakes), True)
-                adv_y = adversarial(scores("Y", recs), True)
+            adv_x = adv_y = torch.zeros((), device=dev)
+            if use_d:
+                D.requires_grad_(False)
+                with ctx.autocast():
+                    adv_x = adversarial(scores("X", fakes), True)
+                    adv_y = adversarial(scores("Y", recs), True)
             cyc = nnf.l1_loss(rec.float(), x_c)
             warm = p.cycle_warmup * cfg.steps
             loss_g = p.adversarial_weight * (adv_x + adv_y) + lam * (min(1.0, (i + 1) / warm) if warm else 1.0) * cyc
@@ -490,12 +507,14 @@ class OTCycleGAN(Method):
             if lat is not None:
                 loss_g = loss_g + p.lambda_lateral * lat
             optimizer_step(loss_g, opt_g, scaler_g)
-            loss_d = update_d(x, x_c, fakes, recs, depth)
             sched_g.step()
-            sched_d.step()
-            return {"loss": loss_g.item(), "cycle": cyc.item(), "adv_x": adv_x.item(), "adv_y": adv_y.item(),
-                    "loss_d": loss_d.item(), "lr": sched_g.get_last_lr()[0],
-                    **({} if lat is None else {"lateral": lat.item()})}
+            out = {"loss": loss_g.item(), "cycle": cyc.item(), "lr": sched_g.get_last_lr()[0],
+                   **({} if lat is None else {"lateral": lat.item()})}
+            if use_d:
+                loss_d = update_d(x, x_c, fakes, recs, depth)
+                d_state["sched_d"].step()
+                out.update(adv_x=adv_x.item(), adv_y=adv_y.item(), loss_d=loss_d.item())
+            return out
 
         def preview() -> dict[str, np.ndarray]:
             cy, cx = ctx.preview_yx(*up.shape[1:])
@@ -505,8 +524,7 @@ class OTCycleGAN(Method):
             out = self._run_g(sub, ctx)
             return {"xz": out[:, cy - y0, :], "yz": out[:, :, cx - x0]}
 
-        state = {"G": G, "F": Fn, "D": D, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d,
-                 "scaler_g": scaler_g, "scaler_d": scaler_d, "rng": rng}
+        state = {"G": G, "F": Fn, "opt_g": opt_g, "sched_g": sched_g, "scaler_g": scaler_g, "rng": rng, **d_state}
         res = train_loop(ctx, stage="otcyclegan", steps=cfg.steps, step_fn=step, state=state, cfg=cfg,
                          preview_fn=preview)
         if res.steps_done > res.resumed_from:
