@@ -89,6 +89,29 @@ def interpolated_rows(planes: Sequence[int], factor: float, n: int) -> np.ndarra
     return np.flatnonzero(np.isin(lo, held) | np.isin(lo + 1, held))
 
 
+def withheld(vol: np.ndarray, planes: Sequence[int]) -> np.ndarray:
+    """``vol`` with ``planes`` replaced by linear interpolation between the nearest kept planes.
+
+    For a method that also learns from the stack's axial views (Self-Net's unpaired domain), so that
+    the held-out planes reach its training only as what interpolation makes of their neighbours.
+    ``vol`` itself is not modified; without ``planes`` it is returned as it is.
+    """
+    if not len(planes):
+        return vol
+    nz = vol.shape[0]
+    held = np.unique(np.asarray(planes, int))
+    keep = np.setdiff1d(np.arange(nz), held)
+    if not len(keep):
+        raise ValueError("every plane is held out")
+    out = np.array(vol, np.float32, copy=True)
+    for h in held:
+        i = int(np.searchsorted(keep, h))
+        lo, hi = keep[max(i - 1, 0)], keep[min(i, len(keep) - 1)]
+        w = 0.0 if hi == lo else (h - lo) / (hi - lo)
+        out[h] = (1.0 - w) * vol[lo] + w * vol[hi]
+    return out
+
+
 def degrade_planes(planes: np.ndarray, kernel: np.ndarray, degradation: Degradation,
                    rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(sharp, samples)]`` for each orientation: planes turned so that the degraded axis is rows."""

@@ -20,7 +20,7 @@ from isoapp.degrade import upsample
 from isoapp.engine.context import RunContext
 from isoapp.engine.sampler import PatchSampler
 from isoapp.errors import ConfigError, InputError
-from isoapp.heldout import check_slab, choose_heldout, interpolated_rows
+from isoapp.heldout import check_slab, choose_heldout, interpolated_rows, withheld
 from isoapp.methods.base import build_config, get_method
 from isoapp.phantoms import make_phantom
 from isoapp.restore import normalize, restore
@@ -98,11 +98,22 @@ def test_a_stack_too_thin_for_a_slab_gets_no_check_and_says_so(caplog):
         sv.fit(np.zeros((49, 64, 64), np.float32), RunContext(device="cpu", heldout=tuple(choose_heldout(49))))
 
 
+def test_withheld_planes_are_interpolated_from_the_kept_ones_and_the_input_is_untouched():
+    vol = np.arange(8, dtype=np.float32)[:, None, None] ** 2 * np.ones((1, 2, 3), np.float32)
+    before = vol.copy()
+    out = withheld(vol, [3, 4])  # adjacent planes: between kept planes 2 and 5
+    np.testing.assert_array_equal(vol, before)
+    np.testing.assert_allclose(out[:, 0, 0], [0, 1, 4, 4 + (25 - 4) / 3, 4 + 2 * (25 - 4) / 3, 25, 36, 49])
+    assert withheld(vol, ()) is vol
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, params, train", [
     ("selfvision", {}, SV_TRAIN),
     ("otcyclegan", OT_TINY, OT_TRAIN),
     ("isonet", {}, {"batch_size": 4, "patch_size": 16, "preview_every": 0}),
+    # Self-Net also learns from the stack's axial views (its unpaired domain B)
+    ("selfnet", {}, {"batch_size": 2, "patch_size": 32, "preview_every": 0}),
 ])
 def test_training_never_reads_the_heldout_planes(tubes, name, params, train):
     x = normalize(tubes.degraded.data)[0]

@@ -56,6 +56,7 @@ from ..engine.device import to_device
 from ..engine.sampler import PatchSampler, augment, foreground_mask
 from ..engine.trainer import make_optimizer, make_scheduler, optimizer_step, supervised_fns, train_loop
 from ..errors import InputError
+from ..heldout import withheld
 from ..nets.blocks import count_parameters, lsgan_loss, resample_along
 from ..nets.selfnet import (
     BlurThenNet,
@@ -244,8 +245,9 @@ class SelfNet(PlaneWiseMethod):
         sampler_a = PatchSampler(planes, (size, size), rng, foreground_fraction=cfg.foreground_fraction,
                                  index_range=(0, len(z_idx) - n_val), mask=pmask)
         # domain B: xz and yz planes of the z-interpolated stack, z along rows, same crop size; each
-        # crop's acquired rows (its sampling phase) are known from its position
-        up = upsample(vol, F, axis=0, order=1)
+        # crop's acquired rows (its sampling phase) are known from its position. Held-out planes are
+        # interpolated from their neighbours first: the check must restore planes training never read
+        up = upsample(withheld(vol, ctx.heldout), F, axis=0, order=1)
         umask = foreground_mask(up)
         samplers_b = [PatchSampler(up.transpose(1, 0, 2), (size, size), rng, mask=umask.transpose(1, 0, 2),
                                    foreground_fraction=cfg.foreground_fraction),
