@@ -270,7 +270,12 @@ def estimate_axial_sigma(vol: np.ndarray, factor: float, noise: Degradation | No
 
     grid = np.arange(0.0, 3.0 * factor + 1e-9, 0.0625)
     vals = np.array([rho(float(s)) for s in grid])
-    return float(grid[int(np.argmin(np.abs(vals - target)))])
+    best = int(np.argmin(np.abs(vals - target)))
+    if best == len(grid) - 1 and target > vals[-1]:
+        log.warning("the axial blur estimate stopped at its limit, sigma %.2f px (3 z steps): neighbouring planes "
+                    "are more alike than a Gaussian blur up to that explains (widefield haze, or structures "
+                    "running along z); pass the PSF if you know it (--psf FILE or --psf-fwhm Z Y X)", grid[best])
+    return float(grid[best])
 
 
 def estimate_degradation(vol: np.ndarray, factor: float, *, lateral_um: float = 1.0,

@@ -113,3 +113,20 @@ def test_blur_estimate_on_an_isotropic_random_field(photons):
     model = estimate_degradation(vol, 4.0)
     true = math.sqrt(3.0 ** 2 - 1.0 ** 2)
     assert abs(model.axial_sigma_px / true - 1) < 0.10, (model.axial_sigma_px, true)
+
+
+def test_a_blur_beyond_the_estimates_range_is_said(caplog):
+    """Planes nearly alike (one random plane repeated, a little noise) correlate more than any Gaussian
+    blur up to 3 z steps explains: the estimate stops at that limit and says so; a stack inside the
+    range says nothing."""
+    rng = np.random.default_rng(1)
+    plane = ndimage.gaussian_filter(rng.random((64, 64)).astype(np.float32), 1.5)
+    vol = np.repeat(plane[None], 12, axis=0) + 0.001 * rng.standard_normal((12, 64, 64)).astype(np.float32)
+    with caplog.at_level("WARNING", logger="isoapp.degradation"):
+        assert estimate_axial_sigma(vol, 4.0) == pytest.approx(12.0)
+    assert "stopped at its limit" in caplog.text and "--psf" in caplog.text
+    caplog.clear()
+    ph = make_phantom("tubes", (33, 64, 64), factor=4, seed=0, sigma_z=2.5)
+    with caplog.at_level("WARNING", logger="isoapp.degradation"):
+        assert estimate_axial_sigma(ph.degraded.data, 4.0) < 6.0
+    assert "stopped at its limit" not in caplog.text
