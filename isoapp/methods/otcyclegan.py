@@ -171,11 +171,13 @@ class OTCycleGAN(Method):
                          "narrow; this preset +4.24 dB (tubes), +12.97 dB (beads); the project's own noise-free "
                          "phantoms, session 3",
                      "adversarial_weight 0 (was 0.1 from the same bench, where weight 1 split beads into rows)":
-                         "benchmarks/quality.py's cases (size 96, steps x 0.5, seed 0, 1 thread), restored through "
-                         "restore(params={'adversarial_weight': w}) (session 7): weight 0.1 -> 0: real tribolium k4 (2 threads) "
-                         "-2.52 -> -0.12 dB over linear (0.1 put a bright band of invented nuclei into its top "
-                         "planes), membranes-confocal-20ph +0.05 -> +1.41, nuclei-widefield-20ph +1.09 -> +1.18, "
-                         "filaments-gauss-20ph +0.01 -> +0.01 (G stalls at the identity in both)"}},
+                         "benchmarks/quality.py --size 96 --steps-scale 0.5 --threads 2 --cases 'real-*-k4', dB over "
+                         "linear, 0.1 -> 0 (session 7): tribolium -2.52 -> -0.06 (0.1 put a band of invented nuclei "
+                         "into its top planes), arabidopsis +0.16 -> -0.12, vessels +1.26 -> +1.13, brain nuclei "
+                         "+0.50 -> +0.42, ovule +0.81 -> +0.56; the same cases' phantoms through restore(params="
+                         "{'adversarial_weight': w}), seed 0, 1 thread: membranes-confocal-20ph +0.05 -> +1.41, "
+                         "nuclei-widefield-20ph +1.09 -> +1.18, filaments-gauss-20ph +0.01 -> +0.01 (G stalls at "
+                         "the identity in both); arabidopsis k3 (2 threads) -0.78 -> -0.82"}},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,
