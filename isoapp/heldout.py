@@ -112,6 +112,18 @@ def withheld(vol: np.ndarray, planes: Sequence[int]) -> np.ndarray:
     return out
 
 
+def planes_text(ho: dict[str, Any]) -> str:
+    """Which planes a held-out report covers, for people: "4" or "a slab of 6 consecutive"."""
+    n = ho.get("n_planes", "?")
+    return f"a slab of {n} consecutive" if ho.get("slab") else str(n)
+
+
+def se_text(ho: dict[str, Any]) -> str:
+    """`` ± SE`` of a held-out gain (its standard error over planes and orientations), or "" when unknown."""
+    se = ho.get("psnr_gain_se_db")
+    return f" ± {se:.2f}" if se else ""
+
+
 def degrade_planes(planes: np.ndarray, kernel: np.ndarray, degradation: Degradation,
                    rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(sharp, samples)]`` for each orientation: planes turned so that the degraded axis is rows."""

@@ -227,6 +227,8 @@ def resume_command(args: argparse.Namespace) -> str:
 
 def quality_lines(info: dict) -> list[str]:
     """The degradation estimate, the held-out check and auto's choice, for people."""
+    from ..heldout import planes_text, se_text  # the CLI starts without the numerical core
+
     lines = []
     if info.get("preset_note"):
         lines.append(f"{info['method']} {info['preset']} preset: {info['preset_note']}")
@@ -239,19 +241,12 @@ def quality_lines(info: dict) -> list[str]:
         lines.append(f"auto chose {info['chosen']}: {info['reason']}")
     ho = info.get("heldout")
     if ho:
-        where = f"a slab of {ho['n_planes']} consecutive" if ho.get("slab") else f"{ho['n_planes']}"
-        lines.append(f"held-out check ({where} lateral planes degraded by the model): "
-                     f"{ho['psnr_gain_db']:+.2f}{_se(ho)} dB PSNR, {ho['ssim_gain']:+.3f} SSIM over linear interpolation")
+        lines.append(f"held-out check ({planes_text(ho)} lateral planes degraded by the model): "
+                     f"{ho['psnr_gain_db']:+.2f}{se_text(ho)} dB PSNR, {ho['ssim_gain']:+.3f} SSIM over linear interpolation")
         if ho["psnr_gain_db"] <= 0 and (info.get("chosen") or info.get("method")) not in ("linear", "cubic"):
             lines.append("WARNING: this restoration does not beat linear interpolation on the held-out planes; "
                          "check it before use, or run --method auto")
     return lines
-
-
-def _se(ho: dict) -> str:
-    """`` ± SE`` of a held-out gain (its standard error over the planes), when known."""
-    se = ho.get("psnr_gain_se_db")
-    return f" ± {se:.2f}" if se else ""
 
 
 def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from ..heldout import planes_text, se_text
 from ..methods import method_label as _method_label
 
 log = logging.getLogger(__name__)
@@ -103,14 +104,11 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
     if isinstance(held, dict):
         gain = held.get("psnr_gain_db")
         sign = "+" if gain is not None and float(gain) > 0 else ""
-        n = held.get("n_planes", "?")
-        where = f"a slab of {n} consecutive" if held.get("slab") else n
-        parts.append(f"<b>Held-out check</b> on {where} lateral planes not used for "
+        parts.append(f"<b>Held-out check</b> on {planes_text(held)} lateral planes not used for "
                      f"training: PSNR {_f(held.get('psnr_method'), '.2f')} dB vs "
                      f"{_f(held.get('psnr_interp'), '.2f')} dB for interpolation "
-                     f"(<b>{sign}{_f(gain, '.2f')} dB</b>"
-                     + (f" ± {_f(held.get('psnr_gain_se_db'), '.2f')}" if held.get("psnr_gain_se_db") else "")
-                     + f"), SSIM gain {_f(held.get('ssim_gain'), '+.3f')}")
+                     f"(<b>{sign}{_f(gain, '.2f')} dB</b>{se_text(held)}), "
+                     f"SSIM gain {_f(held.get('ssim_gain'), '+.3f')}")
     if not parts:
         return ""
     head = f"<b>Quality report</b>{' — ' + method_label if method_label else ''}<br>"
