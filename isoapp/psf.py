@@ -22,13 +22,13 @@ import numpy as np
 from scipy import ndimage, signal
 
 from .errors import ConfigError, InputError
+from .fwhm import fwhm_profile
 
 log = logging.getLogger(__name__)
 
 FWHM_FACTOR = 2.0 * math.sqrt(2.0 * math.log(2.0))
 """FWHM / sigma of a Gaussian, ``2 sqrt(2 ln 2) ≈ 2.3548``."""
 
-PsfKind = Literal["widefield", "confocal", "two-photon", "light-sheet"]
 
 
 def fwhm_to_sigma(f: float) -> float:
@@ -100,125 +100,6 @@ def gaussian_psf_from_fwhm(
         raise ConfigError(f"voxel size must be positive, got {tuple(voxel_size)}")
     sigma = tuple(fwhm_to_sigma(f) / v for f, v in zip(fwhm_um, voxel_size, strict=True))
     return gaussian_psf(sigma, shape)
-
-
-def _optical_sigma_um(
-    kind: str,
-    *,
-    na: float,
-    wavelength_um: float,
-    refractive_index: float = 1.33,
-    excitation_wavelength_um: float | None = None,
-    sheet_na: float | None = None,
-) -> tuple[float, float]:
-    """(sigma_z, sigma_xy) in µm of the Gaussian approximations; see :func:`optical_psf`."""
-    n = float(refractive_index)
-    if not (na > 0 and np.isfinite(na)):
-        raise ConfigError(f"numerical aperture must be > 0, got {na}")
-    if na >= n:
-        raise ConfigError(f"numerical aperture {na} must be below the refractive index {n}")
-    if not (wavelength_um > 0 and np.isfinite(wavelength_um)):
-        raise ConfigError(f"wavelength must be > 0 µm, got {wavelength_um}")
-    if wavelength_um > 20:
-        raise ConfigError(f"wavelength {wavelength_um} looks like nanometres; give it in µm (e.g. 0.51)")
-
-    def widefield(lam: float) -> tuple[float, float]:
-        return 0.66 * lam * n / na**2, 0.21 * lam / na
-
-    def product(a: float, b: float) -> float:  # product of two Gaussians: 1/s^2 = 1/a^2 + 1/b^2
-        return a * b / math.sqrt(a * a + b * b)
-
-    if kind == "widefield":
-        return widefield(wavelength_um)
-    if kind == "confocal":
-        lam_ex = float(excitation_wavelength_um or wavelength_um)
-        (ez, exy), (dz, dxy) = widefield(lam_ex), widefield(wavelength_um)
-        return product(ez, dz), product(exy, dxy)
-    if kind == "two-photon":
-        lam_ex = float(excitation_wavelength_um or 2.0 * wavelength_um)
-        ez, exy = widefield(lam_ex)
-        return ez / math.sqrt(2.0), exy / math.sqrt(2.0)
-    if kind == "light-sheet":
-        if sheet_na is None or not sheet_na > 0 or sheet_na >= n:
-            raise ConfigError(f"a light-sheet PSF needs 0 < sheet_na < {n}, got {sheet_na}")
-        lam_ex = float(excitation_wavelength_um or wavelength_um)
-        dz, dxy = widefield(wavelength_um)
-        sheet = lam_ex / (2.0 * math.pi * float(sheet_na))
-        return product(dz, sheet), dxy
-    raise ConfigError(f"unknown PSF kind {kind!r}: use widefield, confocal, two-photon or light-sheet")
-
-
-def optical_fwhm(
-    kind: PsfKind,
-    *,
-    na: float,
-    wavelength_um: float,
-    refractive_index: float = 1.33,
-    excitation_wavelength_um: float | None = None,
-    sheet_na: float | None = None,
-) -> tuple[float, float]:
-    """Axial and lateral FWHM ``(fwhm_z, fwhm_xy)`` in µm of the Gaussian model of :func:`optical_psf`."""
-    sz, sxy = _optical_sigma_um(
-        kind, na=na, wavelength_um=wavelength_um, refractive_index=refractive_index,
-        excitation_wavelength_um=excitation_wavelength_um, sheet_na=sheet_na,
-    )
-    return sigma_to_fwhm(sz), sigma_to_fwhm(sxy)
-
-
-def optical_psf(
-    kind: PsfKind,
-    *,
-    na: float,
-    wavelength_um: float,
-    refractive_index: float = 1.33,
-    voxel_size: Sequence[float],
-    shape: tuple[int, int, int] | None = None,
-    excitation_wavelength_um: float | None = None,
-    sheet_na: float | None = None,
-) -> np.ndarray:
-    """A 3D Gaussian approximation of a microscope PSF, sampled at ``voxel_size`` (z, y, x) µm.
-
-    Uses the paraxial Gaussian approximations of Zhang, Zerubia & Olivo-Marin,
-    "Gaussian approximations of fluorescence microscope point-spread function models",
-    Appl. Opt. 46(10), 2007. With emission wavelength λ, excitation λ_ex, numerical aperture
-    NA and immersion refractive index n:
-
-    * ``widefield``: σ_xy = 0.21 λ / NA, σ_z = 0.66 n λ / NA².
-    * ``confocal`` (small pinhole): the product of the excitation and emission widefield
-      Gaussians, σ = σ_ex σ_em / sqrt(σ_ex² + σ_em²), i.e. σ_xy = 0.21 λ_ex λ / (NA sqrt(λ_ex² + λ²))
-      and σ_z = 0.66 n λ_ex λ / (NA² sqrt(λ_ex² + λ²)). λ_ex defaults to λ.
-    * ``two-photon``: the squared excitation PSF at λ_ex (no pinhole), σ = σ_widefield(λ_ex) / √2.
-      λ_ex defaults to 2 λ.
-    * ``light-sheet``: widefield detection laterally; axially the product of the detection
-      Gaussian and the sheet profile of a Gaussian beam with waist w0 = λ_ex / (π NA_sheet),
-      whose intensity has σ_sheet = w0 / 2 = λ_ex / (2π NA_sheet).
-
-    Parameters
-    ----------
-    kind
-        ``'widefield'``, ``'confocal'``, ``'two-photon'`` or ``'light-sheet'``.
-    na, wavelength_um, refractive_index
-        Detection NA, emission wavelength (µm) and immersion index.
-    voxel_size
-        Sampling ``(z, y, x)`` in µm.
-    shape
-        Kernel shape; default odd, 4 sigma on each side.
-    excitation_wavelength_um, sheet_na
-        Excitation wavelength (confocal, two-photon, light-sheet) and the sheet NA (light-sheet).
-
-    Returns
-    -------
-    np.ndarray
-        float32 ZYX kernel summing to 1.
-    """
-    sz, sxy = _optical_sigma_um(
-        kind, na=na, wavelength_um=wavelength_um, refractive_index=refractive_index,
-        excitation_wavelength_um=excitation_wavelength_um, sheet_na=sheet_na,
-    )
-    vs = tuple(float(v) for v in voxel_size)
-    if len(vs) != 3 or any(v <= 0 for v in vs):
-        raise ConfigError(f"voxel size must be three positive numbers (z, y, x) in µm, got {voxel_size}")
-    return gaussian_psf((sz / vs[0], sxy / vs[1], sxy / vs[2]), shape)
 
 
 # ----------------------------------------------------------------------------- measured PSFs
@@ -331,6 +212,25 @@ def psf_fwhm(psf: np.ndarray) -> tuple[float, ...]:
         m = (prof * r).sum() / prof.sum()
         var = (prof * (r - m) ** 2).sum() / prof.sum()
         out.append(sigma_to_fwhm(math.sqrt(max(var, 0.0))))
+    return tuple(out)
+
+
+def psf_core_fwhm(psf: np.ndarray) -> tuple[float, ...]:
+    """FWHM per axis in pixels of the PSF's core: Gaussian fits to the lines through its peak.
+
+    Unlike :func:`psf_fwhm` (second moments of the marginals) it ignores what lies outside the
+    core: a widefield PSF's defocus haze keeps the same energy in every plane, so its axial
+    marginal is nearly flat and its second moment grows with the kernel's extent. Falls back to
+    :func:`psf_fwhm` on an axis whose fit fails.
+    """
+    a = np.clip(np.asarray(psf, dtype=np.float64), 0.0, None)
+    peak = np.unravel_index(int(np.argmax(a)), a.shape)
+    moments = psf_fwhm(a)
+    out = []
+    for ax in range(a.ndim):
+        line = np.moveaxis(a, ax, -1)[tuple(np.delete(np.asarray(peak), ax))]
+        f = fwhm_profile(line) if line.size >= 5 else float("nan")
+        out.append(f if np.isfinite(f) and 0 < f < line.size else moments[ax])
     return tuple(out)
 
 

@@ -95,7 +95,9 @@ def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np
     if spec.kind == "optical":
         opts = dict(spec.optics or {})
         kind = opts.pop("kind", "widefield")
-        return psfmod.optical_psf(kind, voxel_size=iso, **opts)
+        from .optics import optical_psf
+
+        return optical_psf(kind, voxel_size=iso, **opts)
     fwhm = spec.fwhm_um if spec.kind == "gaussian" and spec.fwhm_um else (2 * dz, 2 * dy, 2 * dx)
     if spec.kind == "nyquist":
         log.info("assuming a Nyquist-sampled Gaussian PSF with FWHM %.3g x %.3g x %.3g µm (z, y, x)", *fwhm)
@@ -103,8 +105,8 @@ def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np
 
 
 def psf_axial_sigma(psf_iso: np.ndarray) -> float:
-    """The axial blur beyond the lateral one of a 3D PSF (Gaussian sigma, lateral pixels)."""
-    fz, fy, fx = psfmod.psf_fwhm(psf_iso)
+    """The axial blur beyond the lateral one of a 3D PSF (Gaussian sigma, lateral pixels), from its core's FWHMs."""
+    fz, fy, fx = psfmod.psf_core_fwhm(psf_iso)
     sz, sxy = psfmod.fwhm_to_sigma(fz), psfmod.fwhm_to_sigma(0.5 * (fy + fx))
     return float(np.sqrt(max(sz * sz - sxy * sxy, 0.0)))
 
@@ -133,9 +135,11 @@ def resolve_degradation(xn: np.ndarray, spec: PSFSpec, psf_iso: np.ndarray | Non
                         noise_gain=est.noise_gain if est else 0.0, noise_offset=est.noise_offset if est else 0.0,
                         noise_source="estimated" if est else "none")
     if est is not None and est.axial_sigma_px > 0 and not 0.5 <= sigma / est.axial_sigma_px <= 2.0:
+        haze = ("; large objects under a widefield PSF's defocus haze also look more blurred than its core"
+                if est.axial_sigma_px > sigma else "")
         log.warning("the PSF you gave has an axial blur of sigma %.2f px beyond the lateral one, but the stack "
                     "looks blurred by sigma %.2f px (estimated from its own planes); check the PSF and the voxel "
-                    "size", sigma, est.axial_sigma_px)
+                    "size%s", sigma, est.axial_sigma_px, haze)
     return model
 
 

@@ -63,6 +63,10 @@ BAD_CASES = {
     "nan": ({}, [], "NaN"),
     "same_output": ({}, ["SAME"], "input"),
     "incompatible_model": ({}, ["--model", "BADMODEL"], "model"),
+    "optics_kind": ({}, ["--method", "rl", "--psf-optics", "spinning,na=1.0,wavelength=0.52"], "microscope kind"),
+    "optics_missing": ({}, ["--method", "rl", "--psf-optics", "widefield,na=1.0"], "needs wavelength="),
+    "optics_na": ({}, ["--method", "rl", "--psf-optics", "widefield,na=1.5,wavelength=0.52"], "refractive index"),
+    "optics_nm": ({}, ["--method", "rl", "--psf-optics", "confocal,na=1.2,wavelength=520"], "in µm"),
 }
 
 

@@ -10,14 +10,13 @@ import tifffile
 from scipy import ndimage, signal
 
 from isoapp.errors import ConfigError, InputError
+from isoapp.optics import optical_fwhm, optical_psf
 from isoapp.psf import (
     fwhm_to_sigma,
     gaussian_psf,
     gaussian_psf_from_fwhm,
     isonet_kernels,
     load_psf,
-    optical_fwhm,
-    optical_psf,
     prepare_psf,
     psf_fwhm,
     resample_psf_isotropic,
@@ -70,7 +69,7 @@ def test_optical_psf_widefield_formula_and_orderings():
     wz, wxy = optical_fwhm("widefield", na=0.8, wavelength_um=lam, refractive_index=n)
     assert lxy == pytest.approx(wxy) and lz < wz
     vs = (0.1, 0.05, 0.05)
-    psf = optical_psf("widefield", na=na, wavelength_um=lam, refractive_index=n, voxel_size=vs)
+    psf = optical_psf("widefield", na=na, wavelength_um=lam, refractive_index=n, voxel_size=vs, model="gaussian")
     mz, my, mx = psf_fwhm(psf)
     assert mz * vs[0] == pytest.approx(fz, rel=0.02)
     assert mx * vs[2] == pytest.approx(fxy, rel=0.02)

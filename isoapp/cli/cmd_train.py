@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, OutputError
-from .cmd_restore import add_method_options, parse_params, psf_spec
+from .cmd_restore import add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
 
 
@@ -27,10 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="isonet", help="method id (default isonet); --methods lists them")
     p.add_argument("--factor", type=float, help="anisotropy factor F = dz/dxy (default: from the voxel size)")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in µm")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--psf", metavar="FILE", help="measured 3D PSF (bead) stack")
-    g.add_argument("--psf-fwhm", type=float, nargs=3, metavar=("Z", "Y", "X"), help="Gaussian PSF FWHM in µm")
-    g.add_argument("--psf-nyquist", action="store_true", help="assume a Gaussian PSF of FWHM 2 voxels per axis")
+    add_psf_options(p)
     p.add_argument("--dataset", help="HDF5/Zarr dataset path inside the input file")
     p.add_argument("--train-budget-mb", type=float, default=384.0, metavar="MB",
                    help="memory for the region the method trains on (default 384)")

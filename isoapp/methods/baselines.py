@@ -13,7 +13,7 @@ from ..degrade import upsample
 from ..engine.context import RunContext
 from ..engine.events import ProgressEvent
 from ..errors import Cancelled
-from ..psf import psf_on_input_grid
+from ..psf import psf_core_fwhm, psf_on_input_grid
 from .base import Method, TimeModel, register
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,18 @@ class RichardsonLucy(Method):
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
         return self._deconvolve_then_interpolate(vol, psf_on_input_grid(self.psf, self.factor), 0, ctx)
 
-    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray:
-        """The same on ``(N, m, W)`` planes, along rows, with the PSF's axial profile on the input grid.
+    def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
+        """The same on ``(N, m, W)`` planes, along rows, for a z-only PSF; None for a PSF with lateral extent.
 
-        For a z-only PSF (the stack's estimated blur) this is exactly what :meth:`predict` does to
-        each xz/yz column; a full 3D PSF also deconvolves laterally in :meth:`predict`, which single
-        planes cannot show.
+        For a z-only PSF (the stack's estimated blur) this is exactly what :meth:`predict` does to each
+        xz/yz column. A PSF with lateral extent (the user's) also makes :meth:`predict` deconvolve
+        laterally and remove the defocus haze of other planes; held-out lateral planes cannot show that,
+        since their own reference carries both, so there is no check then.
         """
+        if psf_core_fwhm(self.psf)[1] >= 1.0:
+            log.info("held-out check not run for rl with this PSF: it deconvolves laterally (and removes the "
+                     "haze of other planes), which held-out lateral planes cannot show")
+            return None
         axial = psf_on_input_grid(self.psf, self.factor).sum(axis=(1, 2))
         return self._deconvolve_then_interpolate(samples, (axial / axial.sum())[None, :, None], 1, ctx)
 
