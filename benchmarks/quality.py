@@ -11,7 +11,8 @@ A benchmark, not a unit test (see docs/QUALITY.md). Cases:
   re-blurred along z by the best Gaussian (sigma 0 to 3 planes) before the PSNR.
 
 Methods: isoapp's (library API, ``fast`` preset, no PSF given, as a new user would), optionally
-``isonet:truepsf`` (phantoms: the true PSF) and the peer ``csbdeep`` (CSBDeep's IsotropicCARE in
+``METHOD:truepsf`` (phantoms: the true PSF), ``METHOD:optics`` (optical phantoms: isoapp's own
+optical PSF model from the phantom's nominal NA, wavelengths and immersion) and the peer ``csbdeep`` (CSBDeep's IsotropicCARE in
 its own venv, see ``peer_setup.sh``; same training budget as IsoNet: steps x batch x patch).
 
 Metric: PSNR after an affine min-MSE fit of the output to the reference on a border-cropped
@@ -205,6 +206,8 @@ def run_isoapp(name: str, case: dict, args) -> tuple[np.ndarray, dict]:
     psf = None
     if variant == "truepsf":
         psf = true_psf_spec(case)
+    elif variant == "optics":
+        psf = optics_psf_spec(case)
     kw = {}
     if method != "auto":
         b = budget(method, case["factor"], args.steps_scale)
@@ -216,6 +219,18 @@ def run_isoapp(name: str, case: dict, args) -> tuple[np.ndarray, dict]:
         if isinstance(r.info.get(key), dict):
             info[key] = info["info"][key]
     return np.asarray(r.volume.data, np.float32), info
+
+
+def optics_psf_spec(case: dict) -> dict:
+    """What a user who knows the objective would give: isoapp's optical model at the phantom's nominal optics."""
+    kind = case["params"].get("psf")
+    if kind not in ("widefield", "confocal"):
+        raise ValueError("a microscope model exists for the widefield and confocal phantoms only")
+    o = ip.WIDEFIELD if kind == "widefield" else ip.CONFOCAL
+    optics = {"kind": kind, "na": o["na"], "wavelength_um": o["em_wavelength_um"], "refractive_index": o["n_immersion"]}
+    if "ex_wavelength_um" in o:
+        optics["excitation_wavelength_um"] = o["ex_wavelength_um"]
+    return {"kind": "optical", "optics": optics}
 
 
 def true_psf_spec(case: dict) -> dict:
@@ -387,7 +402,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small matrix (~15 min on 1 core): 6 phantoms + 2 real "
                     "stacks, fast presets with steps x 0.5, methods " + ",".join(QUICK_METHODS))
     ap.add_argument("--cases", default="*", help="comma-separated globs on case names (e.g. 'nuclei-*,real-*')")
-    ap.add_argument("--methods", default=None, help="comma-separated: isoapp methods, isonet:truepsf, csbdeep")
+    ap.add_argument("--methods", default=None, help="comma-separated: isoapp methods, METHOD:truepsf, METHOD:optics, csbdeep")
     ap.add_argument("--out", default="quality-out")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", default=str(REPO.parent / "shared/data"), help="folder of the real stacks")
@@ -456,8 +471,10 @@ def main(argv=None) -> int:
         for m in methods:
             if m in row and "psnr" in row[m]:
                 continue
-            if real and m.endswith(":truepsf"):
-                continue  # no true PSF for a real stack
+            if real and m.endswith((":truepsf", ":optics")):
+                continue  # no true PSF or nominal optics for a real stack
+            if m.endswith(":optics") and case["params"].get("psf") not in ("widefield", "confocal"):
+                continue  # a Gaussian phantom has no optics
             t0 = time.perf_counter()
             try:
                 if m == "csbdeep":
