@@ -44,12 +44,40 @@ from .psf import gaussian_psf, sigma_to_fwhm
 log = logging.getLogger(__name__)
 
 PsfKind = Literal["widefield", "confocal", "two-photon", "light-sheet"]
+KINDS: tuple[str, ...] = PsfKind.__args__  # type: ignore[attr-defined]
+#: the words of an optics spec (``--psf-optics``, napari) and the :func:`optical_psf` arguments they set
+OPTICS_KEYS = {"na": "na", "wavelength": "wavelength_um", "n": "refractive_index",
+               "excitation": "excitation_wavelength_um", "sheet_na": "sheet_na", "pinhole": "pinhole_au"}
 
 #: points per voxel and axis at which the PSF is evaluated (their mean is the voxel's value)
 SUPERSAMPLE = 3
 #: the largest kernel half-edge (voxels) a default shape may take along any axis
 MAX_HALF = 64
 N_THETA = 400
+
+
+def parse_optics(text: str, what: str = "the optics") -> dict:
+    """``"KIND,na=..,wavelength=..[,n=..]..."`` as :func:`optical_psf` keyword arguments (with ``kind``).
+
+    ConfigError, naming ``what`` (e.g. ``--psf-optics``), saying what is wrong and giving an example.
+    """
+    kind, *pairs = [t.strip() for t in str(text).split(",")]
+    example = f"e.g. {kind if kind in KINDS else 'widefield'},na=1.0,wavelength=0.52,n=1.33"
+    if kind not in KINDS:
+        raise ConfigError(f"{what} starts with the microscope kind ({', '.join(KINDS)}), got {kind!r}; {example}")
+    optics: dict = {"kind": kind}
+    for pair in pairs:
+        key, eq, value = (t.strip() for t in pair.partition("="))
+        if not eq or key not in OPTICS_KEYS:
+            raise ConfigError(f"{what}: {pair!r} is not one of {', '.join(k + '=' for k in OPTICS_KEYS)}; {example}")
+        try:
+            optics[OPTICS_KEYS[key]] = float(value)
+        except ValueError:
+            raise ConfigError(f"{what}: {key} needs a number, got {value!r}; {example}") from None
+    missing = [k for k in ("na", "wavelength") if OPTICS_KEYS[k] not in optics]
+    if missing:
+        raise ConfigError(f"{what} needs {' and '.join(k + '=' for k in missing)}; {example}")
+    return optics
 
 
 def debye_field(r_um: np.ndarray, z_um: float, na: float, wavelength_um: float, n: float) -> np.ndarray:
@@ -71,7 +99,7 @@ def _radial_psf(z_um: np.ndarray, r_um: np.ndarray, na: float, wavelength_um: fl
 
 def _check(kind: str, na: float, wavelength_um: float, n: float, sheet_na: float | None) -> None:
     """ConfigError, saying what to give, for optics no objective has."""
-    if kind not in ("widefield", "confocal", "two-photon", "light-sheet"):
+    if kind not in KINDS:
         raise ConfigError(f"unknown PSF kind {kind!r}: use widefield, confocal, two-photon or light-sheet")
     if not (np.isfinite(na) and na > 0):
         raise ConfigError(f"numerical aperture must be > 0, got {na}")

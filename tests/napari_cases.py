@@ -102,3 +102,18 @@ def test_real_stack_from_shared_data(widget, qtbot):
     _wait(qtbot, w)
     assert w.restored.data.shape[0] == int(np.floor((vol.shape[0] - 1) * F + 1e-9)) + 1, time.time() - t
     np.testing.assert_allclose(w.restored.scale, (vol.voxel_size[0] / F, *vol.voxel_size[1:]))
+
+
+def test_optical_psf_from_the_optics_line(widget, qtbot):
+    viewer, w = widget
+    w.method.value = "rl"
+    w.psf_kind.value = "optical"
+    assert not w.psf_optics.native.isHidden() and w.psf_fwhm.native.isHidden()
+    n = len(viewer.layers)
+    w.psf_optics.value = "widefield,na=1.0"  # no wavelength: refused in the status line, nothing started
+    w.run()
+    assert w.worker is None and "needs wavelength=" in w.status.text() and len(viewer.layers) == n
+    w.psf_optics.value = "widefield,na=1.0,wavelength=0.52,n=1.33"
+    w.run()
+    _wait(qtbot, w)
+    assert w.restored is not None and "rl" in w.restored.name, w.status.text()

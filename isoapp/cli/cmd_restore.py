@@ -115,8 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-OPTICS_KEYS = {"na": "na", "wavelength": "wavelength_um", "n": "refractive_index",
-               "excitation": "excitation_wavelength_um", "sheet_na": "sheet_na", "pinhole": "pinhole_au"}
 OPTICS_HELP = ("KIND,na=NA,wavelength=UM[,n=INDEX][,excitation=UM][,sheet_na=NA][,pinhole=AU]: the diffraction PSF "
                "of an ideal objective; KIND is widefield, confocal, two-photon or light-sheet, wavelengths in µm, "
                "e.g. widefield,na=1.0,wavelength=0.52,n=1.33")
@@ -132,33 +130,13 @@ def add_psf_options(p: argparse.ArgumentParser) -> None:
                    help="assume a Gaussian PSF of FWHM 2 voxels per axis (default: estimate the blur from the stack)")
 
 
-def parse_optics(text: str) -> dict:
-    """``--psf-optics`` as the optics of an optical PSFSpec; ConfigError saying what is wrong."""
-    kind, *pairs = [t.strip() for t in text.split(",")]
-    if kind not in ("widefield", "confocal", "two-photon", "light-sheet"):
-        raise ConfigError(f"--psf-optics starts with the microscope kind (widefield, confocal, two-photon or "
-                          f"light-sheet), got {kind!r}; e.g. widefield,na=1.0,wavelength=0.52")
-    optics: dict = {"kind": kind}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or key.strip() not in OPTICS_KEYS:
-            raise ConfigError(f"--psf-optics: {pair!r} is not one of {', '.join(k + '=' for k in OPTICS_KEYS)}")
-        try:
-            optics[OPTICS_KEYS[key.strip()]] = float(value)
-        except ValueError:
-            raise ConfigError(f"--psf-optics: {key.strip()} needs a number, got {value!r}") from None
-    missing = [k for k in ("na", "wavelength") if OPTICS_KEYS[k] not in optics]
-    if missing:
-        raise ConfigError(f"--psf-optics needs {' and '.join(k + '=' for k in missing)}; e.g. "
-                          f"{kind},na=1.0,wavelength=0.52")
-    return optics
-
-
 def psf_spec(args: argparse.Namespace) -> dict:
     if getattr(args, "psf", None):
         return {"kind": "file", "path": str(Path(args.psf))}
     if getattr(args, "psf_optics", None):
-        return {"kind": "optical", "optics": parse_optics(args.psf_optics)}
+        from ..optics import parse_optics
+
+        return {"kind": "optical", "optics": parse_optics(args.psf_optics, "--psf-optics")}
     if getattr(args, "psf_fwhm", None):
         return {"kind": "gaussian", "fwhm_um": tuple(args.psf_fwhm)}
     if getattr(args, "psf_nyquist", False):

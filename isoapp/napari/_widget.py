@@ -15,13 +15,22 @@ import threading
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBox, TupleEdit, create_widget
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    SpinBox,
+    TupleEdit,
+    create_widget,
+)
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 log = logging.getLogger(__name__)
 
-PSF_KINDS = ("auto", "gaussian", "file")
+PSF_KINDS = ("auto", "gaussian", "optical", "file")
 
 
 class _Relay(QObject):
@@ -88,11 +97,14 @@ class RestoreWidget(QWidget):
         self.psf_kind = ComboBox(label="PSF", choices=list(PSF_KINDS), value="auto")
         self.psf_fwhm = TupleEdit(label="FWHM z y x (µm)", value=(1.0, 0.3, 0.3),
                                   options={"min": 0.0, "max": 1000.0, "step": 0.01})
+        self.psf_optics = LineEdit(label="optics", value="widefield,na=1.0,wavelength=0.52,n=1.33",
+                                   tooltip="KIND,na=NA,wavelength=UM[,n=INDEX][,excitation=UM][,sheet_na=NA]"
+                                           "[,pinhole=AU]: the diffraction PSF of an ideal objective")
         self.psf_file = FileEdit(label="PSF file", mode="r")
         self.factor = FloatSpinBox(label="factor (dz/dxy)", min=1.0, max=64.0, step=0.01, value=1.0)
         self.steps = SpinBox(label="steps (0: preset)", min=0, max=1_000_000, value=0)
         self.form = Container(widgets=[self.layer, self.method, self.preset, self.psf_kind, self.psf_fwhm,
-                                       self.psf_file, self.factor, self.steps])
+                                       self.psf_optics, self.psf_file, self.factor, self.steps])
         self.run_button = QPushButton("Restore")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -141,12 +153,17 @@ class RestoreWidget(QWidget):
         uses_psf = get_method(self.method.value).uses_psf if self.method.value else False
         self.psf_kind.visible = uses_psf
         self.psf_fwhm.visible = uses_psf and self.psf_kind.value == "gaussian"
+        self.psf_optics.visible = uses_psf and self.psf_kind.value == "optical"
         self.psf_file.visible = uses_psf and self.psf_kind.value == "file"
 
     def psf_spec(self) -> dict:
         kind = self.psf_kind.value
         if kind == "gaussian":
             return {"kind": "gaussian", "fwhm_um": tuple(float(v) for v in self.psf_fwhm.value)}
+        if kind == "optical":
+            from ..optics import parse_optics
+
+            return {"kind": "optical", "optics": parse_optics(self.psf_optics.value, "optics")}
         if kind == "file":
             return {"kind": "file", "path": str(self.psf_file.value)}
         return {"kind": "auto"}
@@ -155,6 +172,8 @@ class RestoreWidget(QWidget):
     def run(self) -> None:
         """Start restoring the selected layer in a thread worker."""
         from napari.qt.threading import create_worker
+
+        from ..errors import ConfigError
 
         layer = self.layer.value
         if self.worker is not None:
@@ -170,13 +189,18 @@ class RestoreWidget(QWidget):
         if factor <= 1.0:
             self._say("the factor is 1: set the layer's scale to its voxel size (z, y, x) or type the factor")
             return
+        try:
+            psf = self.psf_spec()
+        except ConfigError as exc:
+            self._say(str(exc))
+            return
         scale = tuple(float(v) for v in layer.scale)
         self._stop.clear()
         self.progress.setRange(0, 0)
         self._say(f"restoring {layer.name} with {self.method.value} (x{factor:.4g})")
         method = self.method.value
         worker = create_worker(restore_job, layer.data, scale, layer.name, method, self.preset.value,
-                               factor, self.psf_spec(), self.steps.value or None,
+                               factor, psf, self.steps.value or None,
                                self._relay.event.emit, self._stop.is_set, _progress=False, _start_thread=False,
                                _connect={"returned": lambda res, src=layer: self._on_done(res, src, method, factor),
                                          "errored": self._on_error, "finished": self._on_finished})
