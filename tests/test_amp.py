@@ -226,7 +226,8 @@ class CountingScaler(torch.amp.GradScaler):
 
 # the fast preset trains no discriminators (adversarial weight 0); at 0.1 they and their optimiser are back
 TINY_OT = {"n_filters": 4, "depth": 1, "blur_channels": 4, "disc_filters": 4, "disc_layers": 2, "n_projections": 2,
-           "max_projection_depth": 4, "tile": 48, "overlap": 8, "adversarial_weight": 0.1}
+           "max_projection_depth": 4, "tile": 48, "overlap": 8, "adversarial_weight": 0.1,
+           "cycle_weight": 10.0}
 
 
 @pytest.mark.parametrize(("method", "optimisers", "kw"), [

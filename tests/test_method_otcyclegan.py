@@ -20,10 +20,10 @@ from isoapp.restore import normalize, restore
 
 torch.set_num_threads(1)
 
-# over the fast preset; the discriminators stay in (weight 0.1) so that their training, saving and resuming
-# are exercised: the balanced and quality presets use them
+# over the fast preset; the discriminators (weight 0.1) and the cycle (weight 10) stay in so that their
+# training, saving and resuming are exercised: the balanced and quality presets use them
 TINY = {"n_filters": 4, "depth": 1, "blur_channels": 4, "disc_filters": 4, "disc_layers": 2, "n_projections": 2,
-        "max_projection_depth": 4, "tile": 48, "overlap": 8, "adversarial_weight": 0.1}
+        "max_projection_depth": 4, "tile": 48, "overlap": 8, "adversarial_weight": 0.1, "cycle_weight": 10.0}
 # Park's form of F (a narrow start, learned from the first step) without lateral self-supervision
 PARK = {**TINY, "blur_init_axial": "sigma", "blur_freeze": 0.0, "lambda_lateral": 0.0}
 TRAIN = {"patch_size": 16, "checkpoint_every": 2, "preview_every": 0}
@@ -128,6 +128,19 @@ def test_no_discriminators_at_adversarial_weight_zero(tubes, tmp_path):
     assert "D" not in ckpt["state"] and "G" in ckpt["state"]
     resumed = _run(tubes, steps=4, params=params, work_dir=tmp_path, resume=True)
     np.testing.assert_allclose(resumed.volume.data, full.volume.data, rtol=1e-5, atol=1e-5)
+
+
+def test_lateral_self_supervision_alone_skips_the_cycle(tubes):
+    """With the cycle and the adversarial losses off, G learns from the lateral pairs only: the real crop's
+    cycle is not computed (nor reported), and a configuration that would train nothing is refused."""
+    params = {**TINY, "adversarial_weight": 0.0, "cycle_weight": 0.0, "lambda_lateral": 30.0}
+    events = []
+    r = _run(tubes, steps=3, params=params, emit=events.append)
+    logs = [e.extra for e in events if isinstance(e, ProgressEvent) and e.stage == "otcyclegan"]
+    assert logs and all("cycle" not in x and x["lateral"] > 0 for x in logs)
+    assert np.abs(r.volume.data - restore(tubes.degraded, "linear").volume.data).max() > 0  # G trained
+    with pytest.raises(ConfigError, match="nothing would train G"):
+        _run(tubes, steps=1, params={**params, "lambda_lateral": 0.0})
 
 
 def _cycle_error(method, ph) -> float:

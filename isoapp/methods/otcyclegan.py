@@ -29,14 +29,19 @@ Departures from the paper, each a parameter (Park's form in brackets):
 * ``lambda_lateral`` [0]: lateral self-supervision. Crops turned so that a sharp lateral axis lies
   along z are blurred by ``F`` and sampled as acquired; ``G`` must restore them.
 * ``adversarial_weight`` [1]: the weight of ``G``'s adversarial losses.
+* ``cycle_weight`` [10]: the weight of the cycle loss.
 
-The fast preset uses the last two, with ``F`` held at the stack's blur estimate and the adversarial
-weight at 0 (no discriminators are built): in a few hundred CPU steps the discriminators hardly
-learn, and the cycle is exact for ``G = F = identity`` (an interpolated stack is its own
-resampling), so a free ``F`` shrinks and ``G`` stays near identity; the adversarial losses then
-make ``G`` invent structure (rows of beads at full weight, a band of nuclei on a thin real stack
-at 0.1). Because ``F`` is linear its impulse response is
-the PSF it holds (``F`` alone, without ``R``); it is saved with the model, and its FWHM is reported
+The fast preset keeps only the lateral self-supervision, with ``F`` held at the stack's axial
+blur estimate (its lateral sigma at the 0.3-voxel floor, next to none) and neither cycle nor discriminators (none are built; the real
+crop's cycle is not computed): in a few hundred CPU steps the discriminators hardly learn, and
+the cycle is exact for ``G = F = identity`` (an interpolated stack is its own resampling), so a
+free ``F`` shrinks and ``G`` stays near identity; with ``F`` fixed the cycle still held ``G`` near
+the identity on some stacks, and the adversarial losses made ``G`` invent structure (rows of
+beads at full weight, a band of nuclei on a thin real stack at 0.1). The turned crops carry the
+stack's real axial blur along y, which the stack's own orientation does not: a 2D IsoNet sees
+its training distribution at inference, this 3D ``G`` does not.
+
+Because ``F`` is linear its impulse response is the PSF it holds (``F`` alone, without ``R``); it is saved with the model, and its FWHM is reported
 next to the stack's blur estimate (:meth:`report`). Inference runs ``G`` over overlapping 3D
 sub-volumes (Park: 120 voxel dice, 15 voxel overlap) with linear blending, optionally followed by
 histogram matching to the input.
@@ -134,6 +139,8 @@ class OTCycleGANParams(BaseModel):
         if self.max_projection_depth < self.min_projection_depth:
             raise ValueError(f"max_projection_depth ({self.max_projection_depth}) is below min_projection_depth "
                              f"({self.min_projection_depth})")
+        if not (self.cycle_weight or self.adversarial_weight or self.lambda_lateral):
+            raise ValueError("cycle_weight, adversarial_weight and lambda_lateral are all 0: nothing would train G")
         if self.tile < 2 * self.overlap + 2**self.depth:
             raise ValueError(f"tile {self.tile} leaves no core after an overlap of {self.overlap} on both sides; "
                              "use a larger tile or a smaller overlap")
@@ -151,18 +158,20 @@ class OTCycleGAN(Method):
     dims = 3
     heldout_check = heldout_slab = True  # a held-out slab, turned as the lateral pairs are (y along z)
     menu_rank = 30
-    time_model = TimeModel(s_per_step=1.1, s_per_voxel=9.3e-7, width_param="n_filters")
+    # fast preset, one torch thread on the shared 2-core reference: 0.23 s per step without the cycle (0.36 s with
+    # it, 2 threads; session 8, membranes-confocal-20ph of benchmarks/quality.py, 33 x 96 x 96 at F 4)
+    time_model = TimeModel(s_per_step=0.25, s_per_voxel=9.3e-7, width_param="n_filters")
     presets = {
         "fast": {"train": {"steps": 400, "batch_size": 1, "patch_size": 32, "lr": 2e-3, "schedule": "cosine",
                            "checkpoint_every": 100, "preview_every": 100, "val_every": 100},
                  "params": {"n_filters": 8, "depth": 2, "norm": False, "blur_channels": 8, "disc_filters": 16,
                             "disc_layers": 3, "n_projections": 4, "tile": 128, "overlap": 16,
-                            "blur_init_axial": "spectral", "blur_init_sigma": 0.5, "blur_freeze": 1.0,
-                            "lambda_lateral": 30.0, "adversarial_weight": 0.0},
-                 "note": "not Park et al.'s recipe and not a GAN: G learns from lateral self-supervision through a "
-                         "blur F held at the stack's estimated axial blur (lambda_lateral 30, 20x Park's learning "
-                         "rate) and from the cycle through F; no discriminators; nets and crops are small enough "
-                         "for a laptop CPU",
+                            "blur_init_axial": "spectral", "blur_init_sigma": 0.0, "blur_freeze": 1.0,
+                            "lambda_lateral": 30.0, "adversarial_weight": 0.0, "cycle_weight": 0.0},
+                 "note": "not Park et al.'s recipe, neither a GAN nor a cycle: a 3D U-Net G learns only from lateral "
+                         "self-supervision, crops turned so that a sharp lateral axis lies along z and blurred by F "
+                         "held at the stack's estimated axial blur (20x Park's learning rate); nets and crops are "
+                         "small enough for a laptop CPU",
                  "provenance": {
                      "sizes (8-filter G without norm, 8-wide F, 32^3 judged crops, 4 MIPs)": "chosen for a 2-core "
                          "CPU: 0.65 s per step (session 3, bench_otcyclegan.py --threads 2)",
@@ -177,7 +186,16 @@ class OTCycleGAN(Method):
                          "+0.50 -> +0.42, ovule +0.81 -> +0.56; the same cases' phantoms through restore(params="
                          "{'adversarial_weight': w}), seed 0, 1 thread: membranes-confocal-20ph +0.05 -> +1.41, "
                          "nuclei-widefield-20ph +1.09 -> +1.18, filaments-gauss-20ph +0.01 -> +0.01 (G stalls at "
-                         "the identity in both); arabidopsis k3 (2 threads) -0.78 -> -0.82"}},
+                         "the identity in both); arabidopsis k3 (2 threads) -0.78 -> -0.82",
+                     "cycle_weight 0 and F without lateral blur (blur_init_sigma 0)": "the same real cases through "
+                         "restore(params=...), seed 0, 1 thread, steps 200, dB over linear, the preset before -> "
+                         "after (session 8): arabidopsis k3 -0.82 -> -1.04, k4 -0.12 -> +0.09, vessels k3 +1.19 -> "
+                         "+1.26, k4 +1.13 -> +1.09, brain nuclei k3 +0.45 -> +0.24, k4 +0.42 -> +0.27, ovule k3 "
+                         "+0.61 -> +1.95, k4 +0.56 -> +2.09, tribolium k3 -0.05 -> +0.02, k4 -0.06 -> +0.00 (before: "
+                         "2 threads); phantoms at 20 photons, seeds 0 / 1 / 2: membranes-confocal +3.81 / +2.99 / "
+                         "+4.10 (before, seed 0: +1.41), nuclei-widefield +1.21 / +1.43 / +1.61 (+1.18), "
+                         "filaments-gauss +5.19 / +5.12 / +3.91 (+0.01: G stalled at the identity). With F's lateral "
+                         "blur G also sharpened the stack laterally; with the cycle, G stalled near the identity"}},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,
@@ -381,6 +399,7 @@ class OTCycleGAN(Method):
         G, Fn = self.nets["G"].to(dev), self.nets["F"].to(dev)
         # the discriminators act on G only through the adversarial losses: at weight 0 they are not built
         use_d = p.adversarial_weight > 0
+        use_cycle = p.cycle_weight > 0 or use_d  # without either, G(x) of the real crop is never judged
         D = self._discriminators(min(cz - 2 * m, c)).to(dev) if use_d else torch.nn.ModuleDict()
         self._disc_params = sum(q.numel() for q in D.parameters())
         log.info("otcyclegan: G %d, F %d, discriminators %d parameters; crops %dx%dx%d%s",
@@ -494,15 +513,16 @@ class OTCycleGAN(Method):
             x_c = x[:, :, m:cz - m] if m else x  # the planes the (resampled) reconstruction is judged on
             depth = int(rng.integers(min_depth, max_depth + 1))
             Fn.requires_grad_(i >= p.blur_freeze * cfg.steps)
-            _, rec, fakes, recs = forward(x, mats, depth)
             # ---- generators: G and F together (one optimiser), discriminators frozen
-            adv_x = adv_y = torch.zeros((), device=dev)
+            adv_x = adv_y = cyc = torch.zeros((), device=dev)
+            if use_cycle:
+                _, rec, fakes, recs = forward(x, mats, depth)
+                cyc = nnf.l1_loss(rec.float(), x_c)
             if use_d:
                 D.requires_grad_(False)
                 with ctx.autocast():
                     adv_x = adversarial(scores("X", fakes), True)
                     adv_y = adversarial(scores("Y", recs), True)
-            cyc = nnf.l1_loss(rec.float(), x_c)
             warm = p.cycle_warmup * cfg.steps
             loss_g = p.adversarial_weight * (adv_x + adv_y) + lam * (min(1.0, (i + 1) / warm) if warm else 1.0) * cyc
             lat = lateral(x) if p.lambda_lateral else None
@@ -510,7 +530,7 @@ class OTCycleGAN(Method):
                 loss_g = loss_g + p.lambda_lateral * lat
             optimizer_step(loss_g, opt_g, scaler_g)
             sched_g.step()
-            out = {"loss": loss_g.item(), "cycle": cyc.item(), "lr": sched_g.get_last_lr()[0],
+            out = {"loss": loss_g.item(), "lr": sched_g.get_last_lr()[0], **({"cycle": cyc.item()} if use_cycle else {}),
                    **({} if lat is None else {"lateral": lat.item()})}
             if use_d:
                 loss_d = update_d(x, x_c, fakes, recs, depth)
