@@ -187,15 +187,17 @@ class OTCycleGAN(Method):
                          "{'adversarial_weight': w}), seed 0, 1 thread: membranes-confocal-20ph +0.05 -> +1.41, "
                          "nuclei-widefield-20ph +1.09 -> +1.18, filaments-gauss-20ph +0.01 -> +0.01 (G stalls at "
                          "the identity in both); arabidopsis k3 (2 threads) -0.78 -> -0.82",
-                     "cycle_weight 0 and F without lateral blur (blur_init_sigma 0)": "the same real cases through "
-                         "restore(params=...), seed 0, 1 thread, steps 200, dB over linear, the preset before -> "
-                         "after (session 8): arabidopsis k3 -0.82 -> -1.04, k4 -0.12 -> +0.09, vessels k3 +1.19 -> "
-                         "+1.26, k4 +1.13 -> +1.09, brain nuclei k3 +0.45 -> +0.24, k4 +0.42 -> +0.27, ovule k3 "
-                         "+0.61 -> +1.95, k4 +0.56 -> +2.09, tribolium k3 -0.05 -> +0.02, k4 -0.06 -> +0.00 (before: "
-                         "2 threads); phantoms at 20 photons, seeds 0 / 1 / 2: membranes-confocal +3.81 / +2.99 / "
-                         "+4.10 (before, seed 0: +1.41), nuclei-widefield +1.21 / +1.43 / +1.61 (+1.18), "
-                         "filaments-gauss +5.19 / +5.12 / +3.91 (+0.01: G stalled at the identity). With F's lateral "
-                         "blur G also sharpened the stack laterally; with the cycle, G stalled near the identity"}},
+                     "cycle_weight 0 and F without lateral blur (blur_init_sigma 0)": "benchmarks/quality.py "
+                         "--threads 1 --size 96 --steps-scale 0.5 --cases 'real-*' --methods linear,otcyclegan, dB "
+                         "over linear, the preset before (2 threads) -> after (session 8): arabidopsis k3 -0.82 -> "
+                         "-0.78, k4 -0.12 -> +0.09, vessels k3 +1.19 -> +1.59, k4 +1.13 -> +1.09, brain nuclei k3 "
+                         "+0.45 -> +0.38, k4 +0.42 -> +0.27, ovule k3 +0.61 -> +1.95, k4 +0.56 -> +2.09, tribolium "
+                         "k3 -0.05 -> +0.02, k4 -0.06 -> +0.00; the same recipe through restore(params=...) gave "
+                         "arabidopsis k3 -1.04 and vessels k3 +1.26 (run-to-run spread); phantoms at 20 photons, "
+                         "seeds 0 / 1 / 2: membranes-confocal +3.81 / +2.99 / +4.10 (before, seed 0: +1.41), "
+                         "nuclei-widefield +1.21 / +1.43 / +1.61 (+1.18), filaments-gauss +5.19 / +5.12 / +3.91 "
+                         "(+0.01: G stalled at the identity). With F's lateral blur G also sharpened the stack "
+                         "laterally; with the cycle, G stalled near the identity"}},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,
