@@ -249,3 +249,10 @@ def test_method_panel_shows_how_a_preset_departs_from_its_paper_and_the_psf_defa
     assert panel.psf_spec() == {"kind": "nyquist"}
     assert panel.psf_stack.count() == panel.psf_kind.count()
     assert "2 z steps" in panel.psf_stack.currentWidget().text()
+    panel.psf_kind.setCurrentIndex(panel.psf_kind.findData("optical"))
+    panel.optics_kind.setCurrentText("confocal")
+    panel.excitation.setValue(0.488)
+    panel.pinhole.setValue(0.7)
+    assert panel.psf_spec() == {"kind": "optical", "optics": {
+        "kind": "confocal", "na": 1.0, "wavelength_um": 0.52, "refractive_index": 1.33,
+        "excitation_wavelength_um": 0.488, "pinhole_au": pytest.approx(0.7)}}

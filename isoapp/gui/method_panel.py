@@ -159,7 +159,7 @@ class MethodPanel(QWidget):
         for w in (self.method, self.preset, self.device, self.psf_kind, self.optics_kind):
             w.currentIndexChanged.connect(self._changed)
         for w in (self.factor, self.steps, self.seed, self.na, self.wavelength, self.ri, self.sheet_na,
-                  *self.fwhm):
+                  self.excitation, self.pinhole, *self.fwhm):
             w.valueChanged.connect(self._changed)
         for sb in self.voxel:
             sb.valueChanged.connect(self._voxel_edited)
@@ -212,16 +212,22 @@ class MethodPanel(QWidget):
         self.wavelength = _spin(0.2, 2.0, 0.52, 3, 0.01)
         self.ri = _spin(1.0, 1.6, 1.33, 3, 0.01)
         self.sheet_na = _spin(0.01, 1.0, 0.1, 3, 0.01)
+        self.excitation = _spin(0.0, 2.0, 0.0, 3, 0.01)
+        self.pinhole = _spin(0.0, 10.0, 1.0, 2, 0.1)
         self.optics_kind.setToolTip("the kind of microscope, for a computed PSF")
         self.na.setToolTip("numerical aperture of the objective")
         self.wavelength.setToolTip("emission wavelength in µm")
         self.ri.setToolTip("refractive index of the immersion medium")
         self.sheet_na.setToolTip("numerical aperture of the light sheet (light-sheet only)")
+        self.excitation.setToolTip("excitation wavelength in µm (0: the emission's; two-photon: twice it)")
+        self.pinhole.setToolTip("pinhole diameter in Airy units (confocal only; 0: a point pinhole)")
         o.addRow("Microscope", self.optics_kind)
         o.addRow("NA", self.na)
         o.addRow("Emission λ (µm)", self.wavelength)
         o.addRow("Refractive index", self.ri)
         o.addRow("Sheet NA", self.sheet_na)
+        o.addRow("Excitation λ (µm)", self.excitation)
+        o.addRow("Pinhole (AU)", self.pinhole)
         self.psf_stack.addWidget(ow)
         fw = QWidget(box)
         f = QHBoxLayout(fw)
@@ -342,6 +348,10 @@ class MethodPanel(QWidget):
                       "wavelength_um": self.wavelength.value(), "refractive_index": self.ri.value()}
             if optics["kind"] == "light-sheet":
                 optics["sheet_na"] = self.sheet_na.value()
+            if self.excitation.value() > 0:
+                optics["excitation_wavelength_um"] = self.excitation.value()
+            if optics["kind"] == "confocal":
+                optics["pinhole_au"] = self.pinhole.value()
             return {"kind": "optical", "optics": optics}
         if kind == "file":
             return {"kind": "file", "path": self.psf_path.text().strip() or None}
@@ -455,7 +465,7 @@ class MethodPanel(QWidget):
                 "device": self.device.currentText(), "seed": self.seed.value(), "params": self.params.text(),
                 "psf_kind": self.psf_kind.currentIndex(), "optics": self.optics_kind.currentText(),
                 "na": self.na.value(), "wavelength": self.wavelength.value(), "ri": self.ri.value(),
-                "psf_path": self.psf_path.text()}
+                "excitation": self.excitation.value(), "pinhole": self.pinhole.value(), "psf_path": self.psf_path.text()}
 
     def restore_state(self, state: dict[str, Any]) -> None:
         try:
@@ -473,6 +483,8 @@ class MethodPanel(QWidget):
             self.na.setValue(float(state.get("na", 1.0)))
             self.wavelength.setValue(float(state.get("wavelength", 0.52)))
             self.ri.setValue(float(state.get("ri", 1.33)))
+            self.excitation.setValue(float(state.get("excitation", 0.0)))
+            self.pinhole.setValue(float(state.get("pinhole", 1.0)))
             self.psf_path.setText(str(state.get("psf_path", "")))
         except (TypeError, ValueError) as exc:
             log.warning("ignoring saved method settings: %s", exc)
