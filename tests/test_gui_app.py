@@ -250,7 +250,10 @@ def test_method_panel_shows_how_a_preset_departs_from_its_paper_and_the_psf_defa
     assert panel.psf_stack.count() == panel.psf_kind.count()
     assert "2 z steps" in panel.psf_stack.currentWidget().text()
     panel.psf_kind.setCurrentIndex(panel.psf_kind.findData("optical"))
+    panel.optics_kind.setCurrentText("widefield")
+    assert panel.pinhole.isHidden() and panel.sheet_na.isHidden() and panel.excitation.isHidden()
     panel.optics_kind.setCurrentText("confocal")
+    assert not panel.pinhole.isHidden() and panel.sheet_na.isHidden() and not panel.excitation.isHidden()
     panel.excitation.setValue(0.488)
     panel.pinhole.setValue(0.7)
     assert panel.psf_spec() == {"kind": "optical", "optics": {

@@ -228,6 +228,9 @@ class MethodPanel(QWidget):
         o.addRow("Sheet NA", self.sheet_na)
         o.addRow("Excitation λ (µm)", self.excitation)
         o.addRow("Pinhole (AU)", self.pinhole)
+        self._optics_form = o
+        self.optics_kind.currentTextChanged.connect(self._optics_rows)
+        self._optics_rows(self.optics_kind.currentText())
         self.psf_stack.addWidget(ow)
         fw = QWidget(box)
         f = QHBoxLayout(fw)
@@ -249,6 +252,12 @@ class MethodPanel(QWidget):
         lay.addWidget(self.psf_kind)
         lay.addWidget(self.psf_stack)
         return box
+
+    def _optics_rows(self, kind: str) -> None:
+        """Show only the optics fields this kind of microscope uses."""
+        for field, kinds in ((self.sheet_na, ("light-sheet",)), (self.pinhole, ("confocal",)),
+                             (self.excitation, ("confocal", "two-photon", "light-sheet"))):
+            self._optics_form.setRowVisible(field, kind in kinds)
 
     def _psf_page(self, index: int) -> None:
         """Show one PSF page; hidden pages take no room (a stacked widget sizes to its largest)."""
