@@ -12,8 +12,8 @@ A benchmark, not a unit test (see docs/QUALITY.md). Cases:
 
 Methods: isoapp's (library API, ``fast`` preset, no PSF given, as a new user would), optionally
 ``METHOD:truepsf`` (phantoms: the true PSF), ``METHOD:optics`` (optical phantoms: isoapp's own
-optical PSF model from the phantom's nominal NA, wavelengths and immersion) and the peer ``csbdeep`` (CSBDeep's IsotropicCARE in
-its own venv, see ``peer_setup.sh``; same training budget as IsoNet: steps x batch x patch).
+optical PSF model from the phantom's nominal NA, wavelengths and immersion) and the peer
+``csbdeep`` (CSBDeep's IsotropicCARE in its own venv, see ``peer_setup.sh``; same training budget as IsoNet: steps x batch x patch).
 
 Metric: PSNR after an affine min-MSE fit of the output to the reference on a border-cropped
 region, and SSIM (scikit-image) of the fitted output. Gains are over isoapp's ``linear``.
@@ -402,7 +402,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small matrix (~15 min on 1 core): 6 phantoms + 2 real "
                     "stacks, fast presets with steps x 0.5, methods " + ",".join(QUICK_METHODS))
     ap.add_argument("--cases", default="*", help="comma-separated globs on case names (e.g. 'nuclei-*,real-*')")
-    ap.add_argument("--methods", default=None, help="comma-separated: isoapp methods, METHOD:truepsf, METHOD:optics, csbdeep")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated: isoapp methods, METHOD:truepsf, METHOD:optics, csbdeep")
     ap.add_argument("--out", default="quality-out")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", default=str(REPO.parent / "shared/data"), help="folder of the real stacks")

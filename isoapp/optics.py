@@ -30,7 +30,6 @@ of their own size too.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -38,10 +37,9 @@ from typing import Literal
 import numpy as np
 from scipy import special
 
+from .degrade import fft_convolve
 from .errors import ConfigError
-from .psf import gaussian_psf, sigma_to_fwhm
-
-log = logging.getLogger(__name__)
+from .psf import fwhm_to_sigma, gaussian_psf, sigma_to_fwhm
 
 PsfKind = Literal["widefield", "confocal", "two-photon", "light-sheet"]
 KINDS: tuple[str, ...] = PsfKind.__args__  # type: ignore[attr-defined]
@@ -113,6 +111,13 @@ def _check(kind: str, na: float, wavelength_um: float, n: float, sheet_na: float
         raise ConfigError(f"a light-sheet PSF needs 0 < sheet_na < {n}, got {sheet_na}")
 
 
+def _voxels(voxel_size: Sequence[float]) -> tuple[float, float, float]:
+    vs = tuple(float(v) for v in voxel_size)
+    if len(vs) != 3 or not all(v > 0 for v in vs):
+        raise ConfigError(f"voxel size must be three positive numbers (z, y, x) in µm, got {voxel_size}")
+    return vs  # type: ignore[return-value]
+
+
 def default_shape(kind: str, na: float, wavelength_um: float, n: float, voxel_size: Sequence[float],
                   excitation_wavelength_um: float | None = None) -> tuple[int, int, int]:
     """An odd kernel shape that holds the PSF's core and the haze that matters to deconvolution.
@@ -140,16 +145,12 @@ def _supersampled(n_vox: int, step: float, s: int) -> np.ndarray:
     return (c[:, None] + off[None, :]).ravel()
 
 
-def _pinhole_blur(h: np.ndarray, radius_um: float, dy: float, dx: float) -> np.ndarray:
-    """``h`` (z, y, x) convolved laterally with a uniform disk of ``radius_um`` (sum-preserving)."""
+def _pinhole_disk(radius_um: float, dy: float, dx: float) -> np.ndarray:
+    """A uniform disk of ``radius_um`` on a ``dy x dx`` grid (each pixel its covered share), summing to 1."""
     ry, rx = math.ceil(radius_um / dy) + 1, math.ceil(radius_um / dx) + 1
     yy, xx = np.meshgrid(_supersampled(2 * ry + 1, dy, 5), _supersampled(2 * rx + 1, dx, 5), indexing="ij")
     disk = (yy**2 + xx**2 <= radius_um**2).astype(float).reshape(2 * ry + 1, 5, 2 * rx + 1, 5).mean(axis=(1, 3))
-    if disk.sum() == 0:
-        return h
-    from scipy.signal import fftconvolve
-
-    return np.clip(fftconvolve(h, disk[None] / disk.sum(), mode="same", axes=(1, 2)), 0, None)
+    return disk / disk.sum() if disk.sum() > 0 else np.ones((1, 1))
 
 
 def debye_psf(kind: str, *, na: float, wavelength_um: float, refractive_index: float = 1.33,
@@ -182,9 +183,7 @@ def debye_psf(kind: str, *, na: float, wavelength_um: float, refractive_index: f
     """
     n = float(refractive_index)
     _check(kind, na, wavelength_um, n, sheet_na)
-    vs = tuple(float(v) for v in voxel_size)
-    if len(vs) != 3 or any(not v > 0 for v in vs):
-        raise ConfigError(f"voxel size must be three positive numbers (z, y, x) in µm, got {voxel_size}")
+    vs = _voxels(voxel_size)
     lam_ex = float(excitation_wavelength_um or (2.0 * wavelength_um if kind == "two-photon" else wavelength_um))
     shape = shape or default_shape(kind, na, wavelength_um, n, vs, lam_ex)
     if len(shape) != 3 or any(s < 1 or s % 2 == 0 for s in shape):
@@ -198,7 +197,8 @@ def debye_psf(kind: str, *, na: float, wavelength_um: float, refractive_index: f
 
     em = _radial_psf(z, r_grid, na, wavelength_um, n) if kind != "two-photon" else None
     ex = _radial_psf(z, r_grid, na, lam_ex, n) if kind in ("confocal", "two-photon") else None
-    ph = 0.5 * pinhole_au * 1.22 * wavelength_um / na if kind == "confocal" and pinhole_au > 0 else 0.0
+    disk = (_pinhole_disk(0.5 * pinhole_au * 1.22 * wavelength_um / na, vs[1] / s, vs[2] / s)
+            if kind == "confocal" and pinhole_au > 0 else None)
     sheet = lam_ex / (2.0 * math.pi * float(sheet_na)) if kind == "light-sheet" else 0.0  # type: ignore[arg-type]
     h = np.zeros(shape, np.float64)
     for i in range(len(z)):  # one supersampled plane at a time: memory stays at a plane's points
@@ -206,8 +206,8 @@ def debye_psf(kind: str, *, na: float, wavelength_um: float, refractive_index: f
             plane = np.interp(r, r_grid, ex[i]) ** 2  # type: ignore[index]
         else:
             plane = np.interp(r, r_grid, em[i])  # type: ignore[index]
-            if ph:
-                plane = _pinhole_blur(plane[None], ph, vs[1] / s, vs[2] / s)[0]
+            if disk is not None:  # the emission PSF as the pinhole sees it
+                plane = np.clip(fft_convolve(plane, disk, boundary="constant"), 0, None)
             if ex is not None:
                 plane = plane * np.interp(r, r_grid, ex[i])
             if sheet:
@@ -217,43 +217,6 @@ def debye_psf(kind: str, *, na: float, wavelength_um: float, refractive_index: f
 
 
 # ------------------------------------------------------------------ the Gaussian model, and the front door
-def _optical_sigma_um(
-    kind: str,
-    *,
-    na: float,
-    wavelength_um: float,
-    refractive_index: float = 1.33,
-    excitation_wavelength_um: float | None = None,
-    sheet_na: float | None = None,
-) -> tuple[float, float]:
-    """(sigma_z, sigma_xy) in µm of the Gaussian approximations; see :func:`optical_psf`."""
-    n = float(refractive_index)
-    _check(kind, na, wavelength_um, n, sheet_na)
-
-    def widefield(lam: float) -> tuple[float, float]:
-        return 0.66 * lam * n / na**2, 0.21 * lam / na
-
-    def product(a: float, b: float) -> float:  # product of two Gaussians: 1/s^2 = 1/a^2 + 1/b^2
-        return a * b / math.sqrt(a * a + b * b)
-
-    if kind == "widefield":
-        return widefield(wavelength_um)
-    if kind == "confocal":
-        lam_ex = float(excitation_wavelength_um or wavelength_um)
-        (ez, exy), (dz, dxy) = widefield(lam_ex), widefield(wavelength_um)
-        return product(ez, dz), product(exy, dxy)
-    if kind == "two-photon":
-        lam_ex = float(excitation_wavelength_um or 2.0 * wavelength_um)
-        ez, exy = widefield(lam_ex)
-        return ez / math.sqrt(2.0), exy / math.sqrt(2.0)
-    if kind == "light-sheet":
-        lam_ex = float(excitation_wavelength_um or wavelength_um)
-        dz, dxy = widefield(wavelength_um)
-        sheet = lam_ex / (2.0 * math.pi * float(sheet_na))  # type: ignore[arg-type]
-        return product(dz, sheet), dxy
-    raise AssertionError(kind)  # _check knows the kinds
-
-
 def optical_fwhm(
     kind: PsfKind,
     *,
@@ -264,10 +227,28 @@ def optical_fwhm(
     sheet_na: float | None = None,
 ) -> tuple[float, float]:
     """Axial and lateral FWHM ``(fwhm_z, fwhm_xy)`` in µm of the Gaussian model of :func:`optical_psf`."""
-    sz, sxy = _optical_sigma_um(
-        kind, na=na, wavelength_um=wavelength_um, refractive_index=refractive_index,
-        excitation_wavelength_um=excitation_wavelength_um, sheet_na=sheet_na,
-    )
+    n = float(refractive_index)
+    _check(kind, na, wavelength_um, n, sheet_na)
+
+    def widefield(lam: float) -> tuple[float, float]:  # (sigma_z, sigma_xy)
+        return 0.66 * lam * n / na**2, 0.21 * lam / na
+
+    def product(a: float, b: float) -> float:  # product of two Gaussians: 1/s^2 = 1/a^2 + 1/b^2
+        return a * b / math.sqrt(a * a + b * b)
+
+    if kind == "widefield":
+        sz, sxy = widefield(wavelength_um)
+    elif kind == "confocal":
+        lam_ex = float(excitation_wavelength_um or wavelength_um)
+        (ez, exy), (dz, dxy) = widefield(lam_ex), widefield(wavelength_um)
+        sz, sxy = product(ez, dz), product(exy, dxy)
+    elif kind == "two-photon":
+        ez, exy = widefield(float(excitation_wavelength_um or 2.0 * wavelength_um))
+        sz, sxy = ez / math.sqrt(2.0), exy / math.sqrt(2.0)
+    else:  # light-sheet (_check knows the kinds)
+        lam_ex = float(excitation_wavelength_um or wavelength_um)
+        dz, sxy = widefield(wavelength_um)
+        sz = product(dz, lam_ex / (2.0 * math.pi * float(sheet_na)))  # type: ignore[arg-type]
     return sigma_to_fwhm(sz), sigma_to_fwhm(sxy)
 
 
@@ -333,11 +314,8 @@ def optical_psf(
                          sheet_na=sheet_na, pinhole_au=pinhole_au)
     if model != "gaussian":
         raise ConfigError(f"unknown optical PSF model {model!r}: use debye or gaussian")
-    sz, sxy = _optical_sigma_um(
-        kind, na=na, wavelength_um=wavelength_um, refractive_index=refractive_index,
-        excitation_wavelength_um=excitation_wavelength_um, sheet_na=sheet_na,
-    )
-    vs = tuple(float(v) for v in voxel_size)
-    if len(vs) != 3 or any(v <= 0 for v in vs):
-        raise ConfigError(f"voxel size must be three positive numbers (z, y, x) in µm, got {voxel_size}")
+    fz, fxy = optical_fwhm(kind, na=na, wavelength_um=wavelength_um, refractive_index=refractive_index,
+                           excitation_wavelength_um=excitation_wavelength_um, sheet_na=sheet_na)
+    vs = _voxels(voxel_size)
+    sz, sxy = fwhm_to_sigma(fz), fwhm_to_sigma(fxy)
     return gaussian_psf((sz / vs[0], sxy / vs[1], sxy / vs[2]), shape)

@@ -474,7 +474,8 @@ class MethodPanel(QWidget):
                 "device": self.device.currentText(), "seed": self.seed.value(), "params": self.params.text(),
                 "psf_kind": self.psf_kind.currentIndex(), "optics": self.optics_kind.currentText(),
                 "na": self.na.value(), "wavelength": self.wavelength.value(), "ri": self.ri.value(),
-                "excitation": self.excitation.value(), "pinhole": self.pinhole.value(), "psf_path": self.psf_path.text()}
+                "excitation": self.excitation.value(), "pinhole": self.pinhole.value(),
+                "psf_path": self.psf_path.text()}
 
     def restore_state(self, state: dict[str, Any]) -> None:
         try:

@@ -32,16 +32,18 @@ Departures from the paper, each a parameter (Park's form in brackets):
 * ``cycle_weight`` [10]: the weight of the cycle loss.
 
 The fast preset keeps only the lateral self-supervision, with ``F`` held at the stack's axial
-blur estimate (its lateral sigma at the 0.3-voxel floor, next to none) and neither cycle nor discriminators (none are built; the real
-crop's cycle is not computed): in a few hundred CPU steps the discriminators hardly learn, and
-the cycle is exact for ``G = F = identity`` (an interpolated stack is its own resampling), so a
-free ``F`` shrinks and ``G`` stays near identity; with ``F`` fixed the cycle still held ``G`` near
-the identity on some stacks, and the adversarial losses made ``G`` invent structure (rows of
-beads at full weight, a band of nuclei on a thin real stack at 0.1). The turned crops carry the
-stack's real axial blur along y, which the stack's own orientation does not: a 2D IsoNet sees
-its training distribution at inference, this 3D ``G`` does not.
+blur estimate (its lateral sigma at the 0.3-voxel floor, next to none) and neither cycle nor
+discriminators (none are built; the real crop's cycle is not computed): in a few hundred CPU
+steps the discriminators hardly learn, and the cycle is exact for ``G = F = identity`` (an
+interpolated stack is its own resampling), so a free ``F`` shrinks and ``G`` stays near
+identity; with ``F`` fixed the cycle still held ``G`` near the identity on some stacks, and the
+adversarial losses made ``G`` invent structure (rows of beads at full weight, a band of nuclei on
+a thin real stack at 0.1). The turned crops carry the stack's real axial blur along y, which the
+stack's own orientation does not: a 2D IsoNet sees its training distribution at inference, this
+3D ``G`` does not.
 
-Because ``F`` is linear its impulse response is the PSF it holds (``F`` alone, without ``R``); it is saved with the model, and its FWHM is reported
+Because ``F`` is linear its impulse response is the PSF it holds (``F`` alone, without ``R``); it
+is saved with the model, and its FWHM is reported
 next to the stack's blur estimate (:meth:`report`). Inference runs ``G`` over overlapping 3D
 sub-volumes (Park: 120 voxel dice, 15 voxel overlap) with linear blending, optionally followed by
 histogram matching to the input.
@@ -532,8 +534,8 @@ class OTCycleGAN(Method):
                 loss_g = loss_g + p.lambda_lateral * lat
             optimizer_step(loss_g, opt_g, scaler_g)
             sched_g.step()
-            out = {"loss": loss_g.item(), "lr": sched_g.get_last_lr()[0], **({"cycle": cyc.item()} if use_cycle else {}),
-                   **({} if lat is None else {"lateral": lat.item()})}
+            out = {"loss": loss_g.item(), "lr": sched_g.get_last_lr()[0],
+                   **({"cycle": cyc.item()} if use_cycle else {}), **({} if lat is None else {"lateral": lat.item()})}
             if use_d:
                 loss_d = update_d(x, x_c, fakes, recs, depth)
                 d_state["sched_d"].step()
