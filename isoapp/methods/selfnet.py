@@ -17,9 +17,10 @@ pattern, which real axial planes keep, so the discriminator rewards blurring too
 tubes phantom it learned about 2/3 of the true axial sigma). In both orders the cycle's domain A
 is what ``G_B`` must give back: the sharp lateral crop (physical) or its sampled version (paper).
 
-By default ``G_A`` is a learned non-negative, mirror-symmetric blur kernel (``learn_blur``; an
-optional residual U-Net after it, ``blur_net``, covers degradations a convolution cannot
-express), and its losses add a spectral term (``lambda_spectral``; after Durall et al., CVPR
+By default ``G_A`` is a learned non-negative, mirror-symmetric blur kernel (``learn_blur``),
+separable and falling off from its centre (``blur_shape``; :class:`~isoapp.nets.selfnet.BlurThenNet`
+says why). An optional residual U-Net after it (``blur_net``) covers degradations a convolution
+cannot express. Its losses add a spectral term (``lambda_spectral``; after Durall et al., CVPR
 2020): the L1 distance between the batch's axial/lateral log power-spectrum ratio
 (:func:`~isoapp.spectral.axial_log_spectrum`) of synthetic axial crops and the same statistic
 of many real axial crops. The object's own spectrum cancels in that ratio, so it measures the
@@ -95,6 +96,9 @@ class SelfNetParams(BaseModel):
                                                "residual U-Net (False: a plain residual U-Net generator)")
     blur_net: bool = Field(False, description="with learn_blur: follow the learned blur by a residual U-Net (for "
                                               "degradations a convolution cannot express)")
+    blur_shape: Literal["unimodal", "free"] = Field(
+        "unimodal", description="unimodal: the learned blur is separable and falls off from its centre, as a "
+        "microscope's does; free: one non-negative weight per tap (can learn combs a z step apart)")
     blur_extent: float = Field(4.0, gt=0, le=16, description="half-height of the learned blur kernel in "
                                                               "z steps (rows = 2 * ceil(extent * F) + 1)")
     blur_lr_factor: float = Field(20.0, gt=0, description="learning-rate multiplier of the blur kernel")
@@ -155,7 +159,7 @@ class SelfNet(PlaneWiseMethod):
         p = self.params
         self.nets = {
             "G_A": (BlurThenNet(2 * math.ceil(p.blur_extent * self.factor) + 1, 5, p.gen_filters, p.gen_depth,
-                                p.blur_net)
+                                p.blur_net, shape=p.blur_shape)
                     if p.learn_blur else make_generator(p.gen_filters, p.gen_depth)),  # lateral -> synthetic axial
             "G_B": make_generator(p.gen_filters, p.gen_depth),   # axial -> lateral-like
             "D_A": PatchDiscriminator(p.disc_filters, p.disc_layers),

@@ -42,20 +42,46 @@ class BlurThenNet(nn.Module):
     strided PatchGAN discriminators with high-frequency patterns instead of blurring). The U-Net
     adds what a convolution cannot (noise, non-linear effects); ``with_net=False`` leaves the
     learned shift-invariant blur alone. No PSF is given to it.
+
+    ``shape="unimodal"`` (default) makes the kernel separable, each profile non-increasing away from
+    the centre (a sum of centred boxes with non-negative weights), as a microscope's extra blur is.
+    The losses only see the blurred crop at the sampled rows, so an unconstrained kernel
+    (``shape="free"``, one weight per tap) can put its weight on taps a whole z step away (a comb) or
+    keep a flat floor over all taps, which the sampled rows cannot tell apart from a blur but which
+    DeblurNet then learns to undo. Both start as the identity up to a floor of ``floor`` per weight.
     """
 
-    def __init__(self, rows: int, cols: int = 5, n_filters: int = 8, depth: int = 2, with_net: bool = True) -> None:
+    def __init__(self, rows: int, cols: int = 5, n_filters: int = 8, depth: int = 2, with_net: bool = True,
+                 shape: str = "unimodal", floor: float | None = None) -> None:
         super().__init__()
+        if shape not in ("unimodal", "free"):
+            raise ValueError(f"shape must be 'unimodal' or 'free', not {shape!r}")
         rows, cols = rows | 1, cols | 1
-        w = torch.full((rows, cols), 0.01)
-        w[rows // 2, cols // 2] = 1.0
+        self.shape = shape
+        self.rows, self.cols = rows, cols
+        if shape == "free":
+            w = torch.full((rows, cols), 0.01 if floor is None else floor)
+            w[rows // 2, cols // 2] = 1.0
+        else:  # box weights: half-widths 0..rows//2, then 0..cols//2
+            w = torch.full((rows // 2 + 1 + cols // 2 + 1,), 1e-5 if floor is None else floor)
+            w[0] = w[rows // 2 + 1] = 1.0
         self.kernel_logits = nn.Parameter(torch.log(torch.expm1(w)))  # softplus^-1
         self.net = make_generator(n_filters, depth) if with_net else nn.Identity()
         self.divisor = getattr(self.net, "divisor", 1)
 
+    @staticmethod
+    def _boxes(w: torch.Tensor) -> torch.Tensor:
+        """A symmetric, non-increasing profile from box weights: ``p[t] = sum(w[|t|:])``."""
+        tail = torch.flip(torch.cumsum(torch.flip(w, [0]), 0), [0])
+        return torch.cat([torch.flip(tail[1:], [0]), tail])
+
     def kernel(self) -> torch.Tensor:
         k = nnf.softplus(self.kernel_logits)
-        k = 0.25 * (k + k.flip(0) + k.flip(1) + k.flip(0, 1))  # centred: no learnable shift
+        if self.shape == "unimodal":
+            h = self.rows // 2 + 1
+            k = self._boxes(k[:h])[:, None] * self._boxes(k[h:])[None, :]
+        else:
+            k = 0.25 * (k + k.flip(0) + k.flip(1) + k.flip(0, 1))  # centred: no learnable shift
         return k / k.sum()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
