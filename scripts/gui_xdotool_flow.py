@@ -229,8 +229,14 @@ def run_phase(phase: str, out: Path, tmp: Path) -> int:
         finally:
             result["events"] = events
 
-    threading.Thread(target=drive, daemon=True).start()
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
     app.exec()
+    # the driver thread may still hold `gui` when the app quits: let it finish, then stop the QTimer here,
+    # in the thread that owns it (a QTimer destroyed in the driver thread makes Qt print "killTimer:
+    # Timers cannot be stopped from another thread" at exit)
+    driver.join(timeout=30)
+    gui.timer.stop()
     if "error" in result:
         print("FAILED:", result["error"], file=sys.stderr)
         return 1
