@@ -35,6 +35,14 @@ def test_hover_readout_keys_wheel_and_zoom(window, stack_tif, qtbot):
     text = ov.hover("xy", 10 * 0.2 + 0.05, 30 * 0.2 + 0.05)  # x=10, y=30 px
     assert "y=30 x=10 px" in text and "(3.60, 6.10, 2.10 µm)" in text
     assert f"value {float(data[4, 30, 10]):.5g}" in text and "mouse" in ov.status.text()
+    # the status keeps two lines, values before positions (a narrow Compare panel clips line ends), and
+    # its height does not change with the mouse, so hovering never re-lays out the views
+    first, second = ov.status.text().split("\n")
+    z, y, x = ov.cursor
+    assert first.startswith(f"cursor z={z} y={y} x={x} = {float(data[z, y, x]):.4g}") and second.startswith("mouse")
+    height = ov.status.height()
+    ov.hover("xy", -5.0, -5.0)  # off the image: no mouse readout
+    assert ov.status.text().count("\n") == 1 and "mouse" not in ov.status.text() and ov.status.height() == height
     assert f"max {float(data[:, 30, 10].max()):.5g}" in ov.hover("mip", 2.05, 6.05)
     # keys: arrows, < > and PageUp/PageDown step the plane of the last view used (XY -> z)
     z0 = ov.cursor[0]

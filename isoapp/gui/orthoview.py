@@ -154,7 +154,8 @@ class OrthoView(DisplayMixin, QWidget):
         self.channel.setVisible(False)
         self.channel_label.setVisible(False)
         self.status = QLabel("no image", self)
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.status.setFixedHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status.setToolTip("cursor, and under the mouse: position in pixels and µm, and the value")
         outer = QVBoxLayout(self)
@@ -322,8 +323,8 @@ class OrthoView(DisplayMixin, QWidget):
                 src = self.planes()
                 value = float({"xy": src["xy"][y, x], "xz": src["xz"][z, x], "yz": src["yz"][y, z]}[plane])
                 what, zt = "value", f"z={z}"
-            self.hover_text = (f"{zt} y={y} x={x} px  ({(z + 0.5) * dz:.2f}, {(y + 0.5) * dy:.2f}, "
-                               f"{(x + 0.5) * dx:.2f} µm)  {what} {value:.5g}")
+            self.hover_text = (f"{zt} y={y} x={x} px  {what} {value:.5g}  ({(z + 0.5) * dz:.2f}, "
+                               f"{(y + 0.5) * dy:.2f}, {(x + 0.5) * dx:.2f} µm)")
         self._update_status()
         return self.hover_text
 
@@ -332,10 +333,12 @@ class OrthoView(DisplayMixin, QWidget):
             return
         z, y, x = self.cursor
         zc, yc, xc = self.cursor_physical()
-        cursor = f"cursor z={z} y={y} x={x} ({zc:.2f}, {yc:.2f}, {xc:.2f} µm) = {float(self.data[z, y, x]):.4g}"
-        hover = f"   |   mouse {self.hover_text}" if self.hover_text else ""
-        self.status.setText(cursor + hover + f"   |   voxel {self.voxel[0]:g} x {self.voxel[1]:g} x "
-                            f"{self.voxel[2]:g} µm")
+        # two lines, values before positions: a narrow panel (Compare, side by side) clips the ends of
+        # the lines, and the line count never changes, so moving the mouse never re-lays out the views
+        cursor = f"cursor z={z} y={y} x={x} = {float(self.data[z, y, x]):.4g}  ({zc:.2f}, {yc:.2f}, {xc:.2f} µm)"
+        voxel = f"voxel {self.voxel[0]:g} x {self.voxel[1]:g} x {self.voxel[2]:g} µm"
+        second = f"mouse {self.hover_text}   |   {voxel}" if self.hover_text else voxel
+        self.status.setText(f"{cursor}\n{second}")
 
     # ------------------------------------------------------------------ keys, fitting
     def _split(self) -> None:
