@@ -96,6 +96,18 @@ def test_progress_text_fits_its_bar(window):
     assert bar.text() == "done"
 
 
+def test_voxel_sizes_fit_their_boxes_on_a_laptop_screen(window, qtbot):
+    """At 1366 x 768 the method dock is narrow; the voxel boxes (four decimals) have no arrow buttons,
+    so the whole number shows (it was cut to '0.100(' with them)."""
+    window.resize(1366 - 16, 768 - 64)
+    window.show()
+    qtbot.waitExposed(window)
+    for sb in window.method_panel.voxel:
+        sb.setValue(0.1234)
+        edit = sb.lineEdit()
+        assert edit.fontMetrics().horizontalAdvance(edit.text()) <= edit.contentsRect().width(), edit.text()
+
+
 def test_view_titles_fit_their_quadrants(qtbot):
     from isoapp.gui.orthoview import OrthoView
     from isoapp.volume import Volume

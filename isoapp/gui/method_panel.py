@@ -8,6 +8,7 @@ from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Signal
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -88,6 +89,9 @@ class MethodPanel(QWidget):
         for axis, sb in zip("zyx", self.voxel, strict=True):
             sb.setToolTip(f"voxel size along {axis} in µm (from the file; edit it for uncalibrated stacks)")
             sb.setKeyboardTracking(False)
+            # typed, not stepped: without arrow buttons four decimals fit the narrow dock of a 1366-px screen
+            # (the arrow keys and the wheel still step it)
+            sb.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
             vrow.addWidget(QLabel(axis, self))
             vrow.addWidget(sb, 1)
         self.voxel_note = QLabel(self)
@@ -172,8 +176,6 @@ class MethodPanel(QWidget):
     def _compact(self) -> None:
         """Explicit small minimum widths (a spin box's own hint fits its whole range): the panel then
         fits a narrow dock on a 1366-px screen instead of being cut at the right."""
-        from PySide6.QtWidgets import QAbstractSpinBox
-
         for w in self.findChildren(QAbstractSpinBox):
             w.setMinimumWidth(56)
         for w in self.findChildren(QLineEdit):
