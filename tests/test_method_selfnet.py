@@ -138,8 +138,8 @@ def test_deblurnet_learns_and_changes_the_output():
                 train={"patch_size": 48, "batch_size": 4, "preview_every": 0})
     lin = restore(ph.degraded, "linear", device="cpu").volume.data
     hist = r.method.loss_history
-    first, last = hist["e1_stage2"], hist["e1_stage2"]
-    assert np.mean(last[-10:]) < 0.8 * np.mean(first[:5]), (first[:5], last[-10:])
+    loss = hist["e1_stage2"]
+    assert np.mean(loss[-10:]) < 0.8 * np.mean(loss[:5]), (loss[:5], loss[-10:])
     rel = np.linalg.norm(r.volume.data - lin) / np.linalg.norm(lin)
     assert rel > 0.03, rel
     p_sn = compute_metrics(ph.gt_iso.data, r.volume.data)["psnr"]
