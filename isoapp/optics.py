@@ -196,7 +196,9 @@ def debye_psf(kind: str, *, na: float, wavelength_um: float, refractive_index: f
     r_grid = np.linspace(0.0, float(r.max()) + 1e-9, max(64, math.ceil(r.max() / (min(vs[1:]) / (2 * s))) + 2))
 
     em = _radial_psf(z, r_grid, na, wavelength_um, n) if kind != "two-photon" else None
-    ex = _radial_psf(z, r_grid, na, lam_ex, n) if kind in ("confocal", "two-photon") else None
+    ex = None
+    if kind in ("confocal", "two-photon"):  # a confocal's excitation at the emission λ (the default) is its em
+        ex = em if em is not None and lam_ex == wavelength_um else _radial_psf(z, r_grid, na, lam_ex, n)
     disk = (_pinhole_disk(0.5 * pinhole_au * 1.22 * wavelength_um / na, vs[1] / s, vs[2] / s)
             if kind == "confocal" and pinhole_au > 0 else None)
     sheet = lam_ex / (2.0 * math.pi * float(sheet_na)) if kind == "light-sheet" else 0.0  # type: ignore[arg-type]
@@ -205,11 +207,12 @@ def debye_psf(kind: str, *, na: float, wavelength_um: float, refractive_index: f
         if kind == "two-photon":
             plane = np.interp(r, r_grid, ex[i]) ** 2  # type: ignore[index]
         else:
-            plane = np.interp(r, r_grid, em[i])  # type: ignore[index]
+            em_plane = np.interp(r, r_grid, em[i])  # type: ignore[index]
+            plane = em_plane
             if disk is not None:  # the emission PSF as the pinhole sees it
                 plane = np.clip(fft_convolve(plane, disk, boundary="constant"), 0, None)
             if ex is not None:
-                plane = plane * np.interp(r, r_grid, ex[i])
+                plane = plane * (em_plane if ex is em else np.interp(r, r_grid, ex[i]))
             if sheet:
                 plane = plane * math.exp(-0.5 * (z[i] / sheet) ** 2)
         h[i // s] += plane.reshape(shape[1], s, shape[2], s).mean(axis=(1, 3))
