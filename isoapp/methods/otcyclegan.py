@@ -72,8 +72,8 @@ from ..errors import ConfigError, InputError
 from ..fwhm import fwhm_profile
 from ..heldout import check_slab, interpolated_rows
 from ..nets import UNet
-from ..nets.blocks import lsgan_loss, resample_along
-from ..nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, fit_layers, fit_window, project
+from ..nets.blocks import resample_along
+from ..nets.otcyclegan import ORIENTATIONS, DeepLinearGenerator, MIPDiscriminators, fit_window, lsgan_mean
 from ..normalize import match_histogram
 from ..pairs import acquire_rows_torch
 from ..psf import gaussian_psf, sigma_to_fwhm
@@ -81,8 +81,6 @@ from .base import Method, TimeModel, register
 
 log = logging.getLogger(__name__)
 
-ORIENTATIONS = ("xy", "xz", "yz")  # projected along z, y, x
-_AXIS = {"xy": 0, "xz": 1, "yz": 2}
 MIN_CROP = 16
 PREVIEW_EDGE = 96
 
@@ -378,18 +376,6 @@ class OTCycleGAN(Method):
             syn = acquire_rows_torch(blur(xp).float(), self.factor, phases, ml, self.degradation, kept, axis=2)
         return syn[:, :, o - ml:o - ml + k], xp[:, :, o:o + k]
 
-    def _discriminators(self, plane_edge: int) -> torch.nn.ModuleDict:
-        p = self.params
-        layers = fit_layers(p.disc_layers, plane_edge)
-        if layers < p.disc_layers:
-            log.info("PatchGAN depth reduced to %d layers for %d px planes", layers, plane_edge)
-        groups = ("xy", "xz", "yz") if p.separate_axial_discriminators else ("xy", "axial")
-        return torch.nn.ModuleDict({f"{d}_{g}": PatchDiscriminator(p.disc_filters, layers)
-                                    for d in ("X", "Y") for g in groups})
-
-    def _group(self, orient: str) -> str:
-        return orient if orient == "xy" or self.params.separate_axial_discriminators else "axial"
-
     def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
         cfg, p = self.config.train, self.params
         rng = ctx.rng
@@ -404,7 +390,8 @@ class OTCycleGAN(Method):
         # the discriminators act on G only through the adversarial losses: at weight 0 they are not built
         use_d = p.adversarial_weight > 0
         use_cycle = p.cycle_weight > 0 or use_d  # without either, G(x) of the real crop is never judged
-        D = self._discriminators(min(cz - 2 * m, c)).to(dev) if use_d else torch.nn.ModuleDict()
+        D = (MIPDiscriminators(p.disc_filters, p.disc_layers, min(cz - 2 * m, c), p.separate_axial_discriminators,
+                               p.n_projections, p.real_projection).to(dev) if use_d else torch.nn.ModuleDict())
         self._disc_params = sum(q.numel() for q in D.parameters())
         log.info("otcyclegan: G %d, F %d, discriminators %d parameters; crops %dx%dx%d%s",
                  sum(q.numel() for q in G.parameters()), sum(q.numel() for q in Fn.parameters()),
@@ -437,7 +424,7 @@ class OTCycleGAN(Method):
             opt_d = make_optimizer(D.parameters(), cfg, lr=cfg.lr * p.disc_lr_factor, betas=betas)
             sched_d, scaler_d = make_scheduler(opt_d, cfg, cfg.steps), ctx.grad_scaler()
             d_state = {"D": D, "opt_d": opt_d, "sched_d": sched_d, "scaler_d": scaler_d}
-        lam, n_proj = p.cycle_weight, p.n_projections
+        lam = p.cycle_weight
         max_depth = min(p.max_projection_depth, cz - 2 * m)
         min_depth = min(p.min_projection_depth, max_depth)
         matrices: dict[float, np.ndarray] = {}
@@ -451,44 +438,6 @@ class OTCycleGAN(Method):
             """The crop's axial sampling applied to ``v`` (its central ``cz - 2m`` planes); identity without it."""
             return v if mats is None else resample_along(v.float(), mats, axis=2)
 
-        def views(v: torch.Tensor, orient: str, depth: int) -> torch.Tensor:
-            axis = _AXIS[orient]
-            n = v.shape[2 + axis]
-            return project(v, axis, rng.integers(0, n - depth + 1, n_proj), depth)
-
-        def real_xy(x: torch.Tensor, depth: int, shape: tuple[int, int]) -> torch.Tensor:
-            d = depth if p.real_projection == "mip" else 1
-            return fit_window(views(x, "xy", d), shape, rng)
-
-        def scores(d: str, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            """Run each discriminator of family ``d`` once on the batched images of its orientations."""
-            out: dict[str, torch.Tensor] = {}
-            groups: dict[str, list[str]] = {}
-            for o in images:
-                groups.setdefault(self._group(o), []).append(o)
-            for grp, names in groups.items():
-                pred = D[f"{d}_{grp}"](torch.cat([images[o] for o in names]))
-                out.update(zip(names, pred.split([len(images[o]) for o in names]), strict=True))
-            return out
-
-        def adversarial(pred: dict[str, torch.Tensor], real: bool) -> torch.Tensor:
-            return sum(lsgan_loss(v, real) for v in pred.values()) / len(pred)  # 1/3 per orientation (Park)
-
-        def update_d(x: torch.Tensor, x_c: torch.Tensor, fakes: dict[str, torch.Tensor],
-                     recs: dict[str, torch.Tensor], depth: int) -> torch.Tensor:
-            """One discriminator step: real and fake images of each discriminator in a single batch."""
-            D.requires_grad_(True)
-            both_x = {o: torch.cat([real_xy(x, depth, fakes[o].shape[-2:]), fakes[o].detach()]) for o in ORIENTATIONS}
-            both_y = {o: torch.cat([views(x_c, o, 1), recs[o].detach()]) for o in ORIENTATIONS}
-            with ctx.autocast():
-                loss_d = torch.zeros((), device=dev)
-                for pred in (scores("X", both_x), scores("Y", both_y)):
-                    for v in pred.values():
-                        r, f = v.chunk(2)
-                        loss_d = loss_d + 0.5 * (lsgan_loss(r, True) + lsgan_loss(f, False))
-            optimizer_step(loss_d, opt_d, scaler_d)
-            return loss_d
-
         def forward(x: torch.Tensor, mats: torch.Tensor | None, depth: int):
             """G(x) (its judged centre's views) and the acquired reconstruction R(F(G(x))) (its views)."""
             with ctx.autocast():
@@ -498,9 +447,9 @@ class OTCycleGAN(Method):
             if not use_d:
                 return fake, rec, {}, {}
             fake_c = fake[:, :, m:cz - m] if m else fake  # D_X judges the same centre
-            fakes = {o: views(fake_c, o, depth) for o in ORIENTATIONS}
+            fakes = {o: D.views(fake_c, o, depth, rng) for o in ORIENTATIONS}
             fakes = {o: fit_window(v, (min(v.shape[-2], c), min(v.shape[-1], c)), rng) for o, v in fakes.items()}
-            return fake, rec, fakes, {o: views(rec, o, 1) for o in ORIENTATIONS}
+            return fake, rec, fakes, {o: D.views(rec, o, 1, rng) for o in ORIENTATIONS}
 
         # lateral self-supervision: crops turned so that their sharp y axis lies along z, blurred by F, sampled
 
@@ -525,8 +474,8 @@ class OTCycleGAN(Method):
             if use_d:
                 D.requires_grad_(False)
                 with ctx.autocast():
-                    adv_x = adversarial(scores("X", fakes), True)
-                    adv_y = adversarial(scores("Y", recs), True)
+                    adv_x = lsgan_mean(D.scores("X", fakes), True)
+                    adv_y = lsgan_mean(D.scores("Y", recs), True)
             warm = p.cycle_warmup * cfg.steps
             loss_g = p.adversarial_weight * (adv_x + adv_y) + lam * (min(1.0, (i + 1) / warm) if warm else 1.0) * cyc
             lat = lateral(x) if p.lambda_lateral else None
@@ -536,8 +485,11 @@ class OTCycleGAN(Method):
             sched_g.step()
             out = {"loss": loss_g.item(), "lr": sched_g.get_last_lr()[0],
                    **({"cycle": cyc.item()} if use_cycle else {}), **({} if lat is None else {"lateral": lat.item()})}
-            if use_d:
-                loss_d = update_d(x, x_c, fakes, recs, depth)
+            if use_d:  # one discriminator step
+                D.requires_grad_(True)
+                with ctx.autocast():
+                    loss_d = D.loss(x, x_c, fakes, recs, depth, rng)
+                optimizer_step(loss_d, d_state["opt_d"], d_state["scaler_d"])
                 d_state["sched_d"].step()
                 out.update(adv_x=adv_x.item(), adv_y=adv_y.item(), loss_d=loss_d.item())
             return out

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from .blocks import init_kaiming
+from .blocks import init_kaiming, lsgan_loss
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +210,72 @@ def fit_window(planes: torch.Tensor, shape: tuple[int, int], rng: np.random.Gene
         return planes
     y0, x0 = int(rng.integers(h - shape[0] + 1)), int(rng.integers(w - shape[1] + 1))
     return planes[..., y0:y0 + shape[0], x0:x0 + shape[1]]
+
+
+ORIENTATIONS = ("xy", "xz", "yz")  # projected along z, y, x
+_AXIS = {"xy": 0, "xz": 1, "yz": 2}
+
+
+def lsgan_mean(pred: dict[str, torch.Tensor], real: bool) -> torch.Tensor:
+    """The LSGAN loss averaged over orientations (1/3 each with three, as Park)."""
+    return sum(lsgan_loss(v, real) for v in pred.values()) / len(pred)
+
+
+class MIPDiscriminators(nn.ModuleDict):
+    """Park's two families of 2D PatchGAN discriminators, and how they look at 3D crops.
+
+    ``X_*`` judge maximum-intensity projections of ``G``'s output in the XY, XZ and YZ orientations
+    against real XY projections of the input crop (or single planes, ``real_projection='slice'``);
+    ``Y_*`` judge planes of the reconstruction against planes of the input of the same orientation.
+    XZ and YZ share one discriminator per family unless ``separate_axial`` (light sheet). A ModuleDict,
+    so that its state keys are the discriminators' names.
+    """
+
+    def __init__(self, n_filters: int, n_layers: int, plane_edge: int, separate_axial: bool = False,
+                 n_projections: int = 1, real_projection: str = "mip") -> None:
+        layers = fit_layers(n_layers, plane_edge)
+        if layers < n_layers:
+            log.info("PatchGAN depth reduced to %d layers for %d px planes", layers, plane_edge)
+        groups = ORIENTATIONS if separate_axial else ("xy", "axial")
+        super().__init__({f"{d}_{g}": PatchDiscriminator(n_filters, layers) for d in ("X", "Y") for g in groups})
+        self.separate_axial, self.n_projections, self.real_projection = separate_axial, n_projections, real_projection
+
+    def group(self, orient: str) -> str:
+        return orient if orient == "xy" or self.separate_axial else "axial"
+
+    def views(self, v: torch.Tensor, orient: str, depth: int, rng: np.random.Generator) -> torch.Tensor:
+        """``n_projections`` MIPs of ``depth`` planes of ``(B, 1, Z, Y, X)`` crops in one orientation."""
+        axis = _AXIS[orient]
+        return project(v, axis, rng.integers(0, v.shape[2 + axis] - depth + 1, self.n_projections), depth)
+
+    def real_xy(self, x: torch.Tensor, depth: int, shape: tuple[int, int], rng: np.random.Generator) -> torch.Tensor:
+        """Real lateral images for ``D_X``: XY MIPs over ``depth`` planes (or single planes), cut to ``shape``."""
+        return fit_window(self.views(x, "xy", depth if self.real_projection == "mip" else 1, rng), shape, rng)
+
+    def scores(self, family: str, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run each discriminator of ``family`` (X or Y) once on the batched images of its orientations."""
+        out: dict[str, torch.Tensor] = {}
+        groups: dict[str, list[str]] = {}
+        for o in images:
+            groups.setdefault(self.group(o), []).append(o)
+        for grp, names in groups.items():
+            pred = self[f"{family}_{grp}"](torch.cat([images[o] for o in names]))
+            out.update(zip(names, pred.split([len(images[o]) for o in names]), strict=True))
+        return out
+
+    def loss(self, x: torch.Tensor, x_c: torch.Tensor, fakes: dict[str, torch.Tensor],
+             recs: dict[str, torch.Tensor], depth: int, rng: np.random.Generator) -> torch.Tensor:
+        """The discriminators' LSGAN loss: real and fake images of each discriminator in a single batch.
+
+        ``x`` is the input crop (real XY for ``D_X``), ``x_c`` its judged centre (real planes for
+        ``D_Y``); ``fakes`` and ``recs`` are ``G``'s views and the reconstruction's, per orientation.
+        """
+        both_x = {o: torch.cat([self.real_xy(x, depth, fakes[o].shape[-2:], rng), fakes[o].detach()])
+                  for o in ORIENTATIONS}
+        both_y = {o: torch.cat([self.views(x_c, o, 1, rng), recs[o].detach()]) for o in ORIENTATIONS}
+        total = torch.zeros((), device=x.device)
+        for pred in (self.scores("X", both_x), self.scores("Y", both_y)):
+            for v in pred.values():
+                r, f = v.chunk(2)
+                total = total + 0.5 * (lsgan_loss(r, True) + lsgan_loss(f, False))
+        return total
