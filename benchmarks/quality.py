@@ -11,7 +11,8 @@ A benchmark, not a unit test (see docs/QUALITY.md). Cases:
   re-blurred along z by the best Gaussian (sigma 0 to 3 planes) before the PSNR.
 
 Methods: isoapp's (library API, ``fast`` preset, no PSF given, as a new user would), optionally
-``METHOD:truepsf`` (phantoms: the true PSF), ``METHOD:optics`` (optical phantoms: isoapp's own
+``METHOD:truepsf`` (phantoms: the true PSF), ``METHOD:fwhm`` (phantoms: a Gaussian with the
+true PSF's FWHMs, the blur yardstick's truth), ``METHOD:optics`` (optical phantoms: isoapp's own
 optical PSF model from the phantom's nominal NA, wavelengths and immersion) and the peer
 ``csbdeep`` (CSBDeep's IsotropicCARE in its own venv, see ``peer_setup.sh``; same training budget as IsoNet: steps x batch x patch).
 
@@ -208,6 +209,8 @@ def run_isoapp(name: str, case: dict, args) -> tuple[np.ndarray, dict]:
         psf = true_psf_spec(case)
     elif variant == "optics":
         psf = optics_psf_spec(case)
+    elif variant == "fwhm":
+        psf = fwhm_psf_spec(case)
     kw = {}
     if method != "auto":
         b = budget(method, case["factor"], args.steps_scale)
@@ -231,6 +234,15 @@ def optics_psf_spec(case: dict) -> dict:
     if "ex_wavelength_um" in o:
         optics["excitation_wavelength_um"] = o["ex_wavelength_um"]
     return {"kind": "optical", "optics": optics}
+
+
+def fwhm_psf_spec(case: dict) -> dict:
+    """The Gaussian with the true PSF's FWHMs: what a blur estimate exact by the blur yardstick would give."""
+    p = case["params"]
+    if "psf_widths_px" not in p:
+        raise ValueError("the true PSF's FWHMs are known for phantoms only")
+    w, dx = p["psf_widths_px"], p["dx_um"]
+    return {"kind": "gaussian", "fwhm_um": (w["fwhm_z_px"] * dx, w["fwhm_xy_px"] * dx, w["fwhm_xy_px"] * dx)}
 
 
 def true_psf_spec(case: dict) -> dict:
@@ -403,7 +415,7 @@ def main(argv=None) -> int:
                     "stacks, fast presets with steps x 0.5, methods " + ",".join(QUICK_METHODS))
     ap.add_argument("--cases", default="*", help="comma-separated globs on case names (e.g. 'nuclei-*,real-*')")
     ap.add_argument("--methods", default=None,
-                    help="comma-separated: isoapp methods, METHOD:truepsf, METHOD:optics, csbdeep")
+                    help="comma-separated: isoapp methods, METHOD:truepsf, METHOD:fwhm, METHOD:optics, csbdeep")
     ap.add_argument("--out", default="quality-out")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", default=str(REPO.parent / "shared/data"), help="folder of the real stacks")
@@ -472,7 +484,7 @@ def main(argv=None) -> int:
         for m in methods:
             if m in row and "psnr" in row[m]:
                 continue
-            if real and m.endswith((":truepsf", ":optics")):
+            if real and m.endswith((":truepsf", ":fwhm", ":optics")):
                 continue  # no true PSF or nominal optics for a real stack
             if m.endswith(":optics") and case["params"].get("psf") not in ("widefield", "confocal"):
                 continue  # a Gaussian phantom has no optics
