@@ -67,7 +67,7 @@ class IsoNet(PlaneWiseMethod):
                          "the stack's noise",
                  "provenance": {
                      "steps 600 (was 300)": "benchmarks/quality.py --threads 1 --size 96 --planes 33 --methods "
-                         "linear,isonet, --steps-scale 1 -> 2 (session 10): the ten real cases ('real-*') +2.05 -> "
+                         "linear,isonet --steps-scale 1 -> 2 (session 10): the ten real cases ('real-*') +2.05 -> "
                          "+2.28 dB over linear on average (7 better, 3 worse by at most 0.08; tribolium k4 -0.15 -> "
                          "+0.13), the 18 phantoms '*-20ph-F4,*-100ph-F4' +0.30 dB on average (17 better, "
                          "filaments-widefield-100ph -0.03); 1200 steps gave +2.40 on the real cases for twice the "
