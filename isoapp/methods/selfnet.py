@@ -145,7 +145,7 @@ class SelfNet(PlaneWiseMethod):
                                 "sigma of 3.67, 4.03, 4.27 px (true 3.87); the project's own noise-free phantom, "
                                 "session 2",
                                 "blur_shape unimodal (a parameter default)": "benchmarks/quality.py --threads 1 --size 96 "
-                                "--steps-scale 0.5 --methods linear,selfnet, --cases 'real-*' and --quick, seed 0, "
+                                "--steps-scale 0.5 --methods linear,selfnet --cases 'real-*' and --quick, seed 0, "
                                 "against blur_shape free on the same cases, session 9: real stacks (arabidopsis, vessels, "
                                 "brain nuclei at k3 / k4, tribolium k4) +0.01 / +1.03, +2.08 / +1.78, -0.16 / +0.68, "
                                 "+0.19 dB over linear vs -0.74 / +0.55, +1.47 / +1.17, -0.29 / +0.71, +0.03; the six "
