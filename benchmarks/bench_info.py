@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     path = args.dir / f"isoapp_bench_{args.size_gb:g}GB.tif"
     shape = make_stack(path, args.size_gb)
-    probe = ("import sys; from isoapp.io import describe_file; "
+    probe = ("import sys; from isoapp.data.io import describe_file; "
              "i = describe_file(sys.argv[1]); print(i['shape'], i['anisotropy'])")
     rows = []
     try:
         for label, cmd in [
-            ("baseline: import isoapp.io only", [sys.executable, "-c", "import isoapp.io, tifffile"]),
+            ("baseline: import isoapp.data.io only", [sys.executable, "-c", "import isoapp.data.io, tifffile"]),
             ("describe_file (python -c)", [sys.executable, "-c", probe, str(path)]),
             ("isoapp info (python -m isoapp)", [sys.executable, "-m", "isoapp", "info", str(path)]),
         ]:

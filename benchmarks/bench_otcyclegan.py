@@ -29,11 +29,11 @@ import time
 
 import torch
 
-from isoapp.memory import peak_rss_bytes
-from isoapp.metrics import compute_metrics
-from isoapp.phantoms import make_phantom
-from isoapp.psf import sigma_to_fwhm
-from isoapp.restore import restore
+from isoapp.core.memory import peak_rss_bytes
+from isoapp.physics.psf import sigma_to_fwhm
+from isoapp.quality.metrics import compute_metrics
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
 
 log = logging.getLogger("bench_otcyclegan")
 

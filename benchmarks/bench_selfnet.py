@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from isoapp.memory import peak_rss_bytes
-from isoapp.metrics import bead_fwhm, compute_metrics
-from isoapp.phantoms import make_phantom
-from isoapp.restore import restore
+from isoapp.core.memory import peak_rss_bytes
+from isoapp.quality.metrics import bead_fwhm, compute_metrics
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
 
 
 def peak_rss_mib() -> float:

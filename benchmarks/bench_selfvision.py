@@ -22,11 +22,12 @@ import time
 import numpy as np
 import torch
 
-from isoapp.engine.context import RunContext
-from isoapp.memory import peak_rss_bytes
-from isoapp.metrics import bead_fwhm, compute_metrics
-from isoapp.phantoms import make_phantom
-from isoapp.restore import normalize, restore
+from isoapp.core.memory import peak_rss_bytes
+from isoapp.data.normalize import normalize
+from isoapp.quality.metrics import bead_fwhm, compute_metrics
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
+from isoapp.training.context import RunContext
 
 
 def rss_mb() -> float:

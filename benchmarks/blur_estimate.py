@@ -32,8 +32,8 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import indep_phantoms as ip  # noqa: E402
 
-from isoapp.degradation import estimate_degradation  # noqa: E402
-from isoapp.normalize import Normalizer  # noqa: E402
+from isoapp.data.normalize import Normalizer  # noqa: E402
+from isoapp.physics.degradation import estimate_degradation  # noqa: E402
 
 BEADS = ("beads_confocal.tif", 0.125, 0.0225)  # file, z step and pixel size (µm), from the data README
 

@@ -13,13 +13,13 @@ What it measures (every figure also goes to ``<out>/gpu_bench.json``):
    Reported as steps/s and samples/s (steps/s x batch size), with the autocast dtype (bfloat16, or
    float16 with a GradScaler) and peak RSS / peak CUDA memory.
 2. **Restoring a 700³ volume** with the IsoNet model trained in (1), saved to ``<out>/isonet_model``
-   and loaded by ``isoapp.restore.restore(..., model_dir=...)``: an input of
+   and loaded by ``isoapp.run.restore.restore(..., model_dir=...)``: an input of
    ``ceil((size - 1) / F) + 1`` planes of ``size x size`` pixels (176 x 700 x 700 at F=4: 701 x 700 x 700
    output voxels). The stack tiles the phantom's degraded planes, so it has real structure and noise.
    A restore of 16 rows of that stack runs first, so that one-off CUDA initialisation and cuDNN
    autotuning are not counted. Reported: the
    wall time of the ``restore()`` call, its prediction time, output voxels/s, peak RSS and peak
-   CUDA memory of that call (:mod:`isoapp.memory`).
+   CUDA memory of that call (:mod:`isoapp.core.memory`).
 
 ``--small`` shrinks everything so that it runs on a CPU in a few minutes (``--size 64``, 2 timed steps,
 batch and patch cut down); its figures check that the script works, they are not GPU figures.
@@ -44,16 +44,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from isoapp import memory
-from isoapp.degradation import estimate_degradation
-from isoapp.engine import device as devmod
-from isoapp.engine.context import RunContext
-from isoapp.engine.events import ProgressEvent
+from isoapp.core import memory
+from isoapp.core.volume import Volume
+from isoapp.data.normalize import Normalizer
 from isoapp.methods.base import build_config, get_method
-from isoapp.normalize import Normalizer
-from isoapp.phantoms import make_phantom
-from isoapp.restore import restore
-from isoapp.volume import Volume
+from isoapp.physics.degradation import estimate_degradation
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
+from isoapp.training import device as devmod
+from isoapp.training.context import RunContext
+from isoapp.training.events import ProgressEvent
 
 log = logging.getLogger("bench_gpu")
 

@@ -1,7 +1,7 @@
 """Independent phantoms for the quality suite (``benchmarks/quality.py``).
 
-This generator is written independently of ``isoapp.phantoms``, ``isoapp.degrade`` and
-``isoapp.psf`` (it imports nothing from isoapp and uses numpy/scipy only), so that the methods'
+This generator is written independently of ``isoapp.quality.phantoms``, ``isoapp.physics.forward`` and
+``isoapp.physics.psf`` (it imports nothing from isoapp and uses numpy/scipy only), so that the methods'
 own forward model cannot grade itself. It simulates an acquisition the way a microscope makes
 one:
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import tifffile
 
-from isoapp.phantoms import make_phantom
+from isoapp.quality.phantoms import make_phantom
 
 
 def main() -> None:

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import indep_phantoms as ip  # noqa: E402
 from quality import crop, fitted_scores, linear_check  # noqa: E402
 
-from isoapp.nets import UNet  # noqa: E402
-from isoapp.normalize import Normalizer  # noqa: E402
+from isoapp.data.normalize import Normalizer  # noqa: E402
+from isoapp.methods.nets import UNet  # noqa: E402
 
 
 def prepared(structure: str, psf: str, photons: float, factor: float, shape, seed: int):

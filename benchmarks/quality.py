@@ -199,8 +199,8 @@ def budget(method: str, factor: float, scale: float) -> dict:
 
 
 def run_isoapp(name: str, case: dict, args) -> tuple[np.ndarray, dict]:
-    from isoapp.restore import restore
-    from isoapp.volume import Volume
+    from isoapp.core.volume import Volume
+    from isoapp.run.restore import restore
 
     method, _, variant = name.partition(":")
     vol = Volume(case["acquired"], axes="ZYX", voxel_size=case["voxel_size"], name="stack")
@@ -255,8 +255,8 @@ def true_psf_spec(case: dict) -> dict:
         f = ip.FWHM_PER_SIGMA
         return {"kind": "gaussian", "fwhm_um": (ip.GAUSS["sigma_z_px"] * f * dx, ip.GAUSS["sigma_xy_px"] * f * dx,
                                                 ip.GAUSS["sigma_xy_px"] * f * dx)}
-    from isoapp.io import write_volume
-    from isoapp.volume import Volume
+    from isoapp.core.volume import Volume
+    from isoapp.data.io import write_volume
 
     path = Path(tempfile.gettempdir()) / f"isoapp-quality-psf-{p['psf']}.tif"
     if not path.exists():
@@ -402,7 +402,7 @@ def true_noise_gain(case: dict) -> float | None:
     if not cam:
         return None
     try:
-        from isoapp.restore import NORM_PERCENTILES as pct
+        from isoapp.data.normalize import NORM_PERCENTILES as pct
     except ImportError:  # the constant moved: the historical (1, 99.8)
         pct = (1.0, 99.8)
     lo, hi = np.percentile(case["acquired"], pct)
@@ -437,7 +437,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from isoapp.methods import available_methods
-    from isoapp.render import orthoview_png
+    from isoapp.quality.render import orthoview_png
 
     avail = set(available_methods())
     if args.methods:

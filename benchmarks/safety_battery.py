@@ -76,7 +76,7 @@ def _child(argv: list[str], err_path: Path, out_fd: int | None = None, quiet: bo
 
 def _slowdown(when: str) -> None:
     """Stretch the read or write phase so that a signal lands inside it (battery only)."""
-    import isoapp.io as io
+    import isoapp.data.io as io
 
     if when == "@write":
         for mod in ("tiff", "hdf5", "zarr_io"):
@@ -224,7 +224,7 @@ def main() -> int:
     print(f"fixtures ready in {time.monotonic() - t0:.0f} s ({base})", flush=True)
     cases = build_cases(fx, w)
     import isoapp.cli  # noqa: F401 - import once here; every forked case starts warm
-    import isoapp.restore  # noqa: F401
+    import isoapp.run.restore  # noqa: F401
     from isoapp.methods import available_methods
 
     available_methods()

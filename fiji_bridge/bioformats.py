@@ -1,7 +1,7 @@
 """Bio-Formats as a reader of isoapp's format registry: vendor files, plane by plane, lazily.
 
-The registry entry ``bioformats`` (:mod:`isoapp.io.registry`) calls :func:`read`, so ``isoapp info``,
-``isoapp restore``, :func:`isoapp.io.read_volume` and the GUI read CZI, LIF, ND2, LSM, IMS, ICS...
+The registry entry ``bioformats`` (:mod:`isoapp.data.io.registry`) calls :func:`read`, so ``isoapp info``,
+``isoapp restore``, :func:`isoapp.data.io.read_volume` and the GUI read CZI, LIF, ND2, LSM, IMS, ICS...
 the same way. Java starts on the first call (one JVM per process, offline: see :mod:`.jvm`); when a
 JVM already runs (the GUI's Fiji session, a test's ImageJ) it is reused. Pixels are read with
 Bio-Formats' own ``loci.formats.ImageReader`` (wrapped in a ``ChannelSeparator`` so RGB samples
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from isoapp.errors import InputError
-from isoapp.io import LazyArray, RawImage
+from isoapp.core.errors import InputError
+from isoapp.data.io import LazyArray, RawImage
 
 from . import jvm
 from .errors import BridgeError
@@ -223,7 +223,7 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
     dataset
         The series: its number or its image name (default 0).
     lazy
-        Return a :class:`~isoapp.io.LazyArray` that reads only the planes (and the rectangle)
+        Return a :class:`~isoapp.data.io.LazyArray` that reads only the planes (and the rectangle)
         indexed; the file stays open until ``close()``.
 
     Returns

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from isoapp.volume import CANONICAL_AXES, unit_to_um_scale
+from isoapp.core.volume import CANONICAL_AXES, unit_to_um_scale
 
 from .errors import BridgeError
 from .jvm import jclass

@@ -1,8 +1,8 @@
-"""Errors raised by the Fiji bridge; all are :class:`isoapp.errors.IsoappError` subclasses."""
+"""Errors raised by the Fiji bridge; all are :class:`isoapp.core.errors.IsoappError` subclasses."""
 
 from __future__ import annotations
 
-from isoapp.errors import IsoappError
+from isoapp.core.errors import IsoappError
 
 
 class BridgeError(IsoappError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from isoapp.volume import Volume
+from isoapp.core.volume import Volume
 
 from .convert import imageplus_to_numpy, numpy_to_imageplus
 from .errors import BridgeError, DisplayError, PluginMissingError
@@ -89,7 +89,7 @@ class Session:
         Parameters
         ----------
         volume
-            A :class:`isoapp.volume.Volume` or a numpy array (``ZYX``/``CZYX``/``TCZYX``).
+            A :class:`isoapp.core.volume.Volume` or a numpy array (``ZYX``/``CZYX``/``TCZYX``).
         voxel_size
             ``(z, y, x)`` µm; overrides the volume's (default 1 µm for bare arrays).
         title
@@ -142,7 +142,7 @@ class Session:
         return image
 
     def pull(self, image: Any = None) -> Volume:
-        """Copy an ImageJ image into a :class:`~isoapp.volume.Volume`.
+        """Copy an ImageJ image into a :class:`~isoapp.core.volume.Volume`.
 
         ``image`` is an ``ImagePlus``, a title, an image ID, or None for the active image (or
         the last pushed one when no window is active).
@@ -350,7 +350,7 @@ class Session:
 
         OME physical sizes become the voxel size (µm); channels are kept.
         """
-        from isoapp.io import read_volume
+        from isoapp.data.io import read_volume
 
         self._check_open()
         path = Path(path)

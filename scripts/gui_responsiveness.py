@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from isoapp.data.io import write_volume
     from isoapp.gui import create_main_window
     from isoapp.gui.settings import AppSettings
-    from isoapp.io import write_volume
-    from isoapp.phantoms import make_phantom
+    from isoapp.quality.phantoms import make_phantom
 
     ph = make_phantom("tubes", (args.shape[0] * 4 - 3, *args.shape[1:]), factor=4)
     stack = write_volume(ph.degraded, tmp / "phantom.tif")

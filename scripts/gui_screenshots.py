@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="isoapp-shots-"))
     os.environ.setdefault("ISOAPP_GUI_SETTINGS", str(tmp / "settings.ini"))
 
+    from isoapp.data.io import write_volume
     from isoapp.gui import create_main_window
     from isoapp.gui.settings import AppSettings
-    from isoapp.io import write_volume
-    from isoapp.phantoms import make_phantom
+    from isoapp.quality.phantoms import make_phantom
 
     phantom = make_phantom("tubes", (33, 128, 128), factor=4)
     deg = phantom.degraded

@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         print("needs xdotool and an X display (run under xvfb-run; apt-get install xdotool)", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="isoapp-xdo-"))
-    from isoapp.io import write_volume
-    from isoapp.phantoms import make_phantom
+    from isoapp.data.io import write_volume
+    from isoapp.quality.phantoms import make_phantom
 
     ph = make_phantom("tubes", (33, 128, 128), factor=4)
     ph.degraded.name = "tubes_phantom"

@@ -87,7 +87,7 @@ def test_bad_layer_and_factor_are_refused_in_the_status_line(widget):
 
 @pytest.mark.skipif(not REAL.exists(), reason="the shared real data is not on this machine")
 def test_real_stack_from_shared_data(widget, qtbot):
-    from isoapp.io import read_volume
+    from isoapp.data.io import read_volume
 
     viewer, w = widget
     vol = read_volume(REAL)

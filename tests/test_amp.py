@@ -18,14 +18,14 @@ import pytest
 import torch
 from torch import nn
 
-from isoapp.engine import device as devmod
-from isoapp.engine.checkpoint import load_safe
-from isoapp.engine.config import TrainConfig
-from isoapp.engine.context import RunContext
-from isoapp.engine.trainer import make_optimizer, optimizer_step, train_loop
-from isoapp.errors import Cancelled
-from isoapp.phantoms import make_phantom
-from isoapp.restore import restore
+from isoapp.core.errors import Cancelled
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
+from isoapp.training import device as devmod
+from isoapp.training.checkpoint import load_safe
+from isoapp.training.config import TrainConfig
+from isoapp.training.context import RunContext
+from isoapp.training.trainer import make_optimizer, optimizer_step, train_loop
 
 torch.set_num_threads(1)
 CUDA = torch.device("cuda")
@@ -70,7 +70,7 @@ def test_to_device_pinned_non_blocking_copy_on_cuda():
 @pytest.mark.parametrize("blend", ["crop", "linear"])
 def test_pipelined_cuda_prediction_matches_the_cpu(blend):
     # The CUDA path overlaps placing batch i with computing batch i + 1; it must place every tile once.
-    from isoapp.engine.tiling import predict_tiled
+    from isoapp.training.tiling import predict_tiled
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1)).eval()

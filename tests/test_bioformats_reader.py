@@ -22,8 +22,8 @@ import tifffile
 
 import fiji_bridge
 from fiji_bridge import locate
-from isoapp.errors import InputError
-from isoapp.io import LazyArray, describe_file, read_volume
+from isoapp.core.errors import InputError
+from isoapp.data.io import LazyArray, describe_file, read_volume
 
 pytestmark = pytest.mark.java
 
@@ -188,8 +188,8 @@ def test_session_read_bioformats_uses_the_registry_reader(ics_pair):
 
 def test_gui_opens_ics_and_chooses_a_series(ics_pair, tmp_path, monkeypatch):
     pytest.importorskip("PySide6")
+    from isoapp.data.io import registry
     from isoapp.gui import dialogs, opening
-    from isoapp.io import registry
 
     header, arr = ics_pair
     started = []

@@ -9,12 +9,12 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from isoapp.blockwise import BlockGeometry, plan_blocks
-from isoapp.degrade import output_length
-from isoapp.errors import ConfigError, IsoappError
-from isoapp.io import read_volume
-from isoapp.restorer import Restorer
-from isoapp.volume import Volume
+from isoapp.core.errors import ConfigError, IsoappError
+from isoapp.core.volume import Volume
+from isoapp.data.io import read_volume
+from isoapp.physics.forward import output_length
+from isoapp.run.blocks import BlockGeometry, plan_blocks
+from isoapp.run.restorer import Restorer
 
 
 def _stack(shape=(19, 90, 110), seed=0) -> np.ndarray:

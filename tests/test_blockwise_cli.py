@@ -16,8 +16,8 @@ import tifffile
 from test_blockwise import _stack, _write
 
 from isoapp.cli import main
-from isoapp.io import read_volume
-from isoapp.restorer import Restorer
+from isoapp.data.io import read_volume
+from isoapp.run.restorer import Restorer
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

@@ -12,9 +12,9 @@ import pytest
 from scipy import ndimage
 
 from isoapp.cli.cmd_metrics import align_to_reference
-from isoapp.errors import InputError
-from isoapp.io import write_volume
-from isoapp.volume import Volume
+from isoapp.core.errors import InputError
+from isoapp.core.volume import Volume
+from isoapp.data.io import write_volume
 
 
 def _stack(shape=(24, 40, 40), seed=0):

@@ -11,9 +11,9 @@ import tifffile
 from scipy import ndimage
 
 from isoapp.cli import main
-from isoapp.io import read_volume, write_volume
-from isoapp.psf import gaussian_psf
-from isoapp.volume import Volume
+from isoapp.core.volume import Volume
+from isoapp.data.io import read_volume, write_volume
+from isoapp.physics.psf import gaussian_psf
 
 
 def test_phantom_tubes_writes_gt_and_degraded(tmp_path):
@@ -108,6 +108,6 @@ def test_console_entry_point(tmp_path):
 
 def test_cli_kinds_match_phantom_module():
     from isoapp.cli.cmd_phantom import KINDS as CLI_KINDS
-    from isoapp.phantoms import KINDS
+    from isoapp.quality.phantoms import KINDS
 
     assert tuple(CLI_KINDS) == tuple(KINDS)

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from isoapp.cli import COMMANDS, build_parser, main
-from isoapp.io import read_volume
+from isoapp.data.io import read_volume
 
 
 def _write_stack(path: Path, nz=9, dz=0.8, dxy=0.2, ndim=3, seed=0) -> Path:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from isoapp.degradation import Degradation, estimate_axial_sigma, estimate_degradation, estimate_noise
-from isoapp.degrade import add_noise
-from isoapp.errors import InputError
-from isoapp.pairs import LateralPairs
-from isoapp.phantoms import make_phantom
-from isoapp.restore import normalize
+from isoapp.core.errors import InputError
+from isoapp.data.normalize import normalize
+from isoapp.physics.degradation import Degradation, estimate_axial_sigma, estimate_degradation, estimate_noise
+from isoapp.physics.forward import add_noise
+from isoapp.quality.phantoms import make_phantom
+from isoapp.training.pairs import LateralPairs
 
 
 def _textured(shape=(12, 96, 96), seed=0) -> np.ndarray:
@@ -122,11 +122,11 @@ def test_a_blur_beyond_the_estimates_range_is_said(caplog):
     rng = np.random.default_rng(1)
     plane = ndimage.gaussian_filter(rng.random((64, 64)).astype(np.float32), 1.5)
     vol = np.repeat(plane[None], 12, axis=0) + 0.001 * rng.standard_normal((12, 64, 64)).astype(np.float32)
-    with caplog.at_level("WARNING", logger="isoapp.degradation"):
+    with caplog.at_level("WARNING", logger="isoapp.physics.degradation"):
         assert estimate_axial_sigma(vol, 4.0) == pytest.approx(12.0)
     assert "stopped at its limit" in caplog.text and "--psf" in caplog.text
     caplog.clear()
     ph = make_phantom("tubes", (33, 64, 64), factor=4, seed=0, sigma_z=2.5)
-    with caplog.at_level("WARNING", logger="isoapp.degradation"):
+    with caplog.at_level("WARNING", logger="isoapp.physics.degradation"):
         assert estimate_axial_sigma(ph.degraded.data, 4.0) < 6.0
     assert "stopped at its limit" not in caplog.text

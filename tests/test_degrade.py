@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from isoapp.degrade import (
+from isoapp.core.errors import ConfigError
+from isoapp.physics.forward import (
     add_noise,
     degrade,
     fft_convolve,
@@ -15,8 +16,7 @@ from isoapp.degrade import (
     subsampled_length,
     upsample,
 )
-from isoapp.errors import ConfigError
-from isoapp.psf import gaussian_psf
+from isoapp.physics.psf import gaussian_psf
 
 
 @pytest.mark.parametrize("kshape", [(5, 3, 7), (4, 3, 6)])
@@ -144,7 +144,7 @@ def test_degrade_sigma_and_psf_agree():
 
 # ----------------------------------------------------------------------------- sampling matrices
 def test_resample_matrix_is_degrade_rows():
-    from isoapp.degrade import degrade_rows, resample_matrix
+    from isoapp.physics.forward import degrade_rows, resample_matrix
 
     rng = np.random.default_rng(0)
     x = rng.random((1, 40, 7)).astype(np.float32)
@@ -161,7 +161,7 @@ def test_resample_matrix_is_degrade_rows():
 def test_sampling_phase_finds_the_acquired_planes(start, flipped):
     """A window of a z-interpolated stack is its own sample-and-interpolate image only if the
     phase marks the acquired planes; any other phase changes it."""
-    from isoapp.degrade import resample_matrix, sampling_phase
+    from isoapp.physics.forward import resample_matrix, sampling_phase
 
     coarse = np.random.default_rng(1).random((12, 5)).astype(np.float32)
     w = upsample(coarse, 4, axis=0)[start:start + 30]
@@ -175,8 +175,7 @@ def test_sampling_phase_finds_the_acquired_planes(start, flipped):
 def test_resample_along_applies_one_matrix_per_item():
     import torch
 
-    from isoapp.degrade import resample_matrix
-    from isoapp.nets.blocks import resample_along
+    from isoapp.physics.forward import resample_along, resample_matrix
 
     rng = np.random.default_rng(2)
     mats = np.stack([resample_matrix(24, 4, ph, 4) for ph in (0.0, 1.0, 2.0)])

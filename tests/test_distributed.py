@@ -16,9 +16,9 @@ pytest.importorskip("distributed")
 
 from test_blockwise import _stack, _write  # noqa: E402
 
-from isoapp.errors import ConfigError  # noqa: E402
-from isoapp.io import read_volume  # noqa: E402
-from isoapp.restorer import Restorer  # noqa: E402
+from isoapp.core.errors import ConfigError  # noqa: E402
+from isoapp.data.io import read_volume  # noqa: E402
+from isoapp.run.restorer import Restorer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def cluster(tmp_path_factory):
 def test_cluster_result_equals_local_and_model_sent_once(tmp_path, cluster):
     from distributed import Client
 
-    from isoapp.distributed import worker_model_loads
+    from isoapp.run.cluster import worker_model_loads
 
     vol = read_volume(_write(tmp_path / "in.tif", _stack((15, 96, 96))), lazy=True)
     r = Restorer("isonet", steps=3, device="cpu").fit(vol.load())

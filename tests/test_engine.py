@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from isoapp.engine.config import TrainConfig, check_factor
-from isoapp.engine.context import RunContext
-from isoapp.engine.events import PreviewEvent, ProgressEvent
-from isoapp.engine.sampler import PatchSampler, augment
-from isoapp.engine.tiling import predict_tiled, receptive_field
-from isoapp.engine.trainer import make_optimizer, make_scheduler, train_loop
-from isoapp.errors import Cancelled, ConfigError
-from isoapp.nets import UNet
+from isoapp.core.errors import Cancelled, ConfigError
+from isoapp.methods.nets import UNet
+from isoapp.training.config import TrainConfig, check_factor
+from isoapp.training.context import RunContext
+from isoapp.training.events import PreviewEvent, ProgressEvent
+from isoapp.training.sampler import PatchSampler, augment
+from isoapp.training.tiling import predict_tiled, receptive_field
+from isoapp.training.trainer import make_optimizer, make_scheduler, train_loop
 
 torch.set_num_threads(2)
 

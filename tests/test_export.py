@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from isoapp import export as ex  # noqa: E402
 from isoapp.cli import main  # noqa: E402
-from isoapp.errors import ModelError  # noqa: E402
-from isoapp.io import write_volume  # noqa: E402
-from isoapp.phantoms import make_phantom  # noqa: E402
-from isoapp.restore import restore  # noqa: E402
+from isoapp.core.errors import ModelError  # noqa: E402
+from isoapp.data.io import write_volume  # noqa: E402
+from isoapp.interop import bioimageio as ex
+from isoapp.quality.phantoms import make_phantom  # noqa: E402
+from isoapp.run.restore import restore  # noqa: E402
+from isoapp.run.restorer import Restorer  # noqa: E402
 
 F = 4
 
@@ -115,7 +116,7 @@ def test_restore_with_package_equals_model_dir_on_another_stack(isonet_package, 
 
 
 def test_y_slabs_equal_one_pass():
-    from isoapp.nets import UNet
+    from isoapp.methods.nets import UNet
 
     torch.manual_seed(0)
     net = UNet(2, depth=2, n_filters=8, residual=True).eval()
@@ -125,7 +126,7 @@ def test_y_slabs_equal_one_pass():
     vol = np.random.default_rng(0).random((5, 37, 22)).astype(np.float32)
     with torch.no_grad():
         whole = module(torch.from_numpy(vol)[None, None])[0, 0].numpy()
-    from isoapp.engine.tiling import receptive_field
+    from isoapp.training.tiling import receptive_field
 
     halo = receptive_field(net, 2)
     slabs = ex.run_module(module, vol, divisor=4, halo=halo, slab_voxels=13 * 22 * (2 * halo + 8))
@@ -177,5 +178,5 @@ def test_a_module_that_departs_from_restore_is_not_exported(stack, isonet_packag
 
     monkeypatch.setattr(ex, "module_for", broken)
     with pytest.raises(ModelError, match="differs from isoapp's restoration"):
-        ex.export_model(isonet_package[0], tmp_path / "bad.zip", vol)
+        Restorer.load(isonet_package[0], device="cpu").export(tmp_path / "bad.zip", vol)
     assert not (tmp_path / "bad.zip").exists()

@@ -35,7 +35,7 @@ def test_import_pulls_no_torch_no_qt_no_jvm():
     proc = _run("""
         import sys
         import fiji_bridge, fiji_bridge.session, fiji_bridge.backends
-        import isoapp.volume, isoapp.io
+        import isoapp.core.volume, isoapp.data.io
         bad = [m for m in ("torch", "PySide6", "PyQt5", "PyQt6", "imagej") if m in sys.modules]
         jpype = sys.modules.get("jpype")
         print(bad, bool(jpype and jpype.isJVMStarted()))
@@ -135,7 +135,7 @@ def test_no_java_means_no_backend_and_a_clear_error(tmp_path):
     env = {"PATH": str(bindir), "JAVA_HOME": "", "FIJI_DIR": "", "HOME": str(tmp_path)}
     proc = _run("""
         import fiji_bridge, sys
-        from isoapp.errors import IsoappError
+        from isoapp.core.errors import IsoappError
         try:
             fiji_bridge.connect()
         except IsoappError as exc:
@@ -157,8 +157,8 @@ def test_cli_doctor_ok_json():
 def test_cli_push_without_display_is_a_user_error(tmp_path):
     import numpy as np
 
-    import isoapp.io as io
-    from isoapp.volume import Volume
+    import isoapp.data.io as io
+    from isoapp.core.volume import Volume
 
     path = io.write_volume(Volume(np.zeros((2, 3, 4), np.float32)), tmp_path / "v.tif")
     proc = _run(f"import sys; from isoapp.cli import main; sys.exit(main(['fiji', 'push', {str(path)!r}]))",

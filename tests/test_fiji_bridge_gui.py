@@ -108,8 +108,8 @@ def scenario_cli_push() -> None:
     import numpy as np
 
     from isoapp.cli import main
-    from isoapp.io import write_volume
-    from isoapp.volume import Volume
+    from isoapp.core.volume import Volume
+    from isoapp.data.io import write_volume
 
     path = write_volume(Volume(np.ones((3, 8, 8), np.float32), voxel_size=(2, 0.3, 0.3), name="p"),
                         Path(tempfile.mkdtemp()) / "p.tif")

@@ -26,7 +26,7 @@ if locate.find_ij_jar() is None:
                 allow_module_level=True)
 
 from fiji_bridge.convert import imageplus_to_numpy, numpy_to_imageplus  # noqa: E402
-from isoapp.volume import Volume  # noqa: E402
+from isoapp.core.volume import Volume  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_push_pull_volume(session):
 
 
 def test_isoapp_tiff_opens_in_imagej_with_calibration(session, tmp_path):
-    import isoapp.io as io
+    import isoapp.data.io as io
     data = (np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8) / 7).astype(np.float32)
     path = io.write_volume(Volume(data, voxel_size=(2.0, 0.25, 0.2), name="w"), tmp_path / "isoapp.tif")
     imp = _ij("ij.IJ").openImage(str(path))
@@ -123,13 +123,13 @@ def test_isoapp_tiff_opens_in_imagej_with_calibration(session, tmp_path):
 
 
 def locate_scale(unit: str) -> float:
-    from isoapp.volume import unit_to_um_scale
+    from isoapp.core.volume import unit_to_um_scale
 
     return unit_to_um_scale(unit)
 
 
 def test_imagej_saved_tiff_reads_in_isoapp(session, tmp_path):
-    import isoapp.io as io
+    import isoapp.data.io as io
     arr = np.random.default_rng(3).integers(0, 65535, (2, 5, 7, 9)).astype(np.uint16)
     imp = numpy_to_imageplus(arr, "CZYX", (1.8, 0.11, 0.11), "ijsaved")
     path = tmp_path / "ij_saved.tif"
@@ -177,7 +177,7 @@ def test_headless_show_and_snt_give_clear_errors(session):
     with pytest.raises(fiji_bridge.PluginMissingError, match="SNT is not installed") as err:
         session.open_in_snt(imp)
     assert isinstance(err.value, fiji_bridge.BridgeError)
-    from isoapp.errors import IsoappError
+    from isoapp.core.errors import IsoappError
 
     assert isinstance(err.value, IsoappError)
 
@@ -193,7 +193,7 @@ def test_compare_with_deconvolution_without_dl2(session):
 def test_macos_fiji_show_writes_tiff_and_opens_fiji(session, tmp_path, monkeypatch):
     # macOS cannot run here: this checks the macOS show fallback with a fake Fiji.app folder
     # and a recorded `open -a` call instead of launching the real Fiji application.
-    import isoapp.io as io
+    import isoapp.data.io as io
     fake_fiji = tmp_path / "Fiji.app"
     calls = []
     mac = fiji_bridge.Session("fiji", headless=False, fiji_dir=fake_fiji, show_via_file=True,

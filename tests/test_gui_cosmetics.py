@@ -42,7 +42,7 @@ def _tick_label_rects(axis):
 
 def _feed_three_stage_groups(panel) -> None:
     """IsoNet then Self-Net's two stages (losses ~0.05, ~5, ~0.005), as an auto run sends them."""
-    from isoapp.engine.events import ProgressEvent
+    from isoapp.training.events import ProgressEvent
 
     rng = np.random.default_rng(0)
     for stage, n, scale in (("isonet", 300, 0.05), ("selfnet_stage1", 600, 10.0), ("selfnet_stage2", 600, 0.01)):
@@ -79,7 +79,7 @@ def test_loss_plots_keep_their_height_and_tick_labels_do_not_overlap(qtbot):
 
 
 def test_progress_text_fits_its_bar(window):
-    from isoapp.engine.events import ProgressEvent
+    from isoapp.training.events import ProgressEvent
 
     window.resize(1366 - 16, 768 - 64)  # the dock at its narrowest
     panel = window.progress
@@ -109,8 +109,8 @@ def test_voxel_sizes_fit_their_boxes_on_a_laptop_screen(window, qtbot):
 
 
 def test_view_titles_fit_their_quadrants(qtbot):
+    from isoapp.core.volume import Volume
     from isoapp.gui.orthoview import OrthoView
-    from isoapp.volume import Volume
 
     view = OrthoView(title="After (restored)")
     qtbot.addWidget(view)
@@ -166,9 +166,9 @@ def test_no_banner_for_interpolation_itself(window):
 def test_compare_loads_the_before_view_once_and_stats_look_at_a_bounded_sample(qtbot):
     """A GUI-thread stall at the end of every run: the before view was reloaded (levels and histogram
     of the whole stack) for each result, next to the after view, in one event-loop turn."""
+    from isoapp.core.volume import Volume
     from isoapp.gui.compare import ComparePanel
     from isoapp.gui.view_tools import STATS_SAMPLE, auto_levels, stats_sample
-    from isoapp.volume import Volume
 
     rng = np.random.default_rng(1)
     stack = Volume(rng.random((9, 40, 40)).astype(np.float32), axes="ZYX", voxel_size=(0.8, 0.2, 0.2))
@@ -194,8 +194,8 @@ def test_compare_loads_the_before_view_once_and_stats_look_at_a_bounded_sample(q
 
 def test_one_validation_point_per_validation(qtbot):
     """The trainer repeats the last validation loss on every step; the plot drew a row of dots."""
-    from isoapp.engine.events import ProgressEvent
     from isoapp.gui.progress_panel import ProgressPanel
+    from isoapp.training.events import ProgressEvent
 
     panel = ProgressPanel()
     qtbot.addWidget(panel)

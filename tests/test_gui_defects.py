@@ -207,8 +207,8 @@ def test_quit_during_a_run_asks_and_the_run_resumes_after_a_restart(qtbot, tmp_p
 
 # 7 ---------------------------------------------------------------------------------------------
 def test_loss_panel_stages_history_and_bar(window, stack_tif):
-    from isoapp.engine.events import ProgressEvent
     from isoapp.gui.estimate import Estimate, RunClock
+    from isoapp.training.events import ProgressEvent
 
     panel = window.progress
     planes = {"xz": np.zeros((9, 8), np.float32), "yz": np.zeros((9, 8), np.float32)}

@@ -39,7 +39,7 @@ def _wait_idle(qtbot, window) -> None:
 def test_train_tiny_model_relays_progress_and_previews_while_responsive(window, stack_tif, qtbot):
     from PySide6.QtCore import QTimer
 
-    from isoapp.engine.events import PreviewEvent, ProgressEvent
+    from isoapp.training.events import PreviewEvent, ProgressEvent
 
     window.open_path(stack_tif)
     window.ortho.set_cursor(4, 20, 30)  # previews are cut at the cursor
@@ -94,8 +94,8 @@ def test_train_tiny_model_relays_progress_and_previews_while_responsive(window, 
 
 
 def test_cancel_leaves_checkpoint_resume_finishes_and_save_is_calibrated(window, stack_tif, qtbot, tmp_path):
+    from isoapp.data.io import read_volume
     from isoapp.gui.worker import live_threads
-    from isoapp.io import read_volume
 
     window.open_path(stack_tif)
     set_tiny_run(window, steps=12)
@@ -187,8 +187,8 @@ def test_failed_run_is_a_dialog_and_app_stays_usable(window, stack_tif, qtbot, d
 
 
 def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
-    from isoapp.phantoms import make_phantom
-    from isoapp.volume import Volume
+    from isoapp.core.volume import Volume
+    from isoapp.quality.phantoms import make_phantom
 
     ph = make_phantom("tubes", (17, 32, 32), factor=4)
     vol = Volume(np.asarray(ph.degraded.data), voxel_size=ph.degraded.voxel_size, name="phantom")

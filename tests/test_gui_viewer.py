@@ -131,8 +131,8 @@ def test_every_control_has_a_tooltip_and_methods_have_names(window, stack_tif):
 
 
 def test_quality_report_and_banner(window):
-    from isoapp.degradation import Degradation
     from isoapp.gui.report_panel import beats_interpolation, report_html
+    from isoapp.physics.degradation import Degradation
 
     deg = Degradation(factor=4.0, axial_sigma_px=1.7, lateral_um=0.8, noise_gain=0.02, noise_offset=0.0)
     info = {"degradation": deg.summary(),  # the keys restore() reports

@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from isoapp.degradation import Degradation
-from isoapp.degrade import upsample
-from isoapp.engine.context import RunContext
-from isoapp.engine.sampler import PatchSampler
-from isoapp.errors import ConfigError, InputError
-from isoapp.heldout import check_slab, choose_heldout, interpolated_rows, withheld
+from isoapp.core.errors import ConfigError, InputError
+from isoapp.data.normalize import normalize
 from isoapp.methods.base import build_config, get_method
-from isoapp.phantoms import make_phantom
-from isoapp.restore import normalize, restore
+from isoapp.physics.degradation import Degradation
+from isoapp.physics.forward import upsample
+from isoapp.quality.heldout import check_slab, choose_heldout, interpolated_rows, withheld
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
+from isoapp.training.context import RunContext
+from isoapp.training.sampler import PatchSampler
 
 DEG = Degradation(factor=4.0, axial_sigma_px=2.0, noise_gain=2e-3, noise_offset=1e-4)
 SV_TRAIN = {"batch_size": 2, "patch_size": 16, "preview_every": 0}

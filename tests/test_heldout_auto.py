@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from isoapp.errors import ConfigError
-from isoapp.heldout import choose_heldout
+from isoapp.core.errors import ConfigError
 from isoapp.methods.isonet import IsoNet
-from isoapp.metrics import normalize_minmse, psnr
-from isoapp.phantoms import make_phantom
-from isoapp.restore import restore
+from isoapp.quality.heldout import choose_heldout
+from isoapp.quality.metrics import normalize_minmse, psnr
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_selfnet_beats_linear_and_fails_without_its_degradation_model(noisy, mon
     res = restore(noisy.degraded, "selfnet", steps=SELFNET_STEPS, train=TRAIN, device="cpu")
     assert _gain(noisy, res) > BAR_DB
     assert res.info["heldout"]["psnr_gain_db"] > 0
-    from isoapp.nets.selfnet import BlurThenNet
+    from isoapp.methods.nets.selfnet import BlurThenNet
 
     monkeypatch.setattr(BlurThenNet, "forward", lambda self, x: x)  # mutation: G_A ignored
     broken = restore(noisy.degraded, "selfnet", steps=SELFNET_STEPS, train=TRAIN, device="cpu")

@@ -1,4 +1,4 @@
-"""isoapp.io: real files written and read in tmp_path (TIFF, OME-TIFF, HDF5, OME-Zarr)."""
+"""isoapp.data.io: real files written and read in tmp_path (TIFF, OME-TIFF, HDF5, OME-Zarr)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from isoapp.errors import ConfigError, InputError, OutputError
-from isoapp.io import (
+from isoapp.core.errors import ConfigError, InputError, OutputError
+from isoapp.core.volume import Volume
+from isoapp.data.io import (
     SUPPORTED_EXTENSIONS,
     LazyArray,
     atomic_path,
@@ -22,7 +23,6 @@ from isoapp.io import (
     read_volume,
     write_volume,
 )
-from isoapp.volume import Volume
 
 SHAPES = {"ZYX": (5, 6, 7), "CZYX": (2, 5, 6, 7), "TCZYX": (2, 3, 4, 6, 7)}
 VOXEL = (0.8, 0.1625, 0.1625)

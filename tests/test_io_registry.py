@@ -1,4 +1,4 @@
-"""The format registry (isoapp/io/registry.py): one entry per format, asked by every entry point.
+"""The format registry (isoapp/data/io/registry.py): one entry per format, asked by every entry point.
 
 No Java here: Bio-Formats' missing-Java and missing-jar messages are checked in subprocesses
 whose environment hides them; reading with the real jar is in test_bioformats_reader.py.
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from isoapp.errors import ConfigError, InputError, OutputError
-from isoapp.io import (
+from isoapp.core.errors import ConfigError, InputError, OutputError
+from isoapp.core.volume import Volume
+from isoapp.data.io import (
     SUPPORTED_EXTENSIONS,
     RawImage,
     detect_format,
@@ -25,7 +26,6 @@ from isoapp.io import (
     registry,
     write_volume,
 )
-from isoapp.volume import Volume
 
 VOXEL = (2.0, 0.5, 0.25)
 

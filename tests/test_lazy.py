@@ -10,10 +10,10 @@ import tifffile
 from test_blockwise import _stack, _write
 
 from isoapp.cli import main
-from isoapp.io import read_volume
-from isoapp.io.lazy import bounded, fit_normalizer, training_region
-from isoapp.normalize import Normalizer
-from isoapp.restorer import Restorer
+from isoapp.data.io import read_volume
+from isoapp.data.io.lazy import bounded, fit_normalizer, training_region
+from isoapp.data.normalize import Normalizer
+from isoapp.run.restorer import Restorer
 
 
 def test_bounded_memmap_views_keep_layout(tmp_path):

@@ -1,4 +1,4 @@
-"""isoapp.memory: peak/current RSS, available memory and peak CUDA memory, measured for real."""
+"""isoapp.core.memory: peak/current RSS, available memory and peak CUDA memory, measured for real."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from isoapp import memory
+from isoapp.core import memory
 
 MB = 2**20
 

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from isoapp.degrade import output_length, upsample
-from isoapp.engine.events import ProgressEvent
-from isoapp.engine.sampler import PatchSampler
-from isoapp.errors import Cancelled, ConfigError, InputError
+from isoapp.core.errors import Cancelled, ConfigError, InputError
+from isoapp.data.normalize import normalize
 from isoapp.methods.base import build_config
+from isoapp.methods.nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, project
 from isoapp.methods.otcyclegan import OTCycleGAN, match_histogram
-from isoapp.nets.blocks import resample_along
-from isoapp.nets.otcyclegan import DeepLinearGenerator, PatchDiscriminator, project
-from isoapp.phantoms import make_phantom
-from isoapp.psf import gaussian_psf
-from isoapp.restore import normalize, restore
+from isoapp.physics.forward import output_length, resample_along, upsample
+from isoapp.physics.psf import gaussian_psf
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
+from isoapp.training.events import ProgressEvent
+from isoapp.training.sampler import PatchSampler
 
 torch.set_num_threads(1)
 
@@ -267,7 +267,7 @@ def test_physical_sampling_reproduces_crops_of_the_interpolated_stack(factor):
 
 def test_fit_kernel_gives_f_a_wide_axial_start():
     """The 7-5-3-1-1-1 layers, fitted together, hold an axial Gaussian far wider than the first layer could."""
-    from isoapp.fwhm import fwhm_profile
+    from isoapp.quality.fwhm import fwhm_profile
 
     torch.manual_seed(0)
     f = DeepLinearGenerator(4, init_sigma=0.5)

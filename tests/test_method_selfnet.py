@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from isoapp.degrade import output_length
-from isoapp.engine.events import PreviewEvent, ProgressEvent
-from isoapp.errors import Cancelled, InputError
+from isoapp.core.errors import Cancelled, InputError
 from isoapp.methods import available_methods
-from isoapp.metrics import compute_metrics
-from isoapp.nets.selfnet import ImagePool, cycle_loss, ssim
-from isoapp.phantoms import make_phantom
-from isoapp.restore import restore
+from isoapp.methods.nets.selfnet import ImagePool, cycle_loss, ssim
+from isoapp.physics.forward import output_length
+from isoapp.quality.metrics import compute_metrics
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
+from isoapp.training.events import PreviewEvent, ProgressEvent
 
 # 1 thread: on a shared, oversubscribed 2-core CPU, 2 OpenMP threads spin and run ~10x slower
 torch.set_num_threads(1)
@@ -148,7 +148,7 @@ def test_deblurnet_learns_and_changes_the_output():
 
 
 def test_learned_blur_generator_option(tubes):
-    from isoapp.nets.selfnet import BlurThenNet
+    from isoapp.methods.nets.selfnet import BlurThenNet
 
     g = BlurThenNet(9, 5, n_filters=4, depth=1)
     k = g.kernel().detach()

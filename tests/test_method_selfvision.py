@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from isoapp.degradation import estimate_axial_sigma, estimate_noise
-from isoapp.degrade import output_length, upsample
-from isoapp.engine.tiling import receptive_field
-from isoapp.errors import Cancelled, InputError
+from isoapp.core.errors import Cancelled, InputError
+from isoapp.core.volume import Volume
 from isoapp.methods import build_config, get_method
+from isoapp.methods.nets.selfvision import SelfVisionNet, linear_upsample, pixel_shuffle_3d
 from isoapp.methods.selfvision import back_project, degrade_along
-from isoapp.metrics import compute_metrics
-from isoapp.nets.selfvision import SelfVisionNet, linear_upsample, pixel_shuffle_3d
-from isoapp.phantoms import make_phantom
-from isoapp.restore import restore
-from isoapp.volume import Volume
+from isoapp.physics.degradation import estimate_axial_sigma, estimate_noise
+from isoapp.physics.forward import output_length, upsample
+from isoapp.quality.metrics import compute_metrics
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.restore import restore
+from isoapp.training.tiling import receptive_field
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +134,7 @@ def test_self_ensemble_is_aligned_on_upsampled_axes():
     with torch.no_grad():
         m.net.up.weight.zero_()
         m.net.up.bias.zero_()
-    from isoapp.engine.context import RunContext
+    from isoapp.training.context import RunContext
 
     vol = np.random.default_rng(0).random((6, 7, 9)).astype(np.float32)
     ctx = RunContext(device="cpu")

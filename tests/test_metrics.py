@@ -1,4 +1,4 @@
-"""Tests of isoapp.metrics, isoapp.fwhm and isoapp.segmentation against scikit-image and known values."""
+"""Tests of isoapp.quality.metrics, isoapp.quality.fwhm and isoapp.quality.segmentation against scikit-image and known values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from isoapp import metrics as M
-from isoapp.errors import InputError
+from isoapp.core.errors import InputError
+from isoapp.quality import metrics as M
 
 SIGMA_TO_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -281,7 +281,7 @@ def test_no_import_cycle_between_fwhm_metrics_and_segmentation():
     import ast
     import inspect
 
-    from isoapp import fwhm, segmentation
+    from isoapp.quality import fwhm, segmentation
 
     for mod, banned in ((fwhm, {"metrics"}), (segmentation, {"metrics", "fwhm"})):
         tree = ast.parse(inspect.getsource(mod))
@@ -310,7 +310,7 @@ def test_segment_splits_touching_nuclei():
 
 def test_watershed_split_is_better_than_no_split_on_nuclei_phantom():
     """On the bench's nuclei phantom the split labels score close to the labels themselves."""
-    from isoapp.phantoms import make_phantom
+    from isoapp.quality.phantoms import make_phantom
 
     ph = make_phantom("nuclei", (17, 96, 96), factor=4.0, seed=0)
     labels = ph.params["labels"]

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import tifffile
 
-from isoapp.io import read_volume
+from isoapp.data.io import read_volume
 
 NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 

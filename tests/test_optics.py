@@ -1,4 +1,4 @@
-"""The scalar Debye PSFs of isoapp.optics: diffraction landmarks, the widefield haze, and their use."""
+"""The scalar Debye PSFs of isoapp.physics.optics: diffraction landmarks, the widefield haze, and their use."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import tifffile
 
 from isoapp.cli import main
-from isoapp.errors import ConfigError
-from isoapp.optics import debye_psf, optical_fwhm, optical_psf
-from isoapp.psf import psf_core_fwhm
-from isoapp.restore import psf_axial_sigma
+from isoapp.core.errors import ConfigError
+from isoapp.physics.optics import debye_psf, optical_fwhm, optical_psf
+from isoapp.physics.psf import psf_core_fwhm
+from isoapp.run.resolve import psf_axial_sigma
 
 LAM, NA, N = 0.52, 1.0, 1.33
 

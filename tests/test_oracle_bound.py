@@ -41,7 +41,7 @@ def test_pairs_are_the_suites_linear_interpolation_and_reference(ob):
 
 
 def test_an_untrained_net_gives_back_linear_interpolation(ob):
-    from isoapp.nets import UNet
+    from isoapp.methods.nets import UNet
 
     rng = np.random.default_rng(0)
     vol = rng.random((25, 30, 34)).astype(np.float32)  # sizes not multiples of the net's divisor

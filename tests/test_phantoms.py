@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from isoapp.errors import ConfigError
-from isoapp.phantoms import KINDS, Phantom, make_phantom
-from isoapp.psf import fwhm_to_sigma
+from isoapp.core.errors import ConfigError
+from isoapp.physics.psf import fwhm_to_sigma
+from isoapp.quality.phantoms import KINDS, Phantom, make_phantom
 
 SHAPE = (17, 48, 48)
 

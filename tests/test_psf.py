@@ -9,9 +9,9 @@ import pytest
 import tifffile
 from scipy import ndimage, signal
 
-from isoapp.errors import ConfigError, InputError
-from isoapp.optics import optical_fwhm, optical_psf
-from isoapp.psf import (
+from isoapp.core.errors import ConfigError, InputError
+from isoapp.physics.optics import optical_fwhm, optical_psf
+from isoapp.physics.psf import (
     fwhm_to_sigma,
     gaussian_psf,
     gaussian_psf_from_fwhm,

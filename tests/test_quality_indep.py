@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from isoapp.metrics import normalize_minmse, psnr
-from isoapp.restore import restore
-from isoapp.volume import Volume
+from isoapp.core.volume import Volume
+from isoapp.quality.metrics import normalize_minmse, psnr
+from isoapp.run.restore import restore
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "indep_phantoms.py"
 _spec = importlib.util.spec_from_file_location("indep_phantoms", _PATH)
@@ -95,7 +95,7 @@ def test_selfnet_beats_linear_and_fails_without_its_degradation_model(case, monk
     res = restore(vol, "selfnet", steps=300, device="cpu")
     assert _gain(c, vol, res) > SELFNET_GAIN_BAR_DB
     assert res.info["heldout"]["psnr_gain_db"] > 0  # same sign as the true gain
-    from isoapp.nets.selfnet import BlurThenNet
+    from isoapp.methods.nets.selfnet import BlurThenNet
 
     monkeypatch.setattr(BlurThenNet, "forward", lambda self, x: x)  # mutation: G_A ignored
     broken = restore(vol, "selfnet", steps=300, device="cpu")

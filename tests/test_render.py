@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from isoapp import render
+from isoapp.quality import render
 
 
 def read_png(path) -> np.ndarray:

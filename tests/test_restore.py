@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from isoapp.degrade import output_length
-from isoapp.engine.config import PSFSpec
-from isoapp.errors import Cancelled, ConfigError, InputError, ModelError
-from isoapp.metrics import psnr
-from isoapp.phantoms import make_phantom
-from isoapp.psf import psf_on_input_grid
-from isoapp.restore import resolve_psf, restore
-from isoapp.volume import Volume
+from isoapp.core.errors import Cancelled, ConfigError, InputError, ModelError
+from isoapp.core.volume import Volume
+from isoapp.physics.forward import output_length
+from isoapp.physics.psf import psf_on_input_grid
+from isoapp.quality.metrics import psnr
+from isoapp.quality.phantoms import make_phantom
+from isoapp.run.resolve import resolve_psf
+from isoapp.run.restore import restore
+from isoapp.training.config import PSFSpec
 
 torch.set_num_threads(2)
 

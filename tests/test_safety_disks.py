@@ -57,9 +57,9 @@ def test_writer_on_a_full_disk_fails_cleanly(tmp_path):
     mnt = tmp_path / "mnt"
     script = textwrap.dedent(f"""
         import numpy as np
-        from isoapp.errors import OutputError
-        from isoapp.io import write_volume
-        from isoapp.volume import Volume
+        from isoapp.core.errors import OutputError
+        from isoapp.data.io import write_volume
+        from isoapp.core.volume import Volume
         vol = Volume(np.random.default_rng(0).random((40, 64, 64), dtype=np.float32), "ZYX", (1, 1, 1))
         for ext in (".h5", ".tif", ".zarr"):
             try:

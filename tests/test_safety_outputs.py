@@ -18,8 +18,8 @@ import pytest
 import tifffile
 
 from isoapp.cli import main
-from isoapp.io import write_volume
-from isoapp.volume import Volume
+from isoapp.core.volume import Volume
+from isoapp.data.io import write_volume
 
 
 def _stack(path: Path, nz=9, dz=0.8, dxy=0.2, seed=0) -> Path:
@@ -111,12 +111,12 @@ def test_existing_output_needs_overwrite_and_foreign_zarr_is_never_deleted(tmp_p
 
 
 def test_output_problems_are_found_before_any_training(tmp_path, capsys, monkeypatch):
-    import isoapp.restore
+    import isoapp.run.restore
 
     def no_work(*a, **k):
         raise AssertionError("training started before the output paths were checked")
 
-    monkeypatch.setattr(isoapp.restore, "restore", no_work)
+    monkeypatch.setattr(isoapp.run.restore, "restore", no_work)
     src = _stack(tmp_path / "in.tif")
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -144,7 +144,7 @@ def test_no_space_is_reported_before_work(tmp_path, capsys, monkeypatch):
 
 
 def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
-    from isoapp.io.safety import TMP_PREFIX, clean_stale_temps, pid_alive
+    from isoapp.data.io.safety import TMP_PREFIX, clean_stale_temps, pid_alive
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
@@ -201,7 +201,7 @@ def test_broken_pipe_exits_quietly(tmp_path):
 
 
 def test_reader_bugs_are_internal_errors_not_blamed_on_the_file(tmp_path, capsys, monkeypatch):
-    from isoapp.io import tidy, tiff
+    from isoapp.data.io import tidy, tiff
 
     src = _stack(tmp_path / "in.tif")
     # a bug inside isoapp's reader code: a call with the wrong arguments raises TypeError in tiff.py

@@ -15,9 +15,9 @@ import pytest
 import tifffile
 import torch
 
-from isoapp.engine.config import TrainConfig
-from isoapp.engine.context import RunContext
-from isoapp.engine.trainer import train_loop
+from isoapp.training.config import TrainConfig
+from isoapp.training.context import RunContext
+from isoapp.training.trainer import train_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
@@ -86,7 +86,7 @@ def test_signal_during_training_saves_a_checkpoint_and_says_how_to_resume(tmp_pa
 
 _SLOW_WRITE = textwrap.dedent("""
     import sys, time
-    import isoapp.io.tiff as tiff
+    import isoapp.data.io.tiff as tiff
     from isoapp.cli import main
 
     def slow(tmp, *a, **k):

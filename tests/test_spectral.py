@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from isoapp.phantoms import make_phantom
-from isoapp.spectral import axial_log_spectrum
+from isoapp.physics.spectral import axial_log_spectrum
+from isoapp.quality.phantoms import make_phantom
 
 torch.set_num_threads(1)
 

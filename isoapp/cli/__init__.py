@@ -2,7 +2,7 @@
 
 Each sub-command lives in ``isoapp/cli/cmd_<name>.py`` and exposes
 ``register(subparsers) -> None``, which adds its parser and sets ``func=run(args) -> int``.
-User errors (:class:`isoapp.errors.IsoappError`) become one line on stderr and exit code 2;
+User errors (:class:`isoapp.core.errors.IsoappError`) become one line on stderr and exit code 2;
 ``--debug`` adds the traceback (the exit code stays 2).
 """
 
@@ -17,7 +17,7 @@ import sys
 import threading
 import traceback
 
-from ..errors import Cancelled, IsoappError
+from ..core.errors import Cancelled, IsoappError
 
 COMMANDS = ["info", "phantom", "degrade", "metrics", "train", "restore", "export", "demo", "bench", "fiji", "gui"]
 

@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import format_markdown, run_bench
-    from ..io.safety import check_output_folder
+    from ..data.io.safety import check_output_folder
+    from ..workflows.bench import format_markdown, run_bench
 
     if args.out:
         check_output_folder(args.out, ["bench.json", "bench.md"], overwrite=args.overwrite, what="--out")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..io import registry
+from ..core.errors import ConfigError
+from ..data.io import registry
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Degrade the input and write it; returns the exit code."""
-    from ..degrade import degrade
-    from ..io import output_format, read_volume, write_volume
-    from ..io.safety import PlannedOutput, check_outputs, estimate_volume_bytes
-    from ..psf import load_psf
+    from ..data.io import output_format, read_volume, write_volume
+    from ..data.io.safety import PlannedOutput, check_outputs, estimate_volume_bytes
+    from ..physics.forward import degrade
+    from ..physics.psf import load_psf
 
     if not (np.isfinite(args.factor) and args.factor >= 1):
         raise ConfigError(f"--factor must be >= 1, got {args.factor}")

@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import format_table, run_demo
-    from ..io.safety import check_output_folder
+    from ..data.io.safety import check_output_folder
     from ..methods import get_method
+    from ..workflows.demo import format_table, run_demo
 
     get_method(args.method)
     names = ["input.tif", f"restored_{args.method}.tif", "ground_truth.tif", "orthoview.png", "metrics.json"]

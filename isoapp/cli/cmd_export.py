@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_model
-    from ..io import check_output_path, read_volume
+    from ..data.io import check_output_path, read_volume
+    from ..run.restorer import Restorer
 
     out = check_output_path(args.output, [args.input, args.model])
     volume = None
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         volume = read_volume(args.input, dataset=args.dataset)
         if args.voxel_size:
             volume = volume.with_data(volume.data, voxel_size=tuple(args.voxel_size))
-    export_model(args.model, out, volume, channel=args.channel, authors=args.author, license=args.license,
-                 name=args.name)
+    Restorer.load(args.model, device="cpu").export(out, volume, channel=args.channel, authors=args.author,
+                                                   license=args.license, name=args.name)
     print(out)
     return 0

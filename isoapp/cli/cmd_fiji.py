@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from ..io import registry
+from ..data.io import registry
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def run_doctor(args: argparse.Namespace) -> int:
 def run_push(args: argparse.Namespace) -> int:
     """Read FILE, push it to ImageJ and show it; wait until its windows are closed."""
     import fiji_bridge
-    from isoapp.io import read_volume
+
+    from ..data.io import read_volume
 
     fiji_dir = getattr(args, "fiji_dir", None)
     macos_fiji = fiji_bridge.find_fiji(fiji_dir) is not None and sys.platform == "darwin"

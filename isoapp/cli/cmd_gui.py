@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..io import registry
+from ..data.io import registry
 
 
 def register(subparsers) -> None:
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     try:
         import PySide6  # noqa: F401

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from ..io import describe_file, registry
+from ..data.io import describe_file, registry
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def align_to_reference(ref: np.ndarray, img: np.ndarray, ref_dz: float, img_dz: 
 
     Equal shapes are returned unchanged. An ``img`` whose planes are ``F`` reference planes apart
     (``F = z_factor`` or ``img_dz / ref_dz``) with ``floor((n_ref - 1) / F) + 1`` planes is
-    interpolated linearly to the positions ``k / F`` (:func:`isoapp.degrade.upsample`); the
+    interpolated linearly to the positions ``k / F`` (:func:`isoapp.physics.forward.upsample`); the
     reference is cropped to the planes this covers. Returns ``(ref, img, note)`` where ``note``
     describes what was done (None if nothing). Other mismatches raise :class:`InputError`.
     """
@@ -62,7 +62,7 @@ def align_to_reference(ref: np.ndarray, img: np.ndarray, ref_dz: float, img_dz: 
                 f" (a z factor of {f:g} would need {expected} planes; give --z-factor if the voxel sizes are wrong)")
         raise InputError(f"the reference has shape {ref.shape} but the image has shape {img.shape}: "
                          f"they must be on the same grid, or the image on a coarser z grid{hint}")
-    from ..degrade import upsample
+    from ..physics.forward import upsample
 
     up = upsample(img, f, axis=0, order=1)
     m = up.shape[0]
@@ -80,8 +80,8 @@ def _fmt(v) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Compute and print the metrics; returns the exit code."""
-    from ..io import read_volume
-    from ..metrics import compute_metrics
+    from ..data.io import read_volume
+    from ..quality.metrics import compute_metrics
 
     if args.z_factor is not None and not (math.isfinite(args.z_factor) and args.z_factor > 1):
         raise ConfigError(f"--z-factor must be > 1, got {args.z_factor}")

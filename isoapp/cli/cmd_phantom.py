@@ -7,13 +7,13 @@ import logging
 import math
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 # The phantom kinds, listed here so that building the parser does not import scipy
-# (tests/test_cli_phantom.py checks that this equals isoapp.phantoms.KINDS).
+# (tests/test_cli_phantom.py checks that this equals isoapp.quality.phantoms.KINDS).
 KINDS = ("tubes", "beads", "nuclei", "membranes")
 
 
@@ -48,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the phantom and write its files; returns the exit code."""
-    from ..io import output_format, write_volume
-    from ..io.safety import PlannedOutput, check_outputs, estimate_volume_bytes
-    from ..phantoms import make_phantom
+    from ..data.io import output_format, write_volume
+    from ..data.io.safety import PlannedOutput, check_outputs, estimate_volume_bytes
+    from ..quality.phantoms import make_phantom
 
     if args.sigma_z is not None and not (math.isfinite(args.sigma_z) and args.sigma_z >= 0):
         raise ConfigError(f"--sigma-z must be >= 0 pixels, got {args.sigma_z:g}")

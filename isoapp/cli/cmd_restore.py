@@ -11,7 +11,7 @@ import signal
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import Cancelled, ConfigError, IsoappError, ModelError, OutputError
+from ..core.errors import Cancelled, ConfigError, IsoappError, ModelError, OutputError
 from .progress import TqdmProgress
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a method on the stack itself (or load a saved model) and write the "
                                    "restored stack on a z grid of dz/F. Every path the run writes is checked "
                                    "before any work; existing outputs are kept unless --overwrite is given.")
-    from ..io.registry import describe_blockwise, describe_writable, input_help
+    from ..data.io.registry import describe_blockwise, describe_writable, input_help
 
     p.add_argument("input", help=f"input stack ({input_help()})")
     p.add_argument("-o", "--output", required=True,
@@ -134,7 +134,7 @@ def psf_spec(args: argparse.Namespace) -> dict:
     if getattr(args, "psf", None):
         return {"kind": "file", "path": str(Path(args.psf))}
     if getattr(args, "psf_optics", None):
-        from ..optics import parse_optics
+        from ..physics.optics import parse_optics
 
         return {"kind": "optical", "optics": parse_optics(args.psf_optics, "--psf-optics")}
     if getattr(args, "psf_fwhm", None):
@@ -160,8 +160,8 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def model_method(model_dir: str) -> str:
     """The method a ``--model`` folder was saved with; ModelError for a missing or malformed folder."""
-    from ..engine.config import RunConfig
-    from ..export import is_package, package_model
+    from ..interop.bioimageio import is_package, package_model
+    from ..training.config import RunConfig
 
     d = Path(model_dir).expanduser()
     if is_package(d):  # a bioimage.io package (.zip) exported by isoapp
@@ -196,8 +196,8 @@ def _estimate_output(vol, factor: float | None, voxel_size, dtype: str, fmt: str
     """Bytes of the restored stack: z grows to floor((nz-1)F)+1 planes."""
     import numpy as np
 
-    from ..degrade import output_length
-    from ..io.safety import estimate_volume_bytes
+    from ..data.io.safety import estimate_volume_bytes
+    from ..physics.forward import output_length
 
     dz, dy, dx = voxel_size or vol.voxel_size
     f = factor if factor is not None else dz / (0.5 * (dy + dx)) if dy + dx > 0 else 1.0
@@ -242,7 +242,7 @@ def resume_command(args: argparse.Namespace) -> str:
 
 def quality_lines(info: dict) -> list[str]:
     """The degradation estimate, the held-out check and auto's choice, for people."""
-    from ..heldout import planes_text, se_text  # the CLI starts without the numerical core
+    from ..quality.heldout import planes_text, se_text  # the CLI starts without the numerical core
 
     lines = []
     if info.get("preset_note"):
@@ -272,8 +272,8 @@ def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
         return False
     if args.blockwise or args.workers or args.scheduler or args.block_size:
         return True
-    from ..degrade import output_length
-    from ..memory import available_bytes
+    from ..core.memory import available_bytes
+    from ..physics.forward import output_length
 
     n_in = vol.nbytes
     shape = list(vol.shape)
@@ -282,7 +282,7 @@ def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
     need = n_in + 3 * 4 * int(math.prod(shape))  # the stack, the result and the working copies in float32
     if need <= 0.5 * available_bytes():
         return False
-    from ..io.registry import blockwise_formats, describe_blockwise
+    from ..data.io.registry import blockwise_formats, describe_blockwise
 
     if fmt not in blockwise_formats():
         raise ConfigError(f"{vol.name} needs about {need / 2**30:.1f} GiB to restore in memory; write the result "
@@ -317,9 +317,9 @@ def guarded_run(args: argparse.Namespace, work_dir: Path | None, progress: TqdmP
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import output_format, read_volume, write_volume
-    from ..io.safety import PlannedOutput, check_collisions, check_outputs
-    from ..restore import restore
+    from ..data.io import output_format, read_volume, write_volume
+    from ..data.io.safety import PlannedOutput, check_collisions, check_outputs
+    from ..run.restore import restore
 
     _check_options(args)
     method = resolve_method(args)
@@ -392,12 +392,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train, reads) -> int:
     """Train on a bounded region (or load --model), then restore block by block into the output."""
-    from ..restorer import Restorer, prepare_volume
+    from ..run.restorer import Restorer, prepare_volume
 
     vol = prepare_volume(vol, args.voxel_size)
     if args.block_size:  # before any training: a block size that cannot fit in memory
-        from ..blockwise import BlockGeometry
-        from ..outofcore import check_block_memory
+        from ..run.blocks import BlockGeometry
+        from ..run.blockwise import check_block_memory
 
         f = args.factor or vol.anisotropy
         check_block_memory(tuple(args.block_size), max(float(f), 1.0), BlockGeometry(16, 64, 8), args.workers or 1)
@@ -421,7 +421,7 @@ def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train
                            scheduler=args.scheduler, keep_work_dir=True)
     if default_wd and work_dir.is_dir():
         _remove_checkpoints(work_dir)
-    from ..memory import peak_rss_bytes
+    from ..core.memory import peak_rss_bytes
 
     run = res.run
     summary = {"output": str(res.path), "shape": list(res.shape), "voxel_size": list(res.voxel_size),

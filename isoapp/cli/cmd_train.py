@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import ConfigError, OutputError
+from ..core.errors import ConfigError, OutputError
 from .cmd_restore import add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
 
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a method on a stack and save the model (restore later with --model)",
                        description="Train a method on the stack itself and save it for `isoapp restore --model`. "
                                    "Stacks larger than the training budget train on their most signal-rich region.")
-    from ..io.registry import input_help
+    from ..data.io.registry import input_help
 
     p.add_argument("input", help=f"input stack ({input_help()})")
     p.add_argument("--save-model", required=True, metavar="DIR", help="folder for config.json and weights.pt")
@@ -38,11 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import read_volume
-    from ..io.safety import PlannedOutput, check_outputs
-    from ..memory import peak_rss_bytes
+    from ..core.memory import peak_rss_bytes
+    from ..data.io import read_volume
+    from ..data.io.safety import PlannedOutput, check_outputs
     from ..methods import get_method
-    from ..restorer import Restorer, prepare_volume
+    from ..run.restorer import Restorer, prepare_volume
 
     if not get_method(args.method).trainable:
         raise ConfigError(f"{args.method} does not train; restore with it directly (isoapp restore --method "

@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from ..engine.events import Event, LogEvent, ProgressEvent, StageEvent
+from ..training.events import Event, LogEvent, ProgressEvent, StageEvent
 
 log = logging.getLogger(__name__)
 

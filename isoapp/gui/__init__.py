@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..io import registry
+from ..data.io import registry
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..degrade import upsample
-from ..restore import NORM_PERCENTILES
-from ..volume import Volume
+from ..core.volume import Volume
+from ..data.normalize import NORM_PERCENTILES
+from ..physics.forward import upsample
 from .orthoview import OrthoView
 
 log = logging.getLogger(__name__)
@@ -254,8 +254,8 @@ class ComparePanel(QWidget):
 
     def compute_metrics(self) -> None:
         """Metrics of every result (and the interpolated input) against the reference."""
-        from ..errors import InputError
-        from ..metrics import compute_metrics
+        from ..core.errors import InputError
+        from ..quality.metrics import compute_metrics
 
         self.metrics.clear()
         ref = self.reference

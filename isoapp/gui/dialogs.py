@@ -19,7 +19,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
-from ..errors import IsoappError
+from ..core.errors import IsoappError
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..degrade import output_length
-from ..engine.config import RunConfig
+from ..physics.forward import output_length
+from ..training.config import RunConfig
 
 
 @dataclass
@@ -113,7 +113,7 @@ def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measur
 class RunClock:
     """The whole-run ETA of a running job, refined from its own measured speed.
 
-    Feed it every :class:`~isoapp.engine.events.ProgressEvent` (:meth:`update`). Training events
+    Feed it every :class:`~isoapp.training.events.ProgressEvent` (:meth:`update`). Training events
     (any stage but ``restore``) count loop iterations; once a few are timed, the remaining training
     is (loops left) x (measured seconds per loop), and the restore estimate is scaled by the same
     ratio of measured to predicted speed. In the restore stage the restore's own progress is used.

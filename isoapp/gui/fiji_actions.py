@@ -21,8 +21,8 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import QMenu, QWidget
 
-from ..errors import IsoappError
-from ..volume import Volume
+from ..core.errors import IsoappError
+from ..core.volume import Volume
 from . import dialogs
 from .settings import AppSettings
 
@@ -148,7 +148,7 @@ class FijiActions(QObject):
 
     def _send(self, vol: Volume, extra_macro: str = "") -> Any:
         """Write ``vol`` once as a calibrated ImageJ TIFF and show it in the lasting ImageJ/Fiji."""
-        from ..io import write_volume
+        from ..data.io import write_volume
 
         handoff = self.get_handoff()
         path, new = handoff.file_for(self.result_key(vol), vol.name)

@@ -21,9 +21,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..errors import IsoappError
-from ..io import write_volume
-from ..volume import Volume
+from ..core.errors import IsoappError
+from ..core.volume import Volume
+from ..data.io import write_volume
 from . import dialogs, gcguard, opening, runs
 from .compare import ComparePanel
 from .fiji_actions import FijiActions

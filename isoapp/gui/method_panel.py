@@ -25,10 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..errors import IsoappError
-from ..io import registry
+from ..core.errors import IsoappError
+from ..core.volume import Volume
+from ..data.io import registry
 from ..methods import available_methods, build_config, capabilities, default_method, get_method
-from ..volume import Volume
 from . import dialogs
 from .estimate import Estimate, estimate, timing_key
 
@@ -384,7 +384,7 @@ class MethodPanel(QWidget):
         return value
 
     def options(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`isoapp.restore.restore` (without volume/emit/should_stop).
+        """Keyword arguments for :func:`isoapp.run.restore.restore` (without volume/emit/should_stop).
 
         The factor and voxel size are always explicit: what the panel shows is what runs.
         """

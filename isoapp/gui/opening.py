@@ -9,14 +9,14 @@ from typing import Any
 
 from PySide6.QtWidgets import QWidget
 
-from ..errors import InputError, IsoappError
-from ..io import read_volume, registry
-from ..volume import Volume
+from ..core.errors import InputError, IsoappError
+from ..core.volume import Volume
+from ..data.io import read_volume, registry
 from . import dialogs
 
 log = logging.getLogger(__name__)
 
-# all from the format registry (isoapp.io.registry): a new format needs no change here
+# all from the format registry (isoapp.data.io.registry): a new format needs no change here
 BIOFORMATS_EXT = registry.get("bioformats").extensions
 FILE_FILTER = registry.open_filter()
 SAVE_FILTER = registry.save_filter()
@@ -34,7 +34,7 @@ def list_datasets(path: str | Path) -> list[tuple[str, tuple[int, ...], str]]:
     """The HDF5 datasets with at least 3 dimensions, as ``(name, shape, dtype)``."""
     import h5py
 
-    from ..io.hdf5 import list_datasets as _all
+    from ..data.io.hdf5 import list_datasets as _all
 
     try:
         with h5py.File(path, "r") as f:

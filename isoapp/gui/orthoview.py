@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..volume import Volume
+from ..core.volume import Volume
 from .view_display import DisplayMixin
 from .view_tools import (
     AUTO_PERCENTILES,

@@ -16,7 +16,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
-from ..engine.events import PreviewEvent, ProgressEvent
+from ..training.events import PreviewEvent, ProgressEvent
 from .estimate import RunClock
 from .orthoview import auto_levels
 

@@ -1,6 +1,6 @@
 """The quality report shown after every run: blur and noise estimate, held-out gain, a plain warning.
 
-It reads optional entries of ``RestoreResult.info`` (written by :func:`isoapp.restore.restore`):
+It reads optional entries of ``RestoreResult.info`` (written by :func:`isoapp.run.restore.restore`):
 ``degradation`` (axial blur and camera noise, estimated from the stack or given by the user),
 ``heldout`` (the method against interpolation on lateral planes it did not train on) and, after an
 ``auto`` run, ``chosen``/``reason``/``candidates`` (:meth:`isoapp.methods.auto.Auto.selection`):
@@ -16,8 +16,8 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ..heldout import planes_text, se_text
 from ..methods import method_label as _method_label
+from ..quality.heldout import planes_text, se_text
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QTimer
 
-from ..degrade import upsample
-from ..errors import InputError, IsoappError
+from ..core.errors import InputError, IsoappError
+from ..data.normalize import NORM_PERCENTILES
 from ..methods import get_method, method_label
-from ..restore import NORM_PERCENTILES
+from ..physics.forward import upsample
 from . import dialogs, runs
 from .estimate import RunClock, timing_key
 from .report_panel import result_label

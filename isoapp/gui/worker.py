@@ -1,6 +1,6 @@
 """Background restoration: a QObject worker in a QThread that only relays the core's events.
 
-:class:`RestoreWorker` calls :func:`isoapp.restore.restore` and turns its events into signals;
+:class:`RestoreWorker` calls :func:`isoapp.run.restore.restore` and turns its events into signals;
 it never touches a widget. :class:`RunController` owns the thread and its lifetime. Every
 QThread made here is tracked so that tests can check none is left running.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from ..engine.events import LogEvent, PreviewEvent, ProgressEvent, StageEvent
-from ..errors import Cancelled
-from ..volume import Volume
+from ..core.errors import Cancelled
+from ..core.volume import Volume
+from ..training.events import LogEvent, PreviewEvent, ProgressEvent, StageEvent
 from .dialogs import describe_exception
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def warm_up() -> float:
 
 
 def restore_accepts(name: str) -> bool:
-    """Whether :func:`isoapp.restore.restore` takes the keyword ``name`` (e.g. ``preview_position``)."""
-    from ..restore import restore
+    """Whether :func:`isoapp.run.restore.restore` takes the keyword ``name`` (e.g. ``preview_position``)."""
+    from ..run.restore import restore
 
     return name in inspect.signature(restore).parameters
 
@@ -116,7 +116,7 @@ class RestoreWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from ..restore import restore
+        from ..run.restore import restore
 
         try:
             result = restore(self.volume, emit=self._emit, should_stop=self.should_stop, **self.options)

@@ -1,7 +1,7 @@
 """``auto``: train the fast candidates on the stack and keep the one that restores its held-out planes best.
 
 Each candidate (IsoNet and Self-Net by default, in that order) is trained with the run's preset
-and training overrides on the stack, its held-out lateral planes excluded (:mod:`isoapp.heldout`); a candidate starts
+and training overrides on the stack, its held-out lateral planes excluded (:mod:`isoapp.quality.heldout`); a candidate starts
 only while the time budget (``budget_s``) is not spent. The one with the largest held-out PSNR
 gain over linear interpolation is kept if it beats both linear and cubic interpolation on the same
 planes by ``min_gain_db`` and by twice the standard error of the per-plane differences (a few
@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine.context import RunContext
-from ..errors import ConfigError, InputError
-from ..heldout import evaluate
+from ..core.errors import ConfigError, InputError
+from ..physics.psf import model_kernel
+from ..quality.heldout import evaluate
+from ..training.context import RunContext
 from .base import Method, TimeModel, build_config, get_method, register
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,6 @@ class Auto(Method):
         return cls(cfg, psf=self.psf if cls.uses_psf else None, degradation=self.degradation)
 
     def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
-        from ..restore import model_kernel  # the same kernel restore() checks every method with
 
         if self.degradation is None or self.psf is None:
             raise InputError("auto needs the stack's degradation model (its blur and noise); pass --psf-fwhm or "

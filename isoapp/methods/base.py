@@ -2,7 +2,7 @@
 
 A method is one file in ``isoapp/methods/`` that subclasses :class:`Method`, decorates itself
 with :func:`register`, and uses the shared engine (``train_loop``, ``PatchSampler``,
-``predict_tiled``). :func:`isoapp.restore.restore` does the rest: channels, normalisation, the
+``predict_tiled``). :func:`isoapp.run.restore.restore` does the rest: channels, normalisation, the
 output grid and calibration.
 """
 
@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..degradation import Degradation
-from ..degrade import output_length
-from ..engine.checkpoint import load_safe, save_atomic
-from ..engine.config import RunConfig, TrainConfig, validated
-from ..engine.context import RunContext
-from ..engine.events import ignore_events
-from ..errors import ConfigError, InputError, ModelError
-from ..heldout import choose_heldout, plane_signal
+from ..core.errors import ConfigError, InputError, ModelError
+from ..physics.degradation import Degradation
+from ..physics.forward import output_length
+from ..quality.heldout import choose_heldout, plane_signal
+from ..training.checkpoint import load_safe, save_atomic
+from ..training.config import RunConfig, TrainConfig, validated
+from ..training.context import RunContext
+from ..training.events import ignore_events
 
 if TYPE_CHECKING:
-    from ..blockwise import BlockGeometry
+    from ..training.tiling import BlockGeometry
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Method(ABC):
     #: restores held-out lateral planes from their samples (:meth:`restore_sampled`): the held-out check applies
     heldout_check: ClassVar[bool] = False
     #: the check holds out one contiguous slab of planes, restored as a small stack (3D networks need
-    #: 3D context); False: single planes spread over the stack (:mod:`isoapp.heldout`)
+    #: 3D context); False: single planes spread over the stack (:mod:`isoapp.quality.heldout`)
     heldout_slab: ClassVar[bool] = False
     #: a name for people (menus, reports); ``name`` is the id used in files and on the command line
     label: ClassVar[str] = ""
@@ -122,7 +122,7 @@ class Method(ABC):
         self.psf = psf  # 3D, on an isotropic grid of the lateral pixel size (uses_psf methods)
         if degradation is None and config.degradation:
             degradation = Degradation.model_validate(config.degradation)
-        self.degradation = degradation  # the stack's blur and noise model (isoapp.degradation)
+        self.degradation = degradation  # the stack's blur and noise model (isoapp.physics.degradation)
         self.nets: dict[str, torch.nn.Module] = {}
         self.fitted = not self.trainable
 
@@ -138,7 +138,7 @@ class Method(ABC):
     def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
         """Restore ``(N, m, W)`` axial planes sampled every ``F`` rows onto ``output_length(m, F)`` rows.
 
-        Used by the held-out check (:mod:`isoapp.heldout`); None where the method has no check.
+        Used by the held-out check (:mod:`isoapp.quality.heldout`); None where the method has no check.
         With ``heldout_slab`` the ``N`` planes are consecutive (a slab, z on the lateral grid): seen
         from the side, with the sampled axis as z, they are a small stack, restored by :meth:`predict`.
         """
@@ -177,13 +177,13 @@ class Method(ABC):
     def training_budget(cls, budget: int, factor: float, params: dict[str, Any] | None = None) -> int:
         """Bytes of float32 training region for a run whose training budget is ``budget``.
 
-        The region a large stack trains on (:func:`isoapp.io.lazy.training_region`) is the budget
+        The region a large stack trains on (:func:`isoapp.data.io.lazy.training_region`) is the budget
         divided by the copies of it the method holds while training; one by default.
         """
         return int(budget)
 
     def block_geometry(self) -> BlockGeometry | None:
-        """How :mod:`isoapp.blockwise` may split prediction into blocks; None: only whole volumes.
+        """How :mod:`isoapp.run.blocks` may split prediction into blocks; None: only whole volumes.
 
         A method whose ``predict`` is local (each output voxel depends on input within a fixed
         radius) returns its halo and alignment, and block-wise output then equals whole-volume

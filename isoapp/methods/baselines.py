@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..degrade import upsample
-from ..engine.context import RunContext
-from ..engine.events import ProgressEvent
-from ..errors import Cancelled
-from ..psf import psf_core_fwhm, psf_on_input_grid
+from ..core.errors import Cancelled
+from ..physics.forward import upsample
+from ..physics.psf import psf_core_fwhm, psf_on_input_grid
+from ..training.context import RunContext
+from ..training.events import ProgressEvent
 from .base import Method, TimeModel, register
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Linear(Method):
     def block_geometry(self):
         """Linear: the two neighbouring planes. Cubic: the spline's prefilter decays as 0.268^n, so
         16 planes bring a block within 1e-9 of the whole-volume result."""
-        from ..blockwise import BlockGeometry
+        from ..training.tiling import BlockGeometry
 
         return BlockGeometry(halo_z=1 if self.order == 1 else 16, halo_yx=0)
 

@@ -4,7 +4,7 @@ Training pairs come from the lateral planes of the stack itself: each plane is b
 PSF rotated into the lateral plane (``full``) or with the split PSF (``split``: the part of the
 rotated PSF not already present laterally), subsampled along that axis by the anisotropy factor,
 given the noise the acquisition adds after the blur, and interpolated back (the stack's
-degradation model, :mod:`isoapp.degradation`, through the shared pair source :mod:`isoapp.pairs`;
+degradation model, :mod:`isoapp.physics.degradation`, through the shared pair source :mod:`isoapp.training.pairs`;
 with no PSF given, the kernel is the estimated axial blur). A residual U-Net (IsoNet-2) or an SRCNN-like net (IsoNet-1) learns to undo
 it. At prediction time the stack is interpolated along z, every xz and yz plane is restored and
 the two results are fused (geometric mean by default).
@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import psf as psfmod
-from ..degrade import upsample
-from ..engine.context import RunContext
-from ..engine.device import to_device
-from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
-from ..errors import ModelError
-from ..nets import UNet
-from ..nets.blocks import SRCNN
-from ..pairs import LateralPairs, training_planes
+from ..core.errors import ModelError
+from ..physics import psf as psfmod
+from ..physics.forward import upsample
+from ..training.context import RunContext
+from ..training.device import to_device
+from ..training.pairs import LateralPairs, training_planes
+from ..training.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from .base import TimeModel, register
+from .nets import UNet
+from .nets.blocks import SRCNN
 from .planewise import PlaneWiseMethod
 
 log = logging.getLogger(__name__)

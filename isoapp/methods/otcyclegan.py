@@ -14,16 +14,16 @@ Lateral and axial images have their own discriminators (``separate_axial_discrim
 and YZ one each, for light-sheet data). Training uses random 3D crops with flips and rotations
 about z, Adam (betas 0.5, 0.999) and Kaiming initialisation; ``F`` starts as a small Gaussian
 (``blur_init_sigma``), or, with ``blur_init_axial='spectral'``, as the axial blur estimated from
-the stack itself (:func:`~isoapp.degradation.estimate_axial_sigma`, fitted into the layers by
-:meth:`~isoapp.nets.otcyclegan.DeepLinearGenerator.fit_kernel`); ``blur_freeze`` holds it fixed
+the stack itself (:func:`~isoapp.physics.degradation.estimate_axial_sigma`, fitted into the layers by
+:meth:`~isoapp.methods.nets.otcyclegan.DeepLinearGenerator.fit_kernel`); ``blur_freeze`` holds it fixed
 for a share of the steps.
 
 Departures from the paper, each a parameter (Park's form in brackets):
 
 * ``physical_sampling`` [False]: ``y`` is a blurred volume *sampled every* ``factor`` *planes and
   interpolated*, so the cycle compares ``R(F(G(y)))`` with ``y``, where ``R`` samples at the
-  crop's acquired planes (phase from its z start and flip, :func:`~isoapp.degrade.sampling_phase`)
-  and interpolates back (:func:`~isoapp.degrade.resample_matrix`). Crops get ``2*ceil(factor)``
+  crop's acquired planes (phase from its z start and flip, :func:`~isoapp.physics.forward.sampling_phase`)
+  and interpolates back (:func:`~isoapp.physics.forward.resample_matrix`). Crops get ``2*ceil(factor)``
   extra planes; the losses judge their centre.
 * ``blur_padding`` ['zeros']: ``F`` mirrors crops at their borders instead of zero-padding them.
 * ``lambda_lateral`` [0]: lateral self-supervision. Crops turned so that a sharp lateral axis lies
@@ -60,24 +60,23 @@ import torch
 import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..degradation import estimate_axial_sigma, kernel_energy
-from ..degrade import output_length, resample_matrix, sampling_phase, upsample
-from ..engine.context import RunContext
-from ..engine.device import to_device
-from ..engine.events import ProgressEvent
-from ..engine.sampler import PatchSampler
-from ..engine.tiling import predict_tiled
-from ..engine.trainer import make_optimizer, make_scheduler, optimizer_step, train_loop
-from ..errors import ConfigError, InputError
-from ..fwhm import fwhm_profile
-from ..heldout import check_slab, interpolated_rows
-from ..nets import UNet
-from ..nets.blocks import resample_along
-from ..nets.otcyclegan import ORIENTATIONS, DeepLinearGenerator, MIPDiscriminators, fit_window, lsgan_mean
-from ..normalize import match_histogram
-from ..pairs import acquire_rows_torch
-from ..psf import gaussian_psf, sigma_to_fwhm
+from ..core.errors import ConfigError, InputError
+from ..data.normalize import match_histogram
+from ..physics.degradation import estimate_axial_sigma, kernel_energy
+from ..physics.forward import output_length, resample_along, resample_matrix, sampling_phase, upsample
+from ..physics.psf import gaussian_psf, sigma_to_fwhm
+from ..quality.fwhm import fwhm_profile
+from ..quality.heldout import check_slab, interpolated_rows
+from ..training.context import RunContext
+from ..training.device import to_device
+from ..training.events import ProgressEvent
+from ..training.pairs import acquire_rows_torch
+from ..training.sampler import PatchSampler
+from ..training.tiling import predict_tiled
+from ..training.trainer import make_optimizer, make_scheduler, optimizer_step, train_loop
 from .base import Method, TimeModel, register
+from .nets import UNet
+from .nets.otcyclegan import ORIENTATIONS, DeepLinearGenerator, MIPDiscriminators, fit_window, lsgan_mean
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ class OTCycleGANParams(BaseModel):
                                 "ramps linearly up from 0 (0: full weight from the first step, as Park)")
     blur_init_axial: Literal["sigma", "spectral"] = Field(
         "sigma", description="sigma: F starts as the isotropic blur_init_sigma Gaussian; spectral: its axial width "
-        "comes from the stack's own blur estimate (isoapp.degradation; the value keeps the name of the earlier "
+        "comes from the stack's own blur estimate (isoapp.physics.degradation; the value keeps the name of the earlier "
         "spectral estimator)")
     blur_freeze: float = Field(0.0, ge=0.0, le=1.0, description="share of the steps during which F is held fixed")
     lambda_lateral: float = Field(
@@ -323,7 +322,7 @@ class OTCycleGAN(Method):
 
         Each crop is rotated by a random multiple of 90 degrees about z and flipped at random along z, y and x
         (the PSF is symmetric in z and about the z axis). With ``physical_sampling`` the crop's matrix
-        (:func:`~isoapp.degrade.resample_matrix`, margin ``ceil(factor)``) samples it at the planes that were
+        (:func:`~isoapp.physics.forward.resample_matrix`, margin ``ceil(factor)``) samples it at the planes that were
         acquired there (the crop's z start and flip give the phase) and interpolates linearly back.
 
         Returns
@@ -357,7 +356,7 @@ class OTCycleGAN(Method):
 
         The turned crop (z <- y, y <- z: sharp along z, its real axial blur along y) is blurred by ``blur``
         (``F``, without gradients) and sampled along z as acquired (a random phase on a grid of 8 per
-        ``factor``; :func:`~isoapp.degrade.resample_matrix`, margin ``ceil(factor)``); the target is the
+        ``factor``; :func:`~isoapp.physics.forward.resample_matrix`, margin ``ceil(factor)``); the target is the
         turned crop itself. Both are cut to the central planes, a multiple of ``G``'s divisor.
 
         Returns

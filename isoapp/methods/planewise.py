@@ -1,7 +1,7 @@
 """The base of methods that restore a stack plane by plane with one 2D network (IsoNet, Self-Net).
 
 Prediction interpolates the stack along z, restores every xz and yz plane with the network and
-fuses the two results; the held-out check (:mod:`isoapp.heldout`) restores single planes the same
+fuses the two results; the held-out check (:mod:`isoapp.quality.heldout`) restores single planes the same
 way. Subclasses provide the network (:attr:`inference_net`) and ``params.tile`` / ``params.fusion``.
 """
 
@@ -12,10 +12,10 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
-from ..degrade import upsample
-from ..engine.context import RunContext
-from ..engine.events import ProgressEvent
-from ..engine.tiling import predict_tiled, receptive_field, restore_axial_planes
+from ..physics.forward import upsample
+from ..training.context import RunContext
+from ..training.events import ProgressEvent
+from ..training.tiling import predict_tiled, receptive_field, restore_axial_planes
 from .base import Method
 
 
@@ -42,7 +42,7 @@ class PlaneWiseMethod(Method):
 
     def block_geometry(self):
         """Halo: the network's receptive field on the z-interpolated grid, plus one pooling cell."""
-        from ..blockwise import BlockGeometry
+        from ..training.tiling import BlockGeometry
 
         align = int(getattr(self.inference_net, "divisor", 1))
         r = self.halo() + align

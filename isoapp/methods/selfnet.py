@@ -9,7 +9,7 @@ plane into a synthetic axial one with the real axial blur.
 
 The order of blur and sampling is a parameter. ``degradation_order='blur_then_sample'``
 (default) follows the acquisition: ``G_A`` blurs the *sharp* lateral crop and the sampling along
-rows (at a random phase; :func:`~isoapp.degrade.resample_matrix`) follows, differentiably, so a
+rows (at a random phase; :func:`~isoapp.physics.forward.resample_matrix`) follows, differentiably, so a
 synthetic axial crop carries the same piecewise-linear interpolation pattern as a real one, whose
 sampling phase is known from its position. ``'sample_then_blur'`` is the paper's order (sample
 and interpolate first, ``G_A`` after): there ``G_A`` has to blur *across* the interpolation
@@ -18,11 +18,11 @@ tubes phantom it learned about 2/3 of the true axial sigma). In both orders the 
 is what ``G_B`` must give back: the sharp lateral crop (physical) or its sampled version (paper).
 
 By default ``G_A`` is a learned non-negative, mirror-symmetric blur kernel (``learn_blur``),
-separable and falling off from its centre (``blur_shape``; :class:`~isoapp.nets.selfnet.BlurThenNet`
+separable and falling off from its centre (``blur_shape``; :class:`~isoapp.methods.nets.selfnet.BlurThenNet`
 says why). An optional residual U-Net after it (``blur_net``) covers degradations a convolution
 cannot express. Its losses add a spectral term (``lambda_spectral``; after Durall et al., CVPR
 2020): the L1 distance between the batch's axial/lateral log power-spectrum ratio
-(:func:`~isoapp.spectral.axial_log_spectrum`) of synthetic axial crops and the same statistic
+(:func:`~isoapp.physics.spectral.axial_log_spectrum`) of synthetic axial crops and the same statistic
 of many real axial crops. The object's own spectrum cancels in that ratio, so it measures the
 extra axial blur alone. A PatchGAN discriminator alone let the generator blur too little: the
 cycle loss rewards keeping detail, and on the tubes phantom a plain U-Net ``G_A`` kept about
@@ -51,15 +51,18 @@ import torch
 import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..degrade import resample_matrix, sampling_phase, upsample
-from ..engine.context import RunContext
-from ..engine.device import to_device
-from ..engine.sampler import PatchSampler, augment, foreground_mask
-from ..engine.trainer import make_optimizer, make_scheduler, optimizer_step, supervised_fns, train_loop
-from ..errors import InputError
-from ..heldout import withheld
-from ..nets.blocks import count_parameters, lsgan_loss, resample_along
-from ..nets.selfnet import (
+from ..core.errors import InputError
+from ..physics.forward import resample_along, resample_matrix, sampling_phase, upsample
+from ..physics.spectral import axial_log_spectrum
+from ..quality.heldout import withheld
+from ..training.context import RunContext
+from ..training.device import to_device
+from ..training.pairs import acquire_rows_torch, training_planes
+from ..training.sampler import PatchSampler, augment, foreground_mask
+from ..training.trainer import make_optimizer, make_scheduler, optimizer_step, supervised_fns, train_loop
+from .base import TimeModel, register
+from .nets.blocks import count_parameters, lsgan_loss
+from .nets.selfnet import (
     BlurThenNet,
     ImagePool,
     PatchDiscriminator,
@@ -67,9 +70,6 @@ from ..nets.selfnet import (
     make_deblurnet,
     make_generator,
 )
-from ..pairs import acquire_rows_torch, training_planes
-from ..spectral import axial_log_spectrum
-from .base import TimeModel, register
 from .planewise import PlaneWiseMethod
 
 log = logging.getLogger(__name__)
@@ -398,7 +398,7 @@ class SelfNet(PlaneWiseMethod):
         def synthetic(xa: torch.Tensor, ma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """Stage 2's pair: (synthetic axial crop from G_A, frozen, with the acquisition's noise; the sharp crop).
 
-            The noise (the stack's noise model, :mod:`isoapp.degradation`) goes on the sampled rows after
+            The noise (the stack's noise model, :mod:`isoapp.physics.degradation`) goes on the sampled rows after
             G_A's blur, as in the real axial planes, so DeblurNet learns not to sharpen it.
             """
             g_a.eval()

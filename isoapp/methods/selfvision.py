@@ -9,7 +9,7 @@ Two modes (``axes``):
     Gaussian of ``blur_sigma`` pixels and sampled every ``F`` pixels (the network input); the
     same crop sampled every ``F / r`` pixels is the target (``r = ceil(F)``). ``blur_sigma``
     (the axial blur beyond the lateral one) is the stack's degradation model's
-    (:mod:`isoapp.degradation`: estimated from the stack, noise-aware, or from the user's PSF).
+    (:mod:`isoapp.physics.degradation`: estimated from the stack, noise-aware, or from the user's PSF).
     The z axis of the stack's own data therefore sets the degradation, and its lateral
     structure sets the target.
 ``zyx`` (the seed's laterally and axially undersampled scans)
@@ -23,14 +23,14 @@ it: flips along every axis and transpositions that keep the degraded axes (z mod
 non-degraded axes of the network may be swapped; zyx mode: y and x may be swapped).
 
 Inference runs the network over the whole volume in one pass when the activation memory is
-below a quarter of the free memory, else through :func:`isoapp.engine.tiling.predict_tiled`;
+below a quarter of the free memory, else through :func:`isoapp.training.tiling.predict_tiled`;
 an optional geometric self-ensemble averages the 8 (or 4) symmetries of the lateral plane;
 iterative back-projection then makes the estimate consistent with the input:
 ``Y <- Y + step * upsample(X - subsample(blur(Y)))``, at most ``back_projection_iters`` times and
 stopping once the RMS residual reaches the noise level of the stack's noise model, since
 fitting the noise only adds it back. Training
 uses a fixed validation batch drawn from the same stack (a convergence monitor). In z mode the
-held-out check (:mod:`isoapp.heldout`) holds one slab of lateral planes out of every crop, then
+held-out check (:mod:`isoapp.quality.heldout`) holds one slab of lateral planes out of every crop, then
 degrades it along y and x as the pairs are made and restores it as a stack. Non-integer factors: the network
 upsamples by ``ceil(F)``; its output (position ``j / ceil(F)``) is interpolated linearly onto the
 restore grid (positions ``k / F``).
@@ -49,18 +49,18 @@ import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from ..degradation import Degradation, estimate_axial_sigma, estimate_noise, kernel_energy
-from ..degrade import output_length, sample_along, upsample
-from ..engine.context import RunContext
-from ..engine.device import to_device
-from ..engine.events import ProgressEvent
-from ..engine.sampler import PatchSampler
-from ..engine.tiling import predict_tiled
-from ..engine.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
-from ..errors import InputError
-from ..heldout import check_slab
-from ..nets.selfvision import SelfVisionNet, linear_upsample
+from ..core.errors import InputError
+from ..physics.degradation import Degradation, estimate_axial_sigma, estimate_noise, kernel_energy
+from ..physics.forward import output_length, sample_along, upsample
+from ..quality.heldout import check_slab
+from ..training.context import RunContext
+from ..training.device import to_device
+from ..training.events import ProgressEvent
+from ..training.sampler import PatchSampler
+from ..training.tiling import predict_tiled
+from ..training.trainer import make_optimizer, make_scheduler, supervised_fns, train_loop
 from .base import Method, TimeModel, register
+from .nets.selfvision import SelfVisionNet, linear_upsample
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +165,10 @@ class PairMaker:
                 raise InputError(f"the stack {vol.shape} is too small for zyx Self-Vision at factor {factor:g}: "
                                  f"each axis needs at least {deg_len(3)} voxels; use --axes z or a smaller factor")
             size = tuple(deg_len(p) for p in self.p_axes)
-        # no crop covers a held-out plane (isoapp.heldout)
+        # no crop covers a held-out plane (isoapp.quality.heldout)
         self.sampler = PatchSampler(vol, size, rng, foreground_fraction=foreground_fraction, exclude=exclude)
         self.rng = rng
-        self.noise = noise  # the acquisition's noise, added to the inputs after the blur (isoapp.degradation)
+        self.noise = noise  # the acquisition's noise, added to the inputs after the blur (isoapp.physics.degradation)
 
     @staticmethod
     def z_extent(shape: tuple[int, ...], factor: float, patch: int) -> tuple[int, int]:

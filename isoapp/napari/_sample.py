@@ -10,7 +10,7 @@ def noisy_nuclei() -> list[tuple[Any, dict, str]]:
 
     The layer's scale is the voxel size in µm (z, y, x), from which the widget reads the factor.
     """
-    from ..phantoms import make_phantom
+    from ..quality.phantoms import make_phantom
 
     ph = make_phantom("nuclei", (61, 128, 128), factor=4.0, seed=0, noise=True)
     vol = ph.degraded

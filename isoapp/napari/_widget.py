@@ -56,15 +56,15 @@ def method_choices() -> list[str]:
 
 def restore_job(data: np.ndarray, voxel_size: tuple[float, float, float], name: str, method: str, preset: str,
                 factor: float, psf: dict, steps: int | None, emit, should_stop) -> dict:
-    """Run :func:`isoapp.restore.restore` (in the worker thread).
+    """Run :func:`isoapp.run.restore.restore` (in the worker thread).
 
     Returns ``{"data", "voxel_size"}``, or ``{"cancelled": message}`` / ``{"error": message}`` for a
     stop request or a user error (napari 0.9's worker-status handler breaks on ``errored``, so
     expected outcomes are returned; only internal bugs raise).
     """
-    from ..errors import Cancelled, IsoappError
-    from ..restore import restore
-    from ..volume import Volume
+    from ..core.errors import Cancelled, IsoappError
+    from ..core.volume import Volume
+    from ..run.restore import restore
 
     try:
         vol = Volume(np.asarray(data, dtype=np.float32), axes="ZYX", voxel_size=voxel_size, name=name)
@@ -161,7 +161,7 @@ class RestoreWidget(QWidget):
         if kind == "gaussian":
             return {"kind": "gaussian", "fwhm_um": tuple(float(v) for v in self.psf_fwhm.value)}
         if kind == "optical":
-            from ..optics import parse_optics
+            from ..physics.optics import parse_optics
 
             return {"kind": "optical", "optics": parse_optics(self.psf_optics.value, "optics")}
         if kind == "file":
@@ -173,7 +173,7 @@ class RestoreWidget(QWidget):
         """Start restoring the selected layer in a thread worker."""
         from napari.qt.threading import create_worker
 
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         layer = self.layer.value
         if self.worker is not None:
@@ -217,7 +217,7 @@ class RestoreWidget(QWidget):
 
     # ------------------------------------------------------------------ worker callbacks (GUI thread)
     def _on_event(self, ev: Any) -> None:
-        from ..engine.events import ProgressEvent, StageEvent
+        from ..training.events import ProgressEvent, StageEvent
 
         if isinstance(ev, ProgressEvent) and ev.total > 0:
             self.progress.setRange(0, int(ev.total))

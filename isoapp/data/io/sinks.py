@@ -1,0 +1,229 @@
+"""Block-wise outputs: an OME-Zarr store or a TIFF written block by block as blocks finish.
+
+A :class:`SinkSpec` is a small picklable description of the output (path, shape, dtype, chunks,
+calibration). The process that plans the run calls :meth:`SinkSpec.create`; any process (the
+local loop, or a Dask worker) opens the store by path and writes whole, chunk-aligned blocks with
+:meth:`SinkSpec.write`, so no locks are needed; :meth:`SinkSpec.finalize` adds the multiscale
+pyramid (OME-Zarr) and moves the finished output into place.
+
+* OME-Zarr: NGFF 0.4 (Zarr format 2, ``/`` chunk keys), metadata written by ``ome-zarr``;
+  the pyramid halves z, y and x (the output is isotropic) with a block mean computed by dask.
+* TIFF: a memory-mapped contiguous file created by ``tifffile`` (ImageJ hyperstack for ``.tif``,
+  BigTIFF with OME metadata for ``.ome.tif``); every write maps, writes, flushes and unmaps, so
+  the written pages do not stay in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...core.errors import OutputError
+
+log = logging.getLogger(__name__)
+
+_IMAGEJ_ORDER = {"ZYX": "ZYX", "CZYX": "ZCYX", "TCZYX": "TZCYX"}
+_AXIS_META = {
+    "T": {"name": "t", "type": "time", "unit": "second"},
+    "C": {"name": "c", "type": "channel"},
+    "Z": {"name": "z", "type": "space", "unit": "micrometer"},
+    "Y": {"name": "y", "type": "space", "unit": "micrometer"},
+    "X": {"name": "x", "type": "space", "unit": "micrometer"},
+}
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The per-block conversion of restored intensities to the output dtype, fixed before any block.
+
+    ``clip``: integer input and output; values are rounded and clipped to the dtype's range
+    (restorations stay in the input's intensity units). ``linear``: float input to an integer
+    output; ``stored = value * scale + offset`` over a range fixed from the sampled input
+    (block-wise output cannot rescale from the finished output's range).
+    """
+
+    dtype: str
+    mode: str = "none"  # none | clip | linear
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        out = np.dtype(self.dtype)
+        if self.mode == "none":
+            return np.asarray(block, out)
+        info = np.iinfo(out)
+        values = np.asarray(block, np.float64)
+        if self.mode == "linear":
+            values = values * self.scale + self.offset
+        return np.clip(np.rint(values), info.min, info.max).astype(out)
+
+    def describe(self) -> dict[str, Any]:
+        text = {"none": f"{self.dtype} output, values as restored",
+                "clip": f"{self.dtype} output: restored values rounded and clipped to the {self.dtype} range",
+                "linear": f"{self.dtype} output: stored = value * {self.scale:.6g} + {self.offset:.6g}"}[self.mode]
+        return {"dtype": self.dtype, "mode": self.mode, "scale": self.scale, "offset": self.offset, "text": text}
+
+
+def plan_stream_conversion(dtype: str, input_dtype: np.dtype, sample: np.ndarray) -> Conversion:
+    """The conversion for a block-wise run, decided from the input's dtype and a sample of its values."""
+    out = np.dtype(dtype)
+    if out.kind == "f":
+        return Conversion(str(out))
+    if np.issubdtype(input_dtype, np.integer) and np.iinfo(input_dtype).max <= np.iinfo(out).max:
+        return Conversion(str(out), "clip")
+    lo, hi = float(np.min(sample)), float(np.max(sample))
+    pad = 0.1 * (hi - lo)  # restorations overshoot the input range a little (sharper peaks)
+    lo, hi = lo - pad, hi + pad
+    top = float(np.iinfo(out).max)
+    scale = top / (hi - lo) if hi > lo else 1.0
+    conv = Conversion(str(out), "linear", scale, -lo * scale)
+    log.warning("%s", conv.describe()["text"] + " (from the sampled input range); write float32 to keep values")
+    return conv
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """A block-wise output on disk; picklable, every process opens it by path."""
+
+    fmt: str
+    path: str
+    shape: tuple[int, ...]
+    axes: str
+    dtype: str
+    chunks: tuple[int, ...]
+    voxel_size: tuple[float, float, float]
+    name: str = "image"
+    attrs: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ creation
+    def create(self) -> None:
+        """Create the empty store (called once, by the planning process)."""
+        p = Path(self.path)
+        if self.fmt == "ome-zarr":
+            import zarr
+
+            group = zarr.open_group(str(p), mode="w", zarr_format=2)
+            group.create_array("0", shape=self.shape, dtype=self.dtype, chunks=self.chunks, fill_value=0,
+                               chunk_key_encoding={"name": "v2", "separator": "/"})
+            self._write_metadata(group, [self.shape])
+        else:
+            import tifffile
+
+            mm = tifffile.memmap(str(p), **self._tiff_create_args())
+            del mm
+        log.debug("created %s (%s, %s)", p, self.fmt, self.shape)
+
+    def _tiff_create_args(self) -> dict[str, Any]:
+        dz, dy, dx = self.voxel_size
+        file_axes = _IMAGEJ_ORDER[self.axes] if self.fmt == "imagej" else self.axes
+        shape = tuple(self.shape[self.axes.index(a)] for a in file_axes)
+        args: dict[str, Any] = {"shape": shape, "dtype": self.dtype, "photometric": "minisblack"}
+        if self.fmt == "imagej":
+            meta: dict[str, Any] = {"spacing": dz, "unit": "um", "axes": file_axes}
+            if self.attrs.get("rescale"):
+                meta["Info"] = self.attrs["rescale"]["text"]
+            args.update(imagej=True, resolution=(1.0 / dx, 1.0 / dy), metadata=meta)
+        else:
+            meta = {"axes": file_axes}
+            if self.fmt == "ome-tiff":
+                for ax, size in zip("ZYX", (dz, dy, dx), strict=True):
+                    meta[f"PhysicalSize{ax}"] = size
+                    meta[f"PhysicalSize{ax}Unit"] = "µm"
+            else:
+                meta["voxel_size_um"] = [dz, dy, dx]
+            args.update(bigtiff=True, ome=self.fmt == "ome-tiff", metadata=meta,
+                        resolution=(1e4 / dx, 1e4 / dy), resolutionunit="CENTIMETER")
+        return args
+
+    # ------------------------------------------------------------------ writing
+    def write(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        """Write ``block`` (canonical axes) at ``key``; blocks must be chunk-aligned for OME-Zarr."""
+        if self.fmt == "ome-zarr":
+            import zarr
+
+            arr = zarr.open_array(str(Path(self.path) / "0"), mode="r+")
+            arr[key] = block
+            return
+        import tifffile
+
+        file_axes = _IMAGEJ_ORDER[self.axes] if self.fmt == "imagej" else self.axes
+        perm = [self.axes.index(a) for a in file_axes]
+        mm = tifffile.memmap(str(self.path), mode="r+")
+        try:
+            mm[tuple(key[i] for i in perm)] = np.transpose(block, perm)
+            mm.flush()
+        finally:
+            del mm
+
+    # ------------------------------------------------------------------ finishing
+    def _scale(self, level: int) -> list[float]:
+        f = 2.0 ** level
+        return [1.0] * (len(self.shape) - 3) + [float(v) * f for v in self.voxel_size]
+
+    def _write_metadata(self, group: Any, shapes: list[tuple[int, ...]]) -> None:
+        from ome_zarr.format import FormatV04
+        from ome_zarr.writer import write_multiscales_metadata
+
+        datasets = [{"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": self._scale(i)}]}
+                    for i in range(len(shapes))]
+        write_multiscales_metadata(group, datasets, fmt=FormatV04(), axes=[_AXIS_META[a] for a in self.axes],
+                                   name=self.name)
+        if self.attrs:
+            group.attrs["isoapp"] = json.loads(json.dumps(self.attrs, default=float))
+
+    def build_pyramid(self, min_size: int = 256) -> int:
+        """Add halved scale levels (z, y and x) until the largest lateral side is below ``min_size``."""
+        import dask.array as da
+        import zarr
+
+        group = zarr.open_group(str(self.path), mode="r+")
+        shapes = [tuple(self.shape)]
+        level = 0
+        while max(shapes[-1][-2:]) >= 2 * min_size and min(shapes[-1][-3:]) >= 2:
+            src = da.from_zarr(str(Path(self.path) / str(level)))
+            axes = {src.ndim - 3 + i: 2 for i in range(3)}
+            mean = da.coarsen(np.mean, src.astype(np.float32), axes, trim_excess=True)
+            out = mean if np.dtype(self.dtype).kind == "f" else da.clip(da.round(mean), 0, np.iinfo(self.dtype).max)
+            out = out.astype(self.dtype)
+            level += 1
+            chunks = tuple(min(c, s) for c, s in zip(self.chunks, out.shape, strict=True))
+            arr = group.create_array(str(level), shape=out.shape, dtype=self.dtype, chunks=chunks, fill_value=0,
+                                     chunk_key_encoding={"name": "v2", "separator": "/"}, overwrite=True)
+            da.store(out.rechunk(chunks), arr, lock=False, scheduler="threads")
+            shapes.append(tuple(out.shape))
+        self._write_metadata(group, shapes)
+        return len(shapes)
+
+    def finalize(self, dest: Path, *, pyramid: bool = True, pyramid_min_size: int = 256) -> Path:
+        """Add the pyramid (OME-Zarr) and move the finished output onto ``dest`` (replacing it)."""
+        if self.fmt == "ome-zarr" and pyramid:
+            n = self.build_pyramid(pyramid_min_size)
+            log.info("OME-Zarr pyramid: %d scale level(s)", n)
+        src = Path(self.path)
+        dest = Path(dest)
+        try:
+            if dest.exists():
+                old = dest.with_name(f".isoapp-old-{os.getpid()}-{dest.name}")
+                os.replace(dest, old)
+                _move(src, dest)
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+            else:
+                _move(src, dest)
+        except OSError as exc:
+            raise OutputError(f"could not move the finished output {src} onto {dest}: {exc.strerror or exc}; "
+                              f"the finished output is still at {src}") from exc
+        return dest
+
+
+def _move(src: Path, dest: Path) -> None:
+    try:
+        os.replace(src, dest)
+    except OSError:  # another file system: copy, then remove
+        shutil.move(str(src), str(dest))
