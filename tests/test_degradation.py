@@ -11,7 +11,7 @@ from scipy import ndimage
 from isoapp.core.errors import InputError
 from isoapp.data.normalize import normalize
 from isoapp.physics.degradation import Degradation, estimate_axial_sigma, estimate_degradation, estimate_noise
-from isoapp.physics.forward import add_noise
+from isoapp.physics.noise import add_noise
 from isoapp.quality.phantoms import make_phantom
 from isoapp.training.pairs import LateralPairs
 

@@ -8,7 +8,6 @@ from scipy import ndimage
 
 from isoapp.core.errors import ConfigError
 from isoapp.physics.forward import (
-    add_noise,
     degrade,
     fft_convolve,
     output_length,
@@ -16,6 +15,7 @@ from isoapp.physics.forward import (
     subsampled_length,
     upsample,
 )
+from isoapp.physics.noise import add_model_noise, add_noise, camera_gain_offset, model_variance
 from isoapp.physics.psf import gaussian_psf
 
 
@@ -185,3 +185,20 @@ def test_resample_along_applies_one_matrix_per_item():
     assert out.shape == (3, 1, 16, 6, 5) and np.allclose(out, ref, atol=1e-6)
     x2 = torch.from_numpy(x[:, :, :, :, 0])  # (B, 1, 24, 6): rows = axis -2
     assert np.allclose(resample_along(x2, torch.from_numpy(mats), axis=-2).numpy(), ref[..., 0], atol=1e-6)
+
+
+def test_camera_noise_and_the_model_noise_are_one_model():
+    """The exact camera sampler and the Gaussian model sampler agree on the variance at every intensity
+    (the gain and offset from camera_gain_offset); a model with the read noise left out does not."""
+    rng = np.random.default_rng(0)
+    levels = np.repeat(np.array([0.05, 0.2, 0.5, 1.0], np.float32), 40_000).reshape(4, -1)
+    levels[3, 0] = 1.0  # the peak that scales photons
+    photons, read = 200.0, 3.0
+    cam = add_noise(levels, photons=photons, read_noise=read, rng=rng) - levels
+    gain, offset = camera_gain_offset(1.0, photons, read)
+    model = add_model_noise(levels, gain, offset, rng) - levels
+    want = model_variance(levels[:, 0], gain, offset)
+    np.testing.assert_allclose(cam.var(axis=1), want, rtol=0.05)
+    np.testing.assert_allclose(model.var(axis=1), want, rtol=0.05)
+    no_read = model_variance(levels[:, 0], gain, 0.0)
+    assert cam.var(axis=1)[0] > 1.5 * no_read[0]  # the read noise dominates at low intensity

@@ -10,19 +10,17 @@ import tifffile
 from scipy import ndimage, signal
 
 from isoapp.core.errors import ConfigError, InputError
+from isoapp.physics.kernels import isonet_kernels, rotated_psf, split_psf
 from isoapp.physics.optics import optical_fwhm, optical_psf
 from isoapp.physics.psf import (
     fwhm_to_sigma,
     gaussian_psf,
     gaussian_psf_from_fwhm,
-    isonet_kernels,
     load_psf,
     prepare_psf,
     psf_fwhm,
     resample_psf_isotropic,
-    rotated_psf,
     sigma_to_fwhm,
-    split_psf,
 )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.errors import ConfigError, InputError
-from ..physics.psf import model_kernel
+from ..physics.kernels import model_kernel
 from ..quality.heldout import evaluate
 from ..training.context import RunContext
 from .base import Method, TimeModel, build_config, get_method, register

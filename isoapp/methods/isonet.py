@@ -22,8 +22,8 @@ import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.errors import ModelError
-from ..physics import psf as psfmod
 from ..physics.forward import upsample
+from ..physics.kernels import isonet_kernels
 from ..training.context import RunContext
 from ..training.device import to_device
 from ..training.pairs import LateralPairs, training_planes
@@ -100,7 +100,7 @@ class IsoNet(PlaneWiseMethod):
         """The 2D degradation kernel, its axial extent along rows (axis 0)."""
         if self.psf is None:
             raise ModelError("IsoNet needs a PSF to train (give --psf FILE, --psf-fwhm Z Y X or optics)")
-        return psfmod.isonet_kernels(self.psf, mode=self.params.psf_mode, axis="y")
+        return isonet_kernels(self.psf, mode=self.params.psf_mode, axis="y")
 
     # ---------------------------------------------------------------- training
     def fit(self, vol: np.ndarray, ctx: RunContext) -> None:

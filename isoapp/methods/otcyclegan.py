@@ -62,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..core.errors import ConfigError, InputError
 from ..data.normalize import match_histogram
+from ..physics.acquisition import acquire_rows_torch
 from ..physics.degradation import estimate_axial_sigma, kernel_energy
 from ..physics.forward import output_length, resample_along, resample_matrix, sampling_phase, upsample
 from ..physics.psf import gaussian_psf, sigma_to_fwhm
@@ -70,7 +71,6 @@ from ..quality.heldout import check_slab, interpolated_rows
 from ..training.context import RunContext
 from ..training.device import to_device
 from ..training.events import ProgressEvent
-from ..training.pairs import acquire_rows_torch
 from ..training.sampler import PatchSampler
 from ..training.tiling import predict_tiled
 from ..training.trainer import make_optimizer, make_scheduler, optimizer_step, train_loop

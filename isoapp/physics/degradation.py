@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
 from ..core.errors import InputError
+from .noise import add_model_noise, model_variance
 from .psf import fwhm_to_sigma, gaussian_psf, sigma_to_fwhm
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Degradation(BaseModel):
     # ------------------------------------------------------------------ noise
     def noise_var(self, x: np.ndarray) -> np.ndarray:
         """Noise variance at intensity ``x`` (``max(gain * x + offset, 0)``)."""
-        return np.clip(self.noise_gain * x + self.noise_offset, 0.0, None)
+        return model_variance(x, self.noise_gain, self.noise_offset)
 
     @property
     def has_noise(self) -> bool:
@@ -82,8 +83,7 @@ class Degradation(BaseModel):
         """
         if not self.has_noise or already >= 1.0:
             return x
-        std = np.sqrt(self.noise_var(x) * (1.0 - already)).astype(np.float32)
-        return (x + std * rng.standard_normal(x.shape).astype(np.float32)).astype(np.float32)
+        return add_model_noise(x, self.noise_gain, self.noise_offset, rng, already)
 
     # ------------------------------------------------------------------ blur
     def psf(self) -> np.ndarray:

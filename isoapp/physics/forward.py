@@ -1,4 +1,5 @@
-"""Degradation physics: convolution, axial sub/upsampling on the isoapp grid, camera noise.
+"""The forward model's geometry: convolution, axial sub/upsampling on the isoapp grid, and the full
+simulated acquisition (:func:`degrade`: blur, sampling, camera noise from :mod:`.noise`).
 
 Grid convention (see ``docs/ARCHITECTURE.md``): with anisotropy factor ``F`` subsampling keeps
 the planes at positions ``i * F`` (:func:`subsampled_length` planes) and restoration writes
@@ -19,6 +20,7 @@ from scipy import ndimage, signal
 from scipy.interpolate import CubicSpline
 
 from ..core.errors import ConfigError, InputError
+from .noise import add_noise
 
 log = logging.getLogger(__name__)
 
@@ -177,60 +179,6 @@ def upsample(arr: np.ndarray, factor: float, axis: int = 0, order: int = 1) -> n
     f = _check_factor(factor)
     m = output_length(a.shape[axis], f)
     return sample_along(a, np.arange(m, dtype=np.float64) / f, axis=axis, order=order)
-
-
-# ----------------------------------------------------------------------------- noise
-def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
-def add_noise(
-    arr: np.ndarray,
-    *,
-    photons: float | None,
-    read_noise: float = 0.0,
-    rng: np.random.Generator | int | None = None,
-) -> np.ndarray:
-    """Camera noise: Poisson shot noise plus Gaussian read noise, in the input's intensity scale.
-
-    Parameters
-    ----------
-    arr
-        Non-negative intensities (negatives count as 0 photons).
-    photons
-        Expected photon count at the maximum of ``arr`` (the array is scaled by
-        ``photons / max``, noised, and scaled back). ``None``: no shot noise, and
-        ``read_noise`` is then in the units of ``arr``.
-    read_noise
-        Standard deviation of the Gaussian camera noise in photo-electrons (or in ``arr``
-        units when ``photons`` is None).
-    rng
-        Generator or seed.
-
-    Returns
-    -------
-    np.ndarray
-        float32 noisy array with the same mean as ``arr`` (for non-negative input).
-    """
-    a = np.asarray(arr, dtype=np.float64)
-    g = _rng(rng)
-    if read_noise < 0:
-        raise ConfigError(f"read noise must be >= 0, got {read_noise}")
-    if photons is None:
-        out = a + (g.normal(0.0, read_noise, a.shape) if read_noise > 0 else 0.0)
-        return np.asarray(out, dtype=np.float32)
-    if not (np.isfinite(photons) and photons > 0):
-        raise ConfigError(f"photons must be a positive number, got {photons}")
-    peak = float(a.max()) if a.size else 0.0
-    if peak <= 0:
-        log.warning("add_noise: the image is zero everywhere; only read noise is added")
-        scale = 1.0
-    else:
-        scale = float(photons) / peak
-    counts = g.poisson(np.clip(a, 0.0, None) * scale).astype(np.float64)
-    if read_noise > 0:
-        counts += g.normal(0.0, read_noise, a.shape)
-    return (counts / scale).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- full model

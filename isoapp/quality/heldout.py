@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..physics.acquisition import acquire_planes
 from ..physics.degradation import Degradation
-from ..physics.forward import fft_convolve, output_length, subsample, upsample
+from ..physics.forward import output_length, upsample
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -124,22 +125,6 @@ def se_text(ho: dict[str, Any]) -> str:
     return f" ± {se:.2f}" if se else ""
 
 
-def degrade_planes(planes: np.ndarray, kernel: np.ndarray, degradation: Degradation,
-                   rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[(sharp, samples)]`` for each orientation: planes turned so that the degraded axis is rows."""
-    k = np.asarray(kernel, np.float32)
-    kn = k / k.sum()
-    kept = float(kn.ravel() @ kn.ravel())
-    out = []
-    for orient in (0, 1):
-        b = fft_convolve(planes, k if orient == 0 else k.T, axes=(-2, -1))
-        sharp = planes if orient == 0 else planes.transpose(0, 2, 1)
-        b = b if orient == 0 else b.transpose(0, 2, 1)
-        s = subsample(b, degradation.factor, axis=1)
-        out.append((np.ascontiguousarray(sharp), degradation.add_noise(s, rng, already=kept)))
-    return out
-
-
 def _scores(ref: np.ndarray, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """PSNR and SSIM of each plane, on the data range of the reference (normalised: about 1)."""
     dr = float(ref.max() - ref.min()) or 1.0
@@ -170,7 +155,7 @@ def evaluate(method: Any, planes: np.ndarray, kernel: np.ndarray, degradation: D
     rng = np.random.default_rng(seed + 1234)
     border = int(math.ceil(F)) + 2
     scores: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"method": [], "linear": [], "cubic": []}
-    for sharp, samples in degrade_planes(planes, kernel, degradation, rng):
+    for sharp, samples in acquire_planes(planes, kernel, degradation, rng):
         n = output_length(samples.shape[1], F)
         sl = (slice(None), slice(border, n - border), slice(border, sharp.shape[2] - border))
         ref = sharp[:, :n][sl]

@@ -3,7 +3,7 @@
 A sharp lateral crop is turned into what a real axial (xz/yz) plane of the same stack looks like:
 blurred along rows by the axial kernel, sampled every ``F`` rows at the phases the real
 z-interpolated planes have, given the noise the acquisition adds after the blur (the blurred
-plane keeps ``sum(k**2)`` of its own noise; the rest is topped up, :meth:`Degradation.add_noise`),
+plane keeps ``sum(k**2)`` of its own noise; the rest is topped up; :mod:`isoapp.physics.acquisition`),
 and interpolated back. The target is the sharp crop. IsoNet and Self-Net's DeblurNet (with its
 learned blur in place of the kernel) train on these pairs, and :mod:`isoapp.quality.heldout` degrades its
 held-out planes the same way.
@@ -17,10 +17,10 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 
+from ..physics.acquisition import acquire_rows
 from ..physics.degradation import Degradation
-from ..physics.forward import fft_convolve, resample_along, sampling_matrices, sampling_phase
+from ..physics.forward import fft_convolve, sampling_phase
 from .sampler import PatchSampler, augment, foreground_mask
 
 log = logging.getLogger(__name__)
@@ -35,45 +35,6 @@ def training_planes(nz: int, exclude: Sequence[int] = (), max_planes: int = MAX_
         pool = np.arange(nz)
     take = np.unique(np.linspace(0, pool.size - 1, min(pool.size, max_planes)).round().astype(int))
     return pool[take]
-
-
-def acquire_rows(blurred: np.ndarray, degradation: Degradation | None, factor: float, phase: float, margin: int,
-                 rng: np.random.Generator, kept_noise: float) -> np.ndarray:
-    """Sample a blurred crop ``(n, W)`` along rows at ``phase + i*F``, add noise, interpolate back.
-
-    Returns rows ``margin .. n - margin - 1`` (``(n - 2*margin, W)``).
-    """
-    S, U = sampling_matrices(blurred.shape[0], float(factor), round(float(phase), 3), margin)
-    s = S @ blurred
-    if degradation is not None:
-        s = degradation.add_noise(s, rng, already=kept_noise)
-    return (U @ s).astype(np.float32)
-
-
-def acquire_rows_torch(blurred: torch.Tensor, factor: float, phases: Sequence[float], margin: int,
-                       degradation: Degradation | None, kept_noise: float, axis: int = -2,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """:func:`acquire_rows` for a torch batch ``(B, C, ...)`` along ``axis``, one phase per item.
-
-    Sampling (``S``), noise on the sampled rows and interpolation back (``U``) as separate
-    matrices (:func:`~isoapp.physics.forward.sampling_matrices`), zero-padded to a common number of
-    samples. Differentiable in ``blurred`` (the noise is a constant offset).
-    """
-    n = blurred.shape[axis]
-    pairs = [sampling_matrices(n, float(factor), round(float(ph), 3), margin) for ph in phases]
-    mmax = max(S.shape[0] for S, _ in pairs)
-    Ss = np.zeros((len(pairs), mmax, n), np.float32)
-    Us = np.zeros((len(pairs), n - 2 * margin, mmax), np.float32)
-    for i, (S, U) in enumerate(pairs):
-        Ss[i, :S.shape[0]] = S
-        Us[i, :, :S.shape[0]] = U
-    dev = blurred.device
-    s = resample_along(blurred, torch.from_numpy(Ss).to(dev), axis=axis)
-    if degradation is not None and degradation.has_noise and kept_noise < 1.0:
-        var = torch.clamp(degradation.noise_gain * s.detach() + degradation.noise_offset, min=0.0) * (1 - kept_noise)
-        z = torch.randn(s.shape, generator=generator, device="cpu").to(dev, s.dtype)
-        s = s + var.sqrt() * z
-    return resample_along(s, torch.from_numpy(Us).to(dev), axis=axis)
 
 
 def _blur_planes(planes: np.ndarray, kernel: np.ndarray, chunk: int = 16) -> np.ndarray:
