@@ -21,9 +21,10 @@ import numpy as np
 
 from ..core.errors import ConfigError, OutputError
 from ..core.volume import Volume
-from ..data.io.lazy import bounded, sample_blocks
+from ..data.io.convert import restoration_conversion
+from ..data.io.lazy import bounded
 from ..data.io.registry import blockwise_formats, describe_blockwise
-from ..data.io.sinks import SinkSpec, plan_stream_conversion
+from ..data.io.sinks import SinkSpec
 from ..training.events import StageEvent
 from .blocks import (
     DEFAULT_BLOCK,
@@ -100,7 +101,7 @@ def restore_blockwise(restorer: Any, volume: Volume, output: str | Path, *, dtyp
         ``.zarr`` (OME-Zarr with a pyramid), ``.tif`` (ImageJ) or ``.ome.tif`` (BigTIFF).
     dtype
         ``float32`` or ``uint16``/``uint8`` (integer inputs are clipped, float inputs mapped from
-        the sampled input range; see :func:`isoapp.data.io.sinks.plan_stream_conversion`).
+        the sampled input range; see :func:`isoapp.data.io.convert.restoration_conversion`).
     block, chunk
         Block and chunk edges in output voxels (z, y, x); blocks are multiples of chunks.
     work_dir
@@ -158,8 +159,7 @@ def _run(restorer, volume, out, fmt, dtype, block, chunk, work_dir, resume, clie
                                  volume.shape[:-3] if volume.axes != "ZYX" else ())
     restorer.ctx.send(StageEvent("blocks", f"statistics of {volume.name} from a bounded sample"))
     norms = {lead: restorer.normalizer(_zyx(volume, lead)) for lead in leads}
-    sample = sample_blocks(bounded(_zyx(volume, leads[0]).data), 32 * 2**20, seed=restorer.seed)
-    conv = plan_stream_conversion(dtype, volume.dtype, sample)
+    conv = restoration_conversion(volume, dtype, seed=restorer.seed)
     m0 = methods[leads[0]]
     out_shape = volume.shape[:-3] + m0.output_shape(volume.spatial_shape)
     voxel = m0.output_voxel_size(volume.voxel_size)

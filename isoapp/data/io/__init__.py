@@ -11,10 +11,9 @@ the file's axis order plus calibration); this module maps it onto a canonical
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,9 @@ import numpy as np
 from ...core.errors import ConfigError, InputError, OutputError
 from ...core.volume import Volume, canonicalize_axes
 from . import registry
+from .arrays import LazyArray
 from .atomic import atomic_path, check_output_path
+from .convert import Conversion, plan_conversion, rescale_json  # noqa: F401 - used by the writers
 
 log = logging.getLogger(__name__)
 
@@ -39,167 +40,6 @@ OUTPUT_DTYPES = ("float32", "uint16", "uint8")
 _WRITE_FORMATS = tuple(f.name for f in registry.writable())
 
 
-# ---------------------------------------------------------------------------- lazy arrays
-def _as_int(k: Any, n: int, axis: int) -> int:
-    i = int(k)
-    if not -n <= i < n:
-        raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
-    return i % n
-
-
-class LazyArray:
-    """A read-on-demand array: indexing reads only the requested part and returns an ndarray.
-
-    ``reader(key)`` receives one ``int`` or ``slice`` (positive step) per dimension of the
-    stored array and returns that selection. Views (:meth:`transpose`, :meth:`take_index`,
-    :meth:`expand_dims`) cost nothing; fancy indices and negative steps are applied after a
-    bounding read. ``np.asarray(lazy)`` reads everything.
-    """
-
-    def __init__(self, reader: Callable[[tuple], Any], shape: Sequence[int], dtype: Any, *,
-                 close: Callable[[], None] | None = None, order: tuple | None = None,
-                 fixed: dict[int, int] | None = None) -> None:
-        self._reader = reader
-        self._base_shape = tuple(int(s) for s in shape)
-        self._dtype = np.dtype(dtype)
-        self._close = close
-        self._order = tuple(range(len(self._base_shape))) if order is None else tuple(order)
-        self._fixed = dict(fixed or {})
-
-    # -- array protocol
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(1 if o is None else self._base_shape[o] for o in self._order)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self._order)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self._dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __repr__(self) -> str:
-        return f"LazyArray(shape={self.shape}, dtype={self._dtype})"
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        arr = self[...]
-        return arr if dtype is None else arr.astype(dtype, copy=False)
-
-    def close(self) -> None:
-        """Release the underlying file (views share it)."""
-        if self._close is not None:
-            self._close()
-
-    # -- views
-    def _view(self, order: tuple, fixed: dict[int, int]) -> LazyArray:
-        return LazyArray(self._reader, self._base_shape, self._dtype, close=self._close, order=order, fixed=fixed)
-
-    def transpose(self, *axes: Any) -> LazyArray:
-        if len(axes) == 1 and axes[0] is not None and not isinstance(axes[0], int):
-            axes = tuple(axes[0])
-        perm = tuple(range(self.ndim))[::-1] if not axes or axes == (None,) else tuple(int(a) for a in axes)
-        if sorted(perm) != list(range(self.ndim)):
-            raise ValueError(f"axes {perm} are not a permutation of {self.ndim} dimensions")
-        return self._view(tuple(self._order[a] for a in perm), self._fixed)
-
-    def take_index(self, axis: int, index: int) -> LazyArray:
-        """Drop ``axis`` by fixing it at ``index`` (a lazy ``np.take`` with a scalar)."""
-        b = self._order[axis]
-        fixed = dict(self._fixed)
-        if b is not None:
-            fixed[b] = _as_int(index, self._base_shape[b], axis)
-        return self._view(self._order[:axis] + self._order[axis + 1:], fixed)
-
-    def expand_dims(self, axis: int) -> LazyArray:
-        """Insert a singleton axis at position ``axis``."""
-        return self._view(self._order[:axis] + (None,) + self._order[axis:], self._fixed)
-
-    # -- reading
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is None for k in key):
-            raise IndexError("LazyArray does not support np.newaxis; use expand_dims")
-        n_ell = sum(k is Ellipsis for k in key)
-        if n_ell > 1:
-            raise IndexError("an index can only have a single ellipsis")
-        if n_ell:
-            i = next(j for j, k in enumerate(key) if k is Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
-        if len(key) > self.ndim:
-            raise IndexError(f"too many indices for an array of {self.ndim} dimensions")
-        key = key + (slice(None),) * (self.ndim - len(key))
-
-        nbase = len(self._base_shape)
-        sel: list[Any] = [None] * nbase  # int or 1-D index array per stored dimension
-        for b, i in self._fixed.items():
-            sel[b] = i
-        kept: list[Any] = []  # view positions that stay: stored dim or ("new", indices)
-        for pos, (o, k) in enumerate(zip(self._order, key, strict=True)):
-            n = 1 if o is None else self._base_shape[o]
-            if isinstance(k, slice):
-                idx: Any = np.arange(n)[k]
-            elif np.ndim(k) == 0 and not isinstance(k, np.ndarray | list):
-                idx = _as_int(k, n, pos)
-            else:
-                idx = np.asarray(k)
-                if idx.dtype == bool:
-                    idx = np.nonzero(idx)[0]
-                idx = np.where(idx < 0, idx + n, idx).astype(np.intp).ravel()
-                if idx.size and (idx.min() < 0 or idx.max() >= n):
-                    raise IndexError(f"index out of bounds for axis {pos} with size {n}")
-            if o is None:
-                if not isinstance(idx, int):
-                    kept.append(("new", idx))
-            else:
-                sel[o] = idx
-                if not isinstance(idx, int):
-                    kept.append(o)
-
-        read_key: list[Any] = []
-        post: list[Any] = []  # per kept stored dim: None or the indices into the bounding read
-        for s in sel:
-            if isinstance(s, int):
-                read_key.append(s)
-                continue
-            if s.size == 0:
-                read_key.append(slice(0, 0))
-                post.append(None)
-                continue
-            lo, hi = int(s.min()), int(s.max())
-            step = int(s[1] - s[0]) if s.size > 1 else 1
-            if step > 0 and np.array_equal(s, np.arange(lo, hi + 1, step)):
-                read_key.append(slice(lo, hi + 1, step))
-                post.append(None)
-            else:
-                read_key.append(slice(lo, hi + 1))
-                post.append(s - lo)
-        arr = np.asarray(self._reader(tuple(read_key)))
-        for axis, p in enumerate(post):
-            if p is not None:
-                arr = np.take(arr, p, axis=axis)
-        labels = [b for b in range(nbase) if not isinstance(sel[b], int)]
-        arr = arr.transpose([labels.index(t) for t in kept if not isinstance(t, tuple)])
-        for pos, t in enumerate(kept):
-            if isinstance(t, tuple):
-                arr = np.expand_dims(arr, pos)
-                if t[1].size == 0:
-                    arr = np.take(arr, [], axis=pos)
-        return arr
-
-
-# ---------------------------------------------------------------------------- reading
 @dataclass
 class RawImage:
     """What a format reader returns: data in the file's own axis order plus calibration.
@@ -376,61 +216,9 @@ def output_format(path: str | os.PathLike, format: str | None = None) -> str:
     return registry.output_format(path, format)
 
 
-def _min_max(data: Any) -> tuple[float, float]:
-    lo, hi = np.inf, -np.inf
-    for i in range(data.shape[0]):
-        block = np.asarray(data[i])
-        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
-    return lo, hi
-
-
-def plan_conversion(volume: Volume, dtype: str) -> tuple[Callable[[np.ndarray], np.ndarray], dict | None]:
-    """The per-block conversion to ``dtype`` and, for integer outputs, the rescaling applied.
-
-    float32: a plain cast. uint16/uint8: integer data already within the output range is
-    written unchanged; float data within the range (and not normalised to max <= 1) is
-    rounded; anything else is rescaled linearly from its [min, max] to the full range. The
-    rescaling is logged (WARNING) and stored in ``volume.metadata['rescale']``.
-    """
-    out = np.dtype(dtype)
-    if out == np.float32:
-        return (lambda b: np.asarray(b, dtype=np.float32)), None
-    top = int(np.iinfo(out).max)
-    lo, hi = _min_max(volume.data)
-    is_int = np.issubdtype(volume.dtype, np.integer) or volume.dtype == bool
-    if lo >= 0 and hi <= top and (is_int or hi > 1):
-        scale, offset, mode = 1.0, 0.0, "none"
-        text = (f"{out} output: values {lo:g}..{hi:g} already lie within 0..{top}; written without rescaling"
-                + ("" if is_int else " (rounded to integers)"))
-        log.info("%s: %s", volume.name, text)
-    else:
-        scale = top / (hi - lo) if hi > lo else 0.0
-        offset = -lo * scale
-        mode = "linear"
-        text = (f"{out} output: intensities rescaled linearly from [{lo:g}, {hi:g}] to [0, {top}] "
-                f"(stored = value * {scale:.6g} {'-' if offset < 0 else '+'} {abs(offset):.6g})")
-        log.warning("%s: %s; write float32 to keep the original values", volume.name, text)
-    info = {"dtype": str(out), "mode": mode, "input_min": lo, "input_max": hi, "scale": scale,
-            "offset": offset, "text": text}
-    volume.metadata["rescale"] = info
-
-    def convert(block: np.ndarray) -> np.ndarray:
-        block = np.asarray(block)
-        if mode == "none" and is_int:
-            return block.astype(out)
-        values = block.astype(np.float64) * scale + offset if mode == "linear" else block
-        return np.clip(np.rint(values), 0, top).astype(out)
-
-    return convert, info
-
-
-def rescale_json(info: dict | None) -> str | None:
-    return None if info is None else json.dumps(info, sort_keys=True)
-
-
 def write_volume(volume: Volume, path: str | os.PathLike, *, dtype: str = "float32",
                  inputs: Sequence[str | os.PathLike] = (), format: str | None = None,
-                 overwrite: bool = True) -> Path:
+                 overwrite: bool = True, conversion: Conversion | None = None) -> Path:
     """Write ``volume`` atomically; the format follows the extension unless ``format`` is given.
 
     Parameters
@@ -448,6 +236,10 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, dtype: str = "float
         Force ``imagej``, ``tiff`` (plain, JSON metadata), ``ome-tiff``, ``hdf5`` or ``ome-zarr``.
     overwrite
         Replace an existing output (default; never a folder holding files isoapp did not write).
+    conversion
+        The integer conversion fixed before the data existed (a restoration's, planned from its
+        input by :func:`~isoapp.data.io.convert.restoration_conversion`, as block-wise runs do);
+        None: planned from ``volume`` itself (:func:`~isoapp.data.io.convert.plan_conversion`).
 
     Returns
     -------
@@ -466,7 +258,13 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, dtype: str = "float
     if str(dtype) not in OUTPUT_DTYPES:
         raise ConfigError(f"output dtype {dtype!r} is not supported; choose one of {', '.join(OUTPUT_DTYPES)}")
     volume.check_finite()
-    convert, info = plan_conversion(volume, str(dtype))
+    if conversion is not None and np.dtype(conversion.dtype) != np.dtype(dtype):
+        raise ConfigError(f"the conversion is to {conversion.dtype} but the output dtype is {dtype}")
+    if conversion is None or conversion.dtype == "float32":
+        convert, info = plan_conversion(volume, str(dtype))
+    else:
+        convert, info = conversion, conversion.describe()
+        volume.metadata["rescale"] = info
     writer = registry.get(fmt).load("writer")
     try:
         with atomic_path(out) as tmp:

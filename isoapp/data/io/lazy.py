@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..normalize import NORM_PERCENTILES, Normalizer
-from . import LazyArray
+from .arrays import LazyArray
 
 log = logging.getLogger(__name__)
 

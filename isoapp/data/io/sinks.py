@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import OutputError
+from .convert import Conversion, plan_stream_conversion  # noqa: F401 - the sinks' conversion, re-exported
 
 log = logging.getLogger(__name__)
 
@@ -37,55 +38,6 @@ _AXIS_META = {
     "Y": {"name": "y", "type": "space", "unit": "micrometer"},
     "X": {"name": "x", "type": "space", "unit": "micrometer"},
 }
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """The per-block conversion of restored intensities to the output dtype, fixed before any block.
-
-    ``clip``: integer input and output; values are rounded and clipped to the dtype's range
-    (restorations stay in the input's intensity units). ``linear``: float input to an integer
-    output; ``stored = value * scale + offset`` over a range fixed from the sampled input
-    (block-wise output cannot rescale from the finished output's range).
-    """
-
-    dtype: str
-    mode: str = "none"  # none | clip | linear
-    scale: float = 1.0
-    offset: float = 0.0
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        out = np.dtype(self.dtype)
-        if self.mode == "none":
-            return np.asarray(block, out)
-        info = np.iinfo(out)
-        values = np.asarray(block, np.float64)
-        if self.mode == "linear":
-            values = values * self.scale + self.offset
-        return np.clip(np.rint(values), info.min, info.max).astype(out)
-
-    def describe(self) -> dict[str, Any]:
-        text = {"none": f"{self.dtype} output, values as restored",
-                "clip": f"{self.dtype} output: restored values rounded and clipped to the {self.dtype} range",
-                "linear": f"{self.dtype} output: stored = value * {self.scale:.6g} + {self.offset:.6g}"}[self.mode]
-        return {"dtype": self.dtype, "mode": self.mode, "scale": self.scale, "offset": self.offset, "text": text}
-
-
-def plan_stream_conversion(dtype: str, input_dtype: np.dtype, sample: np.ndarray) -> Conversion:
-    """The conversion for a block-wise run, decided from the input's dtype and a sample of its values."""
-    out = np.dtype(dtype)
-    if out.kind == "f":
-        return Conversion(str(out))
-    if np.issubdtype(input_dtype, np.integer) and np.iinfo(input_dtype).max <= np.iinfo(out).max:
-        return Conversion(str(out), "clip")
-    lo, hi = float(np.min(sample)), float(np.max(sample))
-    pad = 0.1 * (hi - lo)  # restorations overshoot the input range a little (sharper peaks)
-    lo, hi = lo - pad, hi + pad
-    top = float(np.iinfo(out).max)
-    scale = top / (hi - lo) if hi > lo else 1.0
-    conv = Conversion(str(out), "linear", scale, -lo * scale)
-    log.warning("%s", conv.describe()["text"] + " (from the sampled input range); write float32 to keep values")
-    return conv
 
 
 @dataclass(frozen=True)
