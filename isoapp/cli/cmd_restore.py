@@ -12,55 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import Cancelled, ConfigError, IsoappError, ModelError, OutputError
+from .options import add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
 
 log = logging.getLogger(__name__)
-
-
-def add_method_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``restore`` and ``demo``."""
-    p.add_argument("--preset", default="fast",
-                   help="fast (laptop CPU), balanced, quality (GPU); default fast. Presets that depart from their "
-                        "method's paper say how when the run starts and in the saved config.json (preset_note)")
-    p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="method parameter or option (repeatable), e.g. --param axes=zyx; --methods lists them")
-    p.add_argument("--methods", action=ListMethods, help="list the methods with what they can do, and exit")
-
-
-class ListMethods(argparse.Action):
-    """``--methods``: print every registered method's capabilities (read from its class) and exit."""
-
-    def __init__(self, option_strings, dest, **kwargs) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from ..methods import available_methods, capabilities
-
-        for name in available_methods():
-            cap = capabilities(name)
-            kind = ("trains" if cap["trainable"] else "no training") + f", {cap['dims']}D"
-            kind += ", takes a PSF" if cap["uses_psf"] else ""
-            print(f"{name:12s} {cap['label']} ({kind})")
-            for opt, spec in cap["options"].items():
-                values_ = "|".join(str(v) for v in spec["choices"]) if spec["choices"] else "value"
-                print(f"{'':14s}--param {opt}={values_}  (default {spec['default']}) {spec['help']}".rstrip())
-        parser.exit()
-
-
-def parse_params(items: list[str]) -> dict:
-    params: dict = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--param {item!r} must look like KEY=VALUE")
-        key, value = item.split("=", 1)
-        try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key.strip()] = value
-    return params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -115,35 +70,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-OPTICS_HELP = ("KIND,na=NA,wavelength=UM[,n=INDEX][,excitation=UM][,sheet_na=NA][,pinhole=AU]: the diffraction PSF "
-               "of an ideal objective; KIND is widefield, confocal, two-photon or light-sheet, wavelengths in µm, "
-               "e.g. widefield,na=1.0,wavelength=0.52,n=1.33")
-
-
-def add_psf_options(p: argparse.ArgumentParser) -> None:
-    """The PSF choices shared by ``restore`` and ``train`` (one at most; default: estimated from the stack)."""
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--psf", metavar="FILE", help="measured 3D PSF (bead) stack")
-    g.add_argument("--psf-fwhm", type=float, nargs=3, metavar=("Z", "Y", "X"), help="Gaussian PSF FWHM in µm")
-    g.add_argument("--psf-optics", metavar="SPEC", help=OPTICS_HELP)
-    g.add_argument("--psf-nyquist", action="store_true",
-                   help="assume a Gaussian PSF of FWHM 2 voxels per axis (default: estimate the blur from the stack)")
-
-
-def psf_spec(args: argparse.Namespace) -> dict:
-    if getattr(args, "psf", None):
-        return {"kind": "file", "path": str(Path(args.psf))}
-    if getattr(args, "psf_optics", None):
-        from ..physics.optics import parse_optics
-
-        return {"kind": "optical", "optics": parse_optics(args.psf_optics, "--psf-optics")}
-    if getattr(args, "psf_fwhm", None):
-        return {"kind": "gaussian", "fwhm_um": tuple(args.psf_fwhm)}
-    if getattr(args, "psf_nyquist", False):
-        return {"kind": "nyquist"}
-    return {"kind": "auto"}
-
-
 def _check_options(args: argparse.Namespace) -> None:
     if args.psf_fwhm is not None and not all(math.isfinite(v) and v > 0 for v in args.psf_fwhm):
         raise ConfigError("--psf-fwhm needs three positive PSF widths (FWHM) in µm, z y x; got "
@@ -176,8 +102,9 @@ def model_method(model_dir: str) -> str:
 
 
 def resolve_method(args: argparse.Namespace) -> str:
-    """The method to run: ``--method`` (default isonet), or the saved model's, refusing a conflict."""
-    from ..methods import get_method
+    """The method to run: ``--method`` (default :func:`~isoapp.methods.default_method`), or the saved model's,
+    refusing a conflict."""
+    from ..methods import default_method, get_method
 
     if args.model:
         saved = model_method(args.model)
@@ -187,7 +114,7 @@ def resolve_method(args: argparse.Namespace) -> str:
                               f"to train {args.method}")
         get_method(saved)
         return saved
-    method = args.method or "auto"
+    method = args.method or default_method()
     get_method(method)  # unknown method: one line before any work
     return method
 
@@ -198,12 +125,10 @@ def _estimate_output(vol, factor: float | None, voxel_size, dtype: str, fmt: str
 
     from ..data.io.safety import estimate_volume_bytes
     from ..physics.forward import output_length
+    from ..run.resolve import sizing_factor
 
-    dz, dy, dx = voxel_size or vol.voxel_size
-    f = factor if factor is not None else dz / (0.5 * (dy + dx)) if dy + dx > 0 else 1.0
-    f = min(max(float(f), 1.0), 10.0) if math.isfinite(f) else 1.0
     shape = list(vol.shape)
-    shape[-3] = output_length(shape[-3], f)
+    shape[-3] = output_length(shape[-3], sizing_factor(vol, factor, voxel_size))
     return estimate_volume_bytes(shape, np.dtype(dtype).itemsize, chunked=fmt in ("hdf5", "ome-zarr"))
 
 
@@ -274,11 +199,11 @@ def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
         return True
     from ..core.memory import available_bytes
     from ..physics.forward import output_length
+    from ..run.resolve import sizing_factor
 
     n_in = vol.nbytes
     shape = list(vol.shape)
-    f = args.factor or vol.anisotropy
-    shape[-3] = output_length(shape[-3], min(max(float(f), 1.0), 10.0))
+    shape[-3] = output_length(shape[-3], sizing_factor(vol, args.factor, args.voxel_size))
     need = n_in + 3 * 4 * int(math.prod(shape))  # the stack, the result and the working copies in float32
     if need <= 0.5 * available_bytes():
         return False
@@ -357,88 +282,88 @@ def run(args: argparse.Namespace) -> int:
     _check_existing_work(args, work_dir, default_wd)
 
     progress = TqdmProgress()
-    train = {"checkpoint_seconds": args.checkpoint_seconds} if args.checkpoint_seconds is not None else None
     if blockwise:
-        return _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train, reads)
+        return _run_blockwise(args, vol, method, out, work_dir, default_wd, progress)
     with guarded_run(args, work_dir, progress) as stop:
-        res = restore(vol, method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
-                      psf=psf_spec(args), steps=args.steps, device=args.device, seed=args.seed,
-                      params=parse_params(args.param), train=train, model_dir=args.model,
-                      save_model=args.save_model, work_dir=work_dir, resume=args.resume, emit=progress,
-                      should_stop=stop.should_stop)
+        res = restore(vol, method, model_dir=args.model, save_model=args.save_model,
+                      **restorer_options(args, work_dir, progress, stop.should_stop))
         if stop.signum is not None:
             raise Cancelled("stopped before writing the output")
     try:
+        from ..data.io.convert import restoration_conversion  # the rule block-wise runs use too
+
+        conv = None if args.dtype == "float32" else restoration_conversion(vol, args.dtype, seed=args.seed)
         path = write_volume(res.volume, out, dtype=args.dtype, inputs=[p for _, p in reads if p],
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, conversion=conv)
     except IsoappError as exc:
         raise _with_resume_hint(exc, args, work_dir) from exc
     if default_wd and work_dir is not None and work_dir.is_dir():
         _remove_checkpoints(work_dir)
-    summary = {"output": str(path), "shape": list(res.volume.shape), "voxel_size": list(res.volume.voxel_size),
-               "train_seconds": round(res.train_seconds, 2), "restore_seconds": round(res.restore_seconds, 2),
-               "peak_rss_mb": round(res.peak_rss_bytes / 2**20, 1), **res.info}
+    detail = (f"train {res.train_seconds:.1f} s, restore {res.restore_seconds:.1f} s, "
+              f"{res.info['parameters']} parameters")
+    return report(args, path, res.volume.shape, res.volume.voxel_size, res.train_seconds, res.restore_seconds,
+                  res.peak_rss_bytes, res.info, detail)
+
+
+def restorer_options(args: argparse.Namespace, work_dir: Path | None, progress, should_stop) -> dict:
+    """The Restorer's options from the command line (shared by the in-memory and the block-wise run)."""
+    train = {"checkpoint_seconds": args.checkpoint_seconds} if args.checkpoint_seconds is not None else None
+    return dict(preset=args.preset, factor=args.factor, voxel_size=args.voxel_size, psf=psf_spec(args),
+                steps=args.steps, device=args.device, seed=args.seed, params=parse_params(args.param), train=train,
+                work_dir=work_dir, resume=args.resume, emit=progress, should_stop=should_stop)
+
+
+def report(args: argparse.Namespace, path, shape, voxel_size, train_s: float, restore_s: float, peak_rss: int,
+           info: dict, detail: str, **extra) -> int:
+    """Print the run's summary: ``--json``, or the quality lines and one "wrote" line ending in ``detail``."""
+    summary = {"output": str(path), "shape": list(shape), "voxel_size": list(voxel_size),
+               "train_seconds": round(train_s, 2), "restore_seconds": round(restore_s, 2), **extra,
+               "peak_rss_mb": round(peak_rss / 2**20, 1), **info}
     if args.json:
         print(json.dumps(summary, default=float))
-    else:
-        for line in quality_lines(res.info):
-            print(line)
-        dz, dy, dx = res.volume.voxel_size
-        print(f"wrote {path}: {res.volume.shape} {args.dtype}, voxel {dz:.4g} x {dy:.4g} x {dx:.4g} µm "
-              f"({res.info['method']}, factor {res.info['factor']:.3g}, train {res.train_seconds:.1f} s, "
-              f"restore {res.restore_seconds:.1f} s, {res.info['parameters']} parameters)")
+        return 0
+    for line in quality_lines(info):
+        print(line)
+    dz, dy, dx = voxel_size
+    print(f"wrote {path}: {tuple(shape)} {args.dtype}, voxel {dz:.4g} x {dy:.4g} x {dx:.4g} µm "
+          f"({info['method']}, factor {info['factor']:.3g}, {detail})")
     return 0
 
 
-def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress, train, reads) -> int:
+def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress) -> int:
     """Train on a bounded region (or load --model), then restore block by block into the output."""
-    from ..run.restorer import Restorer, prepare_volume
+    from ..run.restorer import Restorer
 
-    vol = prepare_volume(vol, args.voxel_size)
     if args.block_size:  # before any training: a block size that cannot fit in memory
-        from ..run.blocks import BlockGeometry
         from ..run.blockwise import check_block_memory
+        from ..run.resolve import sizing_factor
+        from ..training.tiling import BlockGeometry
 
-        f = args.factor or vol.anisotropy
-        check_block_memory(tuple(args.block_size), max(float(f), 1.0), BlockGeometry(16, 64, 8), args.workers or 1)
+        check_block_memory(tuple(args.block_size), sizing_factor(vol, args.factor, args.voxel_size),
+                           BlockGeometry(16, 64, 8), args.workers or 1)
     if args.overwrite and not args.resume and (work_dir / "blocks").is_dir():  # start afresh
         import shutil
 
         shutil.rmtree(work_dir / "blocks")
     budget = {"train_budget_bytes": int(args.train_budget_mb * 2**20)} if args.train_budget_mb else {}
-    kwargs = dict(preset=args.preset, factor=args.factor, psf=psf_spec(args), steps=args.steps, device=args.device,
-                  seed=args.seed, params=parse_params(args.param), train=train, work_dir=work_dir,
-                  resume=args.resume, emit=progress, **budget)
     with guarded_run(args, work_dir, progress) as stop:
-        kwargs["should_stop"] = stop.should_stop
-        r = Restorer.load(args.model, **kwargs) if args.model else Restorer(method, **kwargs)
-        if not args.model:
-            r.fit(vol)
-            if args.save_model:
-                r.save(args.save_model)
-        res = r.predict_to(vol, out, dtype=args.dtype, block=tuple(args.block_size) if args.block_size else None,
-                           work_dir=work_dir / "blocks", resume=args.resume, workers=args.workers,
-                           scheduler=args.scheduler, keep_work_dir=True)
+        r = Restorer.open(method, model_dir=args.model, **restorer_options(args, work_dir, progress, stop.should_stop),
+                          **budget)
+        vol = r.validate(vol)
+        res = r.ensure_fitted(vol, args.save_model).predict_to(
+            vol, out, dtype=args.dtype, block=tuple(args.block_size) if args.block_size else None,
+            work_dir=work_dir / "blocks", resume=args.resume, workers=args.workers, scheduler=args.scheduler,
+            keep_work_dir=True)
     if default_wd and work_dir.is_dir():
         _remove_checkpoints(work_dir)
     from ..core.memory import peak_rss_bytes
 
     run = res.run
-    summary = {"output": str(res.path), "shape": list(res.shape), "voxel_size": list(res.voxel_size),
-               "train_seconds": round(r.train_seconds, 2), "restore_seconds": round(run.seconds, 2),
-               "voxels_per_s": round(run.voxels / run.seconds, 1) if run.seconds > 0 and run.computed else None,
-               "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **res.info}
-    if args.json:
-        print(json.dumps(summary, default=float))
-    else:
-        for line in quality_lines(res.info):
-            print(line)
-        dz, dy, dx = res.voxel_size
-        rate = f", {summary['voxels_per_s'] / 1e6:.2f} Mvoxel/s" if summary["voxels_per_s"] else ""
-        print(f"wrote {res.path}: {res.shape} {args.dtype}, voxel {dz:.4g} x {dy:.4g} x {dx:.4g} µm "
-              f"({res.info['method']}, factor {res.info['factor']:.3g}, {run.total} blocks: {run.computed} restored, "
-              f"{run.skipped} done before; restore {run.seconds:.1f} s{rate})")
-    return 0
+    rate = round(run.voxels / run.seconds, 1) if run.seconds > 0 and run.computed else None
+    detail = (f"{run.total} blocks: {run.computed} restored, {run.skipped} done before; restore {run.seconds:.1f} s"
+              + (f", {rate / 1e6:.2f} Mvoxel/s" if rate else ""))
+    return report(args, res.path, res.shape, res.voxel_size, r.train_seconds, run.seconds, peak_rss_bytes(),
+                  res.info, detail, voxels_per_s=rate)
 
 
 def _check_existing_work(args: argparse.Namespace, work_dir: Path | None, default_wd: bool) -> None:

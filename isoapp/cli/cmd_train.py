@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..core.errors import ConfigError, OutputError
-from .cmd_restore import add_method_options, add_psf_options, parse_params, psf_spec
+from .options import add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
 
 
@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p.add_argument("input", help=f"input stack ({input_help()})")
     p.add_argument("--save-model", required=True, metavar="DIR", help="folder for config.json and weights.pt")
-    p.add_argument("--method", default="isonet", help="method id (default isonet); --methods lists them")
+    p.add_argument("--method", default=None,
+                   help="method id (default auto, as for restore: trains the fast candidates and keeps the best); "
+                        "--methods lists them")
     p.add_argument("--factor", type=float, help="anisotropy factor F = dz/dxy (default: from the voxel size)")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in µm")
     add_psf_options(p)
@@ -41,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from ..core.memory import peak_rss_bytes
     from ..data.io import read_volume
     from ..data.io.safety import PlannedOutput, check_outputs
-    from ..methods import get_method
-    from ..run.restorer import Restorer, prepare_volume
+    from ..methods import default_method, get_method
+    from ..run.restorer import Restorer
 
+    args.method = args.method or default_method()
     if not get_method(args.method).trainable:
         raise ConfigError(f"{args.method} does not train; restore with it directly (isoapp restore --method "
                           f"{args.method})")
@@ -54,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
                   overwrite=args.overwrite)
     if not args.overwrite and [*out.glob("config.json"), *out.glob("channel_*/config.json")]:
         raise OutputError(f"--save-model {out} already holds a model; add --overwrite to replace it")
-    vol = prepare_volume(read_volume(args.input, dataset=args.dataset, lazy=True), args.voxel_size)
+    vol = read_volume(args.input, dataset=args.dataset, lazy=True)
     progress = TqdmProgress()
     try:
-        r = Restorer(args.method, preset=args.preset, factor=args.factor, psf=psf_spec(args), steps=args.steps,
+        r = Restorer(args.method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
+                     psf=psf_spec(args), steps=args.steps,
                      device=args.device, seed=args.seed, params=parse_params(args.param), emit=progress,
                      train_budget_bytes=int(args.train_budget_mb * 2**20)).fit(vol)
     finally:

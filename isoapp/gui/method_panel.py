@@ -11,34 +11,22 @@ from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
-    QSizePolicy,
     QSpinBox,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core.errors import IsoappError
 from ..core.volume import Volume
-from ..data.io import registry
 from ..methods import available_methods, build_config, capabilities, default_method, get_method
-from . import dialogs
 from .estimate import Estimate, estimate, timing_key
+from .psf_fields import PsfFieldsMixin, spin_box
 
 log = logging.getLogger(__name__)
-
-PSF_KINDS = (("auto", "Estimate from the stack"), ("gaussian", "Gaussian FWHM"),
-             ("optical", "Microscope model"), ("file", "Measured PSF file"),
-             ("nyquist", "Assume Nyquist (FWHM 2 voxels)"))
-OPTICS = ("widefield", "confocal", "two-photon", "light-sheet")
-
 
 def cuda_status() -> tuple[bool, str]:
     """(available, text) for the device selector."""
@@ -49,16 +37,7 @@ def cuda_status() -> tuple[bool, str]:
     return False, "CUDA not available: training runs on the CPU"
 
 
-def _spin(lo: float, hi: float, value: float, decimals: int = 3, step: float = 0.1) -> QDoubleSpinBox:
-    sb = QDoubleSpinBox()
-    sb.setRange(lo, hi)
-    sb.setDecimals(decimals)
-    sb.setSingleStep(step)
-    sb.setValue(value)
-    return sb
-
-
-class MethodPanel(QWidget):
+class MethodPanel(PsfFieldsMixin, QWidget):
     """Collects the options of one ``restore()`` call (see :meth:`options`)."""
 
     changed = Signal()
@@ -84,7 +63,7 @@ class MethodPanel(QWidget):
         self.preset.addItems(["fast", "balanced", "quality"])
         self.preset.setToolTip("fast: minutes on a laptop CPU; balanced and quality: larger networks, "
                                "longer training (a GPU helps)")
-        self.voxel = [_spin(1e-4, 1e4, v, 4, 0.05) for v in (1.0, 1.0, 1.0)]
+        self.voxel = [spin_box(1e-4, 1e4, v, 4, 0.05) for v in (1.0, 1.0, 1.0)]
         vrow = QHBoxLayout()
         for axis, sb in zip("zyx", self.voxel, strict=True):
             sb.setToolTip(f"voxel size along {axis} in µm (from the file; edit it for uncalibrated stacks)")
@@ -96,7 +75,7 @@ class MethodPanel(QWidget):
             vrow.addWidget(sb, 1)
         self.voxel_note = QLabel(self)
         self.voxel_note.setWordWrap(True)
-        self.factor = _spin(1.0, 20.0, 4.0, 3, 0.5)
+        self.factor = spin_box(1.0, 20.0, 4.0, 3, 0.5)
         self.factor.setToolTip("anisotropy factor F = dz/dxy: the restored stack has F times more z planes")
         self.factor_auto = QCheckBox("auto", self)
         self.factor_auto.setToolTip("auto: dz/dxy of the voxel size above; untick to type a factor")
@@ -185,97 +164,6 @@ class MethodPanel(QWidget):
             w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             w.setMinimumContentsLength(8)
 
-    def _build_psf(self) -> QGroupBox:
-        box = QGroupBox("PSF", self)
-        self.psf_kind = QComboBox(box)
-        for key, label in PSF_KINDS:
-            self.psf_kind.addItem(label, key)
-        self.psf_kind.setToolTip("the microscope's point-spread function, for methods that take one")
-        self.psf_stack = QStackedWidget(box)
-        est = QLabel("blur and noise estimated from the stack; the estimate shows after the run", box)
-        est.setWordWrap(True)
-        self.psf_stack.addWidget(est)
-        gw = QWidget(box)
-        g = QHBoxLayout(gw)
-        g.setContentsMargins(0, 0, 0, 0)
-        self.fwhm = [_spin(0.001, 100.0, v) for v in (1.0, 0.25, 0.25)]
-        for axis, sb in zip("zyx", self.fwhm, strict=True):
-            sb.setToolTip(f"PSF full width at half maximum along {axis} (µm)")
-            g.addWidget(QLabel(axis, gw))
-            g.addWidget(sb)
-        g.addWidget(QLabel("µm", gw))
-        self.psf_stack.addWidget(gw)
-        ow = QWidget(box)
-        o = QFormLayout(ow)
-        o.setContentsMargins(0, 0, 0, 0)
-        self.optics_kind = QComboBox(ow)
-        self.optics_kind.addItems(OPTICS)
-        self.na = _spin(0.05, 1.7, 1.0, 2, 0.05)
-        self.wavelength = _spin(0.2, 2.0, 0.52, 3, 0.01)
-        self.ri = _spin(1.0, 1.6, 1.33, 3, 0.01)
-        self.sheet_na = _spin(0.01, 1.0, 0.1, 3, 0.01)
-        self.excitation = _spin(0.0, 2.0, 0.0, 3, 0.01)
-        self.pinhole = _spin(0.0, 10.0, 1.0, 2, 0.1)
-        self.optics_kind.setToolTip("the kind of microscope, for a computed PSF")
-        self.na.setToolTip("numerical aperture of the objective")
-        self.wavelength.setToolTip("emission wavelength in µm")
-        self.ri.setToolTip("refractive index of the immersion medium")
-        self.sheet_na.setToolTip("numerical aperture of the light sheet (light-sheet only)")
-        self.excitation.setToolTip("excitation wavelength in µm (0: the emission's; two-photon: twice it)")
-        self.pinhole.setToolTip("pinhole diameter in Airy units (confocal only; 0: a point pinhole)")
-        o.addRow("Microscope", self.optics_kind)
-        o.addRow("NA", self.na)
-        o.addRow("Emission λ (µm)", self.wavelength)
-        o.addRow("Refractive index", self.ri)
-        o.addRow("Sheet NA", self.sheet_na)
-        o.addRow("Excitation λ (µm)", self.excitation)
-        o.addRow("Pinhole (AU)", self.pinhole)
-        self._optics_form = o
-        self.optics_kind.currentTextChanged.connect(self._optics_rows)
-        self._optics_rows(self.optics_kind.currentText())
-        self.psf_stack.addWidget(ow)
-        fw = QWidget(box)
-        f = QHBoxLayout(fw)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.psf_path = QLineEdit(fw)
-        self.psf_path.setPlaceholderText("PSF stack (.tif, .h5)")
-        browse = QPushButton("Browse…", fw)
-        browse.setToolTip("choose a measured PSF (bead) stack")
-        self.psf_path.setToolTip("a measured PSF (bead) stack in any format isoapp opens (TIFF, HDF5, OME-Zarr, "
-                                 "Bio-Formats)")
-        browse.clicked.connect(self._browse_psf)
-        f.addWidget(self.psf_path, 1)
-        f.addWidget(browse)
-        self.psf_stack.addWidget(fw)
-        self.psf_stack.addWidget(QLabel("FWHM = 2 z steps axially, 2 pixels laterally", box))  # nyquist
-        self.psf_kind.currentIndexChanged.connect(self._psf_page)
-        self._psf_page(0)
-        lay = QVBoxLayout(box)
-        lay.addWidget(self.psf_kind)
-        lay.addWidget(self.psf_stack)
-        return box
-
-    def _optics_rows(self, kind: str) -> None:
-        """Show only the optics fields this kind of microscope uses."""
-        for field, kinds in ((self.sheet_na, ("light-sheet",)), (self.pinhole, ("confocal",)),
-                             (self.excitation, ("confocal", "two-photon", "light-sheet"))):
-            self._optics_form.setRowVisible(field, kind in kinds)
-
-    def _psf_page(self, index: int) -> None:
-        """Show one PSF page; hidden pages take no room (a stacked widget sizes to its largest)."""
-        for i in range(self.psf_stack.count()):
-            page = self.psf_stack.widget(i)
-            policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
-            page.setSizePolicy(policy, policy)
-        self.psf_stack.setCurrentIndex(index)
-        self.psf_stack.adjustSize()
-
-    def _browse_psf(self) -> None:
-        path = dialogs.open_file(self, "Measured PSF", "", registry.open_filter())
-        if path:
-            self.psf_path.setText(path)
-            self._changed()
-
     # ------------------------------------------------------------------ state
     def method_id(self) -> str:
         return str(self.method.currentData() or self.method.currentText())
@@ -349,26 +237,6 @@ class MethodPanel(QWidget):
             self.option_widgets[opt] = box
         self.option_box.setVisible(bool(self.option_widgets))
         self._options_for = name
-
-    def psf_spec(self) -> dict[str, Any]:
-        kind = self.psf_kind.currentData()
-        if kind == "gaussian":
-            return {"kind": "gaussian", "fwhm_um": [sb.value() for sb in self.fwhm]}
-        if kind == "optical":
-            optics = {"kind": self.optics_kind.currentText(), "na": self.na.value(),
-                      "wavelength_um": self.wavelength.value(), "refractive_index": self.ri.value()}
-            if optics["kind"] == "light-sheet":
-                optics["sheet_na"] = self.sheet_na.value()
-            if self.excitation.value() > 0:
-                optics["excitation_wavelength_um"] = self.excitation.value()
-            if optics["kind"] == "confocal":
-                optics["pinhole_au"] = self.pinhole.value()
-            return {"kind": "optical", "optics": optics}
-        if kind == "file":
-            return {"kind": "file", "path": self.psf_path.text().strip() or None}
-        if kind == "nyquist":
-            return {"kind": "nyquist"}
-        return {"kind": "auto"}
 
     def method_params(self) -> dict[str, Any]:
         text = self.params.text().strip()

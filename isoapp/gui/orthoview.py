@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
@@ -46,7 +46,6 @@ from .view_tools import (
     Plane,
     ScaleBar,
     auto_levels,
-    composite_rgb,
     lookup_table,
     split_by_extent,
 )
@@ -398,72 +397,3 @@ class OrthoView(DisplayMixin, QWidget):
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
         self._fit_if_ready()
-
-    # ------------------------------------------------------------------ display
-    def planes(self) -> dict[str, np.ndarray]:
-        """The three planes at the cursor as displayed: ``xy`` (Y, X), ``xz`` (Z, X), ``yz`` (Y, Z)."""
-        if self.data is None:
-            return {}
-        return self._planes_of(self.data, self._wipe)
-
-    def _planes_of(self, data: np.ndarray, wipe: np.ndarray | None) -> dict[str, np.ndarray]:
-        z, y, x = self.cursor
-        out = {"xy": data[z], "xz": data[:, y, :], "yz": data[:, :, x].T}
-        if wipe is not None:
-            cut = int(round(self._wipe_fraction * data.shape[2]))
-            xy, xz = out["xy"].copy(), out["xz"].copy()
-            xy[:, cut:], xz[:, cut:] = wipe[z][:, cut:], wipe[:, y, cut:]
-            out.update(xy=xy, xz=xz, yz=(wipe[:, :, x].T if x >= cut else out["yz"]))
-        return out
-
-    def _mip_image(self) -> np.ndarray:
-        if self._mip is None:
-            mip = self.data.max(axis=0)
-            if self._wipe is not None:
-                cut = int(round(self._wipe_fraction * self.data.shape[2]))
-                mip = mip.copy()
-                mip[:, cut:] = self._wipe.max(axis=0)[:, cut:]
-            self._mip = mip
-        return self._mip
-
-    def _place_images(self) -> None:
-        nz, ny, nx = self.data.shape
-        dz, dy, dx = self.voxel
-        self._update_images()  # set the images first: setRect scales from the current image size
-        self.xy.image.setRect(QRectF(0, 0, nx * dx, ny * dy))
-        self.xz.image.setRect(QRectF(0, 0, nx * dx, nz * dz))
-        self.yz.image.setRect(QRectF(0, 0, nz * dz, ny * dy))
-        self.mip.image.setRect(QRectF(0, 0, nx * dx, ny * dy))
-        self._split()  # room for each row/column in proportion to its physical extent
-        self._fit_pending = True
-        self.reset_view()  # right away (tests, visible views) and again once shown at a usable size
-        self._fit_if_ready()
-
-    def _rgb(self, key: str) -> np.ndarray:
-        """A composite plane: every channel through its colour LUT, added and clipped."""
-        planes = [self._planes_of(data, None)[key] for data, _lv, _t in self.composite]
-        return composite_rgb(planes, [lv for _d, lv, _t in self.composite], [t for _d, _lv, t in self.composite])
-
-    def _update_images(self) -> None:
-        if self.data is None:
-            return
-        levels = self.levels()
-        if self.composite is not None:
-            for key, p in (("xy", self.xy), ("xz", self.xz), ("yz", self.yz)):
-                p.image.setLookupTable(None)
-                p.image.setImage(self._rgb(key), autoLevels=False, levels=(0, 255))
-            self.mip.image.clear()
-        else:
-            planes = self.planes()
-            for key, p in (("xy", self.xy), ("xz", self.xz), ("yz", self.yz)):
-                p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=levels)
-            self.mip.image.setImage(np.asarray(self._mip_image(), np.float32), autoLevels=False, levels=levels)
-            self._apply_lut()
-        zc, yc, xc = self.cursor_physical()
-        self.xy.vline.setPos(xc)
-        self.xy.hline.setPos(yc)
-        self.xz.vline.setPos(xc)
-        self.xz.hline.setPos(zc)
-        self.yz.vline.setPos(zc)
-        self.yz.hline.setPos(yc)
-        self._update_status()

@@ -30,7 +30,6 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 
 log = logging.getLogger(__name__)
 
-PSF_KINDS = ("auto", "gaussian", "optical", "file")
 
 
 class _Relay(QObject):
@@ -43,6 +42,13 @@ def factor_from_scale(scale) -> float:
     """``dz / mean(dy, dx)`` from a layer's ``(.., z, y, x)`` scale."""
     sz, sy, sx = (float(v) for v in tuple(scale)[-3:])
     return sz / (0.5 * (sy + sx))
+
+
+def psf_kinds() -> tuple[str, ...]:
+    """The PSF choices, as the CLI and the GUI offer them (isoapp.run.resolve.PSF_KINDS)."""
+    from ..run.resolve import PSF_KINDS
+
+    return PSF_KINDS
 
 
 def method_choices() -> list[str]:
@@ -94,7 +100,7 @@ class RestoreWidget(QWidget):
         self.layer = create_widget(annotation=napari.layers.Image, label="image")
         self.method = ComboBox(label="method", choices=method_choices())
         self.preset = ComboBox(label="preset", choices=["fast", "balanced", "quality"], value="fast")
-        self.psf_kind = ComboBox(label="PSF", choices=list(PSF_KINDS), value="auto")
+        self.psf_kind = ComboBox(label="PSF", choices=list(psf_kinds()), value="auto")
         self.psf_fwhm = TupleEdit(label="FWHM z y x (µm)", value=(1.0, 0.3, 0.3),
                                   options={"min": 0.0, "max": 1000.0, "step": 0.01})
         self.psf_optics = LineEdit(label="optics", value="widefield,na=1.0,wavelength=0.52,n=1.33",
@@ -157,16 +163,10 @@ class RestoreWidget(QWidget):
         self.psf_file.visible = uses_psf and self.psf_kind.value == "file"
 
     def psf_spec(self) -> dict:
-        kind = self.psf_kind.value
-        if kind == "gaussian":
-            return {"kind": "gaussian", "fwhm_um": tuple(float(v) for v in self.psf_fwhm.value)}
-        if kind == "optical":
-            from ..physics.optics import parse_optics
+        from ..run.resolve import psf_spec
 
-            return {"kind": "optical", "optics": parse_optics(self.psf_optics.value, "optics")}
-        if kind == "file":
-            return {"kind": "file", "path": str(self.psf_file.value)}
-        return {"kind": "auto"}
+        return psf_spec(self.psf_kind.value, fwhm_um=self.psf_fwhm.value, optics=self.psf_optics.value,
+                        path=self.psf_file.value, where="optics")
 
     # ------------------------------------------------------------------ run
     def run(self) -> None:

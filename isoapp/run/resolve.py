@@ -15,7 +15,7 @@ from ..core.errors import ConfigError, InputError
 from ..core.volume import Volume
 from ..physics import psf as psfmod
 from ..physics.degradation import Degradation, estimate_degradation
-from ..training.config import PSFSpec, check_factor
+from ..training.config import MAX_FACTOR, PSFSpec, check_factor
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,44 @@ def resolve_factor(volume: Volume, factor: float | None) -> float:
             log.warning("%s has no voxel-size calibration; pass --voxel-size Z Y X or --factor F", volume.name)
         factor = volume.anisotropy
     return check_factor(float(factor))
+
+
+PSF_KINDS = ("auto", "nyquist", "gaussian", "optical", "file")
+
+
+def psf_spec(kind: str = "auto", *, fwhm_um: Sequence[float] | None = None, optics: str | dict | None = None,
+             path: str | None = None, where: str = "--psf-optics") -> dict:
+    """The PSF settings as :class:`~isoapp.training.config.PSFSpec` takes them: the CLI's options, the GUI's
+    fields and napari's widgets all build them here.
+
+    ``optics`` is an optics line (``widefield,na=1.0,wavelength=0.52``; parsed by
+    :func:`~isoapp.physics.optics.parse_optics`, errors naming ``where``) or an already-parsed dict.
+    """
+    if kind == "gaussian":
+        return {"kind": "gaussian", "fwhm_um": tuple(float(v) for v in fwhm_um)}
+    if kind == "optical":
+        from ..physics.optics import parse_optics
+
+        return {"kind": "optical", "optics": parse_optics(optics, where) if isinstance(optics, str) else dict(optics)}
+    if kind == "file":
+        return {"kind": "file", "path": str(path) if path else None}
+    if kind in ("auto", "nyquist"):
+        return {"kind": kind}
+    raise ConfigError(f"unknown PSF kind {kind!r}; choose one of {', '.join(PSF_KINDS)}")
+
+
+def sizing_factor(volume: Volume, factor: float | None = None, voxel_size: Sequence[float] | None = None) -> float:
+    """The factor a run will use, for sizing memory and disk before any work.
+
+    ``factor`` when given, else dz/dxy of ``voxel_size`` (the user's override) or of the file's
+    calibration; clamped to [1, MAX_FACTOR], and 1 when not a number (:func:`resolve_factor`
+    refuses such a factor later, with what to pass).
+    """
+    if factor is None:
+        dz, dy, dx = voxel_size if voxel_size is not None else volume.voxel_size
+        factor = dz / (0.5 * (dy + dx)) if dy + dx > 0 else 1.0
+    f = float(factor)
+    return min(max(f, 1.0), MAX_FACTOR) if np.isfinite(f) else 1.0
 
 
 def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np.ndarray | None:

@@ -20,7 +20,7 @@ from ..core.volume import Volume
 from ..methods.base import Method
 from ..training.config import PSFSpec
 from ..training.events import EventCallback, ignore_events
-from .restorer import Restorer, prepare_volume
+from .restorer import Restorer
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class RestoreResult:
 
 def restore(
     volume: Volume,
-    method: str = "isonet",
+    method: str | None = None,
     *,
     preset: str = "fast",
     factor: float | None = None,
@@ -71,7 +71,8 @@ def restore(
     volume
         ZYX, CZYX or TCZYX stack; every channel/time point is restored separately.
     method
-        A registered method name (see :func:`isoapp.methods.available_methods`).
+        A registered method name (see :func:`isoapp.methods.available_methods`); default
+        :func:`isoapp.methods.default_method` (``auto``), as everywhere.
     preset
         ``fast`` (laptop CPU), ``balanced`` or ``quality`` (GPU).
     factor
@@ -95,19 +96,13 @@ def restore(
     -------
     RestoreResult
     """
-    volume = prepare_volume(volume, voxel_size).load()
-    volume.check_finite()
-    kwargs = dict(preset=preset, factor=factor, psf=psf, steps=steps, device=device, seed=seed, params=params,
-                  train=train, work_dir=work_dir, resume=resume, emit=emit, should_stop=should_stop,
-                  preview_position=preview_position)
-    r = Restorer.load(model_dir, **kwargs) if model_dir is not None else Restorer(method, **kwargs)
+    r = Restorer.open(method, model_dir=model_dir, preset=preset, factor=factor, voxel_size=voxel_size, psf=psf,
+                      steps=steps, device=device, seed=seed, params=params, train=train, work_dir=work_dir,
+                      resume=resume, emit=emit, should_stop=should_stop, preview_position=preview_position)
+    volume = r.validate(volume, load=True)
     if r.ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(r.ctx.device)
-    if model_dir is None:
-        r.fit(volume)
-        if save_model is not None:
-            r.save(save_model)
-    out = r.predict(volume)
+    out = r.ensure_fitted(volume, save_model).predict(volume)
     peak_cuda = peak_cuda_bytes(r.ctx.device) or 0
     info = r.info()
     log.info("%s: trained %.1f s, restored %.1f s, output %s", info["method"], r.train_seconds, r.predict_seconds,

@@ -23,9 +23,9 @@ from ..core.volume import Volume
 from ..data.io.lazy import SAMPLE_BUDGET_BYTES, TRAIN_BUDGET_BYTES, bounded, fit_normalizer, training_region
 from ..data.normalize import Normalizer
 from ..interop.bioimageio import export_model, is_package, package_model
-from ..methods.base import Method, build_config, get_method, load_model
+from ..methods.base import Method, build_config, default_method, get_method, load_model
 from ..physics.degradation import Degradation
-from ..physics.psf import model_kernel
+from ..physics.kernels import model_kernel
 from ..quality.heldout import evaluate
 from ..training.config import PSFSpec, validated
 from ..training.context import RunContext
@@ -55,13 +55,14 @@ class Restorer:
     a method trains on and ``sample_budget_bytes`` the sample the normaliser is taken from.
     """
 
-    def __init__(self, method: str = "auto", *, preset: str = "fast", factor: float | None = None,
-                 psf: PSFSpec | dict | None = None, steps: int | None = None, device: str = "auto", seed: int = 0,
+    def __init__(self, method: str | None = None, *, preset: str = "fast", factor: float | None = None,
+                 voxel_size: Sequence[float] | None = None, psf: PSFSpec | dict | None = None, steps: int | None = None, device: str = "auto", seed: int = 0,
                  params: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
                  work_dir: str | Path | None = None, resume: bool = False, emit: EventCallback = ignore_events,
                  should_stop: Callable[[], bool] | None = None, preview_position: tuple[int, int] | None = None,
                  train_budget_bytes: int = TRAIN_BUDGET_BYTES, sample_budget_bytes: int = SAMPLE_BUDGET_BYTES) -> None:
-        self.method_name = method
+        self.method_name = method or default_method()
+        self.voxel_size = None if voxel_size is None else tuple(float(v) for v in voxel_size)
         self.preset, self.steps, self.params, self.train = preset, steps, params, train
         self.factor_arg = factor
         self.spec = psf if isinstance(psf, PSFSpec) else validated(PSFSpec, dict(psf or {}), "PSF settings")
@@ -78,7 +79,29 @@ class Restorer:
         self.train_seconds = self.predict_seconds = 0.0
         self.user_psf: np.ndarray | None = None
 
+    @classmethod
+    def open(cls, method: str | None = None, *, model_dir: str | Path | None = None, **kwargs: Any) -> Restorer:
+        """A Restorer holding the saved model in ``model_dir`` when given, else a new one for ``method``."""
+        return cls.load(model_dir, **kwargs) if model_dir is not None else cls(method, **kwargs)
+
     # ------------------------------------------------------------------ shared steps
+    def validate(self, volume: Volume, *, load: bool = False) -> Volume:
+        """``volume`` with the voxel-size override applied, refused when too small (and loaded and checked
+        for NaN/Inf when ``load``). Every entry point calls it; ``fit`` and ``predict`` call it themselves."""
+        volume = prepare_volume(volume, self.voxel_size)
+        if load:
+            volume = volume.load()
+            volume.check_finite()
+        return volume
+
+    def ensure_fitted(self, volume: Volume, save_model: str | Path | None = None) -> Restorer:
+        """Train on ``volume`` unless this Restorer holds a saved model; then save to ``save_model`` if given."""
+        if self.model_dir is None:
+            self.fit(volume)
+            if save_model is not None:
+                self.save(save_model)
+        return self
+
     def resolve(self, volume: Volume) -> None:
         """Fix the factor (checked against a loaded model's) and the user's PSF for ``volume``."""
         if self.model_dir is not None:
@@ -115,6 +138,7 @@ class Restorer:
 
         if self.model_dir is not None:
             raise ModelError(f"this Restorer holds the saved model {self.model_dir}; create a new one to train")
+        volume = self.validate(volume)
         self.resolve(volume)
         F = self.factor
         cls = get_method(self.method_name)
@@ -125,7 +149,9 @@ class Restorer:
             tag = f"channel_{c}" if n_ch > 1 else ""
             norm = self.normalizer(zyx)
             box = training_region(bounded(zyx.data), cls.training_budget(self.train_budget, F, self.params))
-            xn = norm.before(np.asarray(bounded(zyx.data)[box], np.float32))
+            region = np.asarray(bounded(zyx.data)[box], np.float32)
+            zyx.with_data(region).check_finite()
+            xn = norm.before(region)
             deg = resolve_degradation(xn, self.spec, self.user_psf, F, volume.voxel_size, seed=self.seed,
                                       name=f"{volume.name} {tag}".strip(), required=cls.trainable or cls.uses_psf)
             psf_m = self.user_psf if self.user_psf is not None else (deg.psf() if deg is not None else None)
@@ -203,6 +229,7 @@ class Restorer:
     # ------------------------------------------------------------------ predict
     def predict(self, volume: Volume) -> Volume:
         """Restore ``volume`` in memory; the result is on the output grid (z step dz/F)."""
+        volume = self.validate(volume)
         if self.factor is None:
             self.resolve(volume)
         n_ch = volume.n_channels
@@ -211,6 +238,7 @@ class Restorer:
             m = self.method_for(c, n_ch)
             tag = f"channel_{c}" if n_ch > 1 else ""
             x = np.asarray(zyx.data, dtype=np.float32)
+            zyx.with_data(x).check_finite()
             norm = self.normalizer(zyx.with_data(x))
             self.ctx.send(StageEvent("restore", f"restoring {volume.name} {tag}".strip()))
             t0 = time.perf_counter()
@@ -235,7 +263,7 @@ class Restorer:
         """Restore ``volume`` block by block into ``output`` (see :func:`isoapp.run.blockwise.restore_blockwise`)."""
         from .blockwise import restore_blockwise
 
-        return restore_blockwise(self, volume, output, **kwargs)
+        return restore_blockwise(self, self.validate(volume), output, **kwargs)
 
     def export(self, output: str | Path, volume: Volume | None = None, **kwargs: Any) -> Path:
         """Write the saved model as a bioimage.io package (``.zip``; see :func:`~isoapp.interop.bioimageio.export_model`).
@@ -248,8 +276,6 @@ class Restorer:
         spec = self.methods[min(self.methods)].config.psf
 
         def restore_fn(v: Volume) -> np.ndarray:
-            v = prepare_volume(v).load()
-            v.check_finite()
             return Restorer.load(model_dir, psf=spec, device="cpu").predict(v).data
 
         return export_model(model_dir, output, volume, restore_fn=restore_fn, **kwargs)
