@@ -43,8 +43,9 @@ class Preset(BaseModel):
     """A method's preset: overrides of the training settings and parameters, and where they came from.
 
     ``note`` says how the preset departs from the method's paper; it is shown wherever the preset
-    is picked (CLI, GUI) and saved in the run's config. ``provenance`` maps each tuned constant to
-    the case and command it was measured with.
+    is picked (CLI, GUI) and saved in the run's config. ``provenance`` links (a path relative to the
+    repository, e.g. ``benchmarks/results/presets.md#isonet-fast``) to where the preset's tuned constants
+    are measured: the case, the command and the figures, keyed by the commit that recorded them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,7 +53,7 @@ class Preset(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     note: str = ""
-    provenance: dict[str, str] = Field(default_factory=dict)
+    provenance: str = ""
 
 
 @dataclass(frozen=True)

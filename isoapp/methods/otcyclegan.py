@@ -167,32 +167,7 @@ class OTCycleGAN(Method):
                          "self-supervision, crops turned so that a sharp lateral axis lies along z and blurred by F "
                          "held at the stack's estimated axial blur (20x Park's learning rate); nets and crops are "
                          "small enough for a laptop CPU",
-                 "provenance": {
-                     "sizes (8-filter G without norm, 8-wide F, 32^3 judged crops, 4 MIPs)": "chosen for a 2-core "
-                         "CPU: 0.65 s per step (session 3, bench_otcyclegan.py --threads 2)",
-                     "F fixed at the estimate, lambda_lateral 30, lr 2e-3": "bench_otcyclegan.py --kinds tubes,beads "
-                         "(65x256x256, F 4, 400 steps): Park's settings +0.14 dB over linear with a PSF 52 % too "
-                         "narrow; this preset +4.24 dB (tubes), +12.97 dB (beads); the project's own noise-free "
-                         "phantoms, session 3",
-                     "adversarial_weight 0 (was 0.1 from the same bench, where weight 1 split beads into rows)":
-                         "benchmarks/quality.py --size 96 --steps-scale 0.5 --threads 2 --cases 'real-*-k4', dB over "
-                         "linear, 0.1 -> 0 (session 7): tribolium -2.52 -> -0.06 (0.1 put a band of invented nuclei "
-                         "into its top planes), arabidopsis +0.16 -> -0.12, vessels +1.26 -> +1.13, brain nuclei "
-                         "+0.50 -> +0.42, ovule +0.81 -> +0.56; the same cases' phantoms through restore(params="
-                         "{'adversarial_weight': w}), seed 0, 1 thread: membranes-confocal-20ph +0.05 -> +1.41, "
-                         "nuclei-widefield-20ph +1.09 -> +1.18, filaments-gauss-20ph +0.01 -> +0.01 (G stalls at "
-                         "the identity in both); arabidopsis k3 (2 threads) -0.78 -> -0.82",
-                     "cycle_weight 0 and F without lateral blur (blur_init_sigma 0)": "benchmarks/quality.py "
-                         "--threads 1 --size 96 --steps-scale 0.5 --cases 'real-*' --methods linear,otcyclegan, dB "
-                         "over linear, the preset before (2 threads) -> after (session 8): arabidopsis k3 -0.82 -> "
-                         "-0.78, k4 -0.12 -> +0.09, vessels k3 +1.19 -> +1.59, k4 +1.13 -> +1.09, brain nuclei k3 "
-                         "+0.45 -> +0.38, k4 +0.42 -> +0.27, ovule k3 +0.61 -> +1.95, k4 +0.56 -> +2.09, tribolium "
-                         "k3 -0.05 -> +0.02, k4 -0.06 -> +0.00; the same recipe through restore(params=...) gave "
-                         "arabidopsis k3 -1.04 and vessels k3 +1.26 (run-to-run spread); phantoms at 20 photons, "
-                         "seeds 0 / 1 / 2: membranes-confocal +3.81 / +2.99 / +4.10 (before, seed 0: +1.41), "
-                         "nuclei-widefield +1.21 / +1.43 / +1.61 (+1.18), filaments-gauss +5.19 / +5.12 / +3.91 "
-                         "(+0.01: G stalled at the identity). With F's lateral blur G also sharpened the stack "
-                         "laterally; with the cycle, G stalled near the identity"}},
+                 "provenance": "benchmarks/results/presets.md#otcyclegan-fast"},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,

@@ -131,17 +131,7 @@ class SelfNet(PlaneWiseMethod):
                  "note": "Self-Net (Ning et al. 2023) with three departures: G_A blurs before the acquisition's sampling "
                          "(the paper samples first), G_A is a learned unimodal blur kernel with a spectral loss (the "
                          "paper: a U-Net), and DeblurNet's inputs carry the stack's noise",
-                 "provenance": {"lambda_spectral 10 (a parameter default)": "bench_selfnet.py --only tubes "
-                                "(65x256x256, F 4, fast): lambda 1, 10, 30 gave 25.02, 26.67, 26.79 dB and a learned "
-                                "sigma of 3.67, 4.03, 4.27 px (true 3.87); the project's own noise-free phantom, "
-                                "session 2",
-                                "blur_shape unimodal (a parameter default)": "benchmarks/quality.py --threads 1 --size 96 "
-                                "--steps-scale 0.5 --methods linear,selfnet --cases 'real-*' and --quick, seed 0, "
-                                "against blur_shape free on the same cases, session 9: real stacks (arabidopsis, vessels, "
-                                "brain nuclei at k3 / k4, tribolium k4) +0.01 / +1.03, +2.08 / +1.78, -0.16 / +0.68, "
-                                "+0.19 dB over linear vs -0.74 / +0.55, +1.47 / +1.17, -0.29 / +0.71, +0.03; the six "
-                                "quick phantoms +5.63 / +6.72 / +1.53 / +0.79 / +3.81 / +5.25 vs +4.87 / +6.85 / +1.33 "
-                                "/ +1.05 / +3.46 / +5.15"}},
+                 "provenance": "benchmarks/results/presets.md#selfnet-fast"},
         "balanced": {"train": {"steps": 3000, "batch_size": 8, "patch_size": 96, "lr": 4e-4},
                      "params": {"epochs": 5, "gen_filters": 12, "gen_depth": 2, "disc_filters": 16,
                                 "deblur_filters": 16, "deblur_depth": 2},
