@@ -57,6 +57,9 @@ class IsoNet(PlaneWiseMethod):
     uses_psf = True
     label = "IsoNet (CARE isotropic)"
     menu_rank = 10
+    napari_rank = 1
+    bench_rank = 3
+    exportable, export_net = True, "net"
     time_model = TimeModel(s_per_step=0.1, s_per_voxel=1.3e-6, width_param="n_filters")
     presets = {
         "fast": {"train": {"steps": 600, "batch_size": 8, "patch_size": 64, "lr": 1e-3, "val_every": 100,

@@ -153,6 +153,7 @@ class OTCycleGAN(Method):
     dims = 3
     heldout_check = heldout_slab = True  # a held-out slab, turned as the lateral pairs are (y along z)
     menu_rank = 30
+    bench_rank = 5
     # fast preset, one torch thread on the shared 2-core reference: 0.23 s per step without the cycle (0.36 s with
     # it, 2 threads; commit 5ae6f90, membranes-confocal-20ph of benchmarks/quality.py, 33 x 96 x 96 at F 4)
     time_model = TimeModel(s_per_step=0.25, s_per_voxel=9.3e-7, width_param="n_filters")

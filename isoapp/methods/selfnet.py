@@ -122,6 +122,9 @@ class SelfNet(PlaneWiseMethod):
     uses_psf = False
     label = "Self-Net (PSF-free, two stages)"
     menu_rank = 20
+    bench_rank = 4
+    bench_companions = ("isonet:wrongpsf",)  # the PSF-free method against IsoNet given a wrong PSF
+    exportable, export_net = True, "deblur"
     time_model = TimeModel(s_per_step=0.065, s_per_voxel=1.35e-6, loops_per_step=2.0, width_param="deblur_filters")
     presets = {
         "fast": {"train": {"steps": 600, "batch_size": 4, "patch_size": 64, "lr": 1e-3, "val_every": 100,

@@ -112,6 +112,7 @@ class SelfVision(Method):
     heldout_slab = True
     options = ("axes",)
     menu_rank = 25
+    bench_rank = 6
     time_model = TimeModel(s_per_step=0.08, s_per_voxel=5.5e-7, width_param="n_shrink")
     presets = {
         "fast": {"train": {"steps": 200, "batch_size": 4, "patch_size": 32, "lr": 3e-3, "val_every": 50,
