@@ -81,7 +81,7 @@ def test_auto_with_nothing_better_than_interpolation_uses_cubic(noisy):
     assert np.allclose(res.volume.data, cubic)
 
 
-# Measured on this case (CPU, 300 steps = 50 per stage and epoch, seeds 0 / 1; session 9, the unimodal G_A
+# Measured on this case (CPU, 300 steps = 50 per stage and epoch, seeds 0 / 1; commit cf2855a, the unimodal G_A
 # kernel): Self-Net +4.97 / +5.07 dB over linear (held-out +2.64 / +2.47 dB, learned blur sigma 5.39 / 5.40 px);
 # with G_A ignored (an identity blur) +0.26 / +0.25 dB. (The free kernel before it: +4.63 / +4.88 dB.)
 SELFNET_STEPS = 300

@@ -62,12 +62,12 @@ def test_selfvision_beats_linear_and_fails_without_the_blur(case):
     assert broken.info["heldout"]["psnr_gain_db"] < HELDOUT_BAR_DB  # the check sees the mutation too
 
 
-# Measured (CPU, 100 steps, seeds 0 / 1 / 2 / 3, a 3-plane slab held out; session 8, the fast preset: lateral
+# Measured (CPU, 100 steps, seeds 0 / 1 / 2 / 3, a 3-plane slab held out; commit 5ae6f90, the fast preset: lateral
 # self-supervision alone, no cycle, no discriminators): OT-cycleGAN +6.00 / +5.29 / +5.59 / +4.60 dB over linear,
 # held-out check +2.77 / +3.02 / +2.74 / +2.43 dB; with Park's losses alone (lambda_lateral 0, cycle weight 10,
 # adversarial weight 1) in so few steps +0.04 / +0.09 / +0.61 / -1.29 dB, held-out +0.04 / -0.03 / +0.33 /
 # -0.87 dB. The bars sit between the two (thread counts change the training like seeds do). Near 0 dB the
-# held-out sign is noise, so the check is held to a bar too. (Session 7's preset, with the cycle: +5.21 / +3.56 /
+# held-out sign is noise, so the check is held to a bar too. (The preset of b2a2b3e, with the cycle: +5.21 / +3.56 /
 # +4.38 / +2.96 dB, held-out +1.86 to +2.58 dB.)
 OT_GAIN_BAR_DB = 3.0
 OT_HELDOUT_BAR_DB = 1.5
@@ -84,7 +84,7 @@ def test_otcyclegan_beats_linear_and_fails_with_parks_losses_alone(case):
     assert park.info["heldout"]["psnr_gain_db"] < OT_HELDOUT_BAR_DB  # the check sees the mutation too
 
 
-# Measured (CPU, 300 steps, seeds 0 / 1; session 9): Self-Net +8.24 / +8.17 dB over linear, held-out check
+# Measured (CPU, 300 steps, seeds 0 / 1; commit cf2855a): Self-Net +8.24 / +8.17 dB over linear, held-out check
 # +2.33 / +1.98 dB; with G_A ignored (an identity blur, so DeblurNet learns from unblurred pairs) +2.56 / +2.49 dB,
 # held-out +1.27 / +1.19 dB (it still denoises). The bar sits between the two, about 2.6 dB from each.
 SELFNET_GAIN_BAR_DB = 5.0
@@ -114,7 +114,7 @@ def test_isonet_beats_linear_on_the_independent_case(case):
 
 
 # Measured (CPU, nuclei, widefield PSF of NA 1.0 at 520 nm in water, 20 photons, 17 x 80 x 80 at factor 4,
-# seeds 0 / 1 / 2; session 8): Richardson-Lucy with isoapp's Debye model of those optics +2.33 / +1.58 / +2.36 dB
+# seeds 0 / 1 / 2; commit c480183): Richardson-Lucy with isoapp's Debye model of those optics +2.33 / +1.58 / +2.36 dB
 # over linear; with the Gaussian model of the same optics (same FWHMs, no defocus haze) +0.19 / +0.24 / +0.23.
 RL_OPTICS_BAR_DB = 1.0
 WIDEFIELD_OPTICS = {"kind": "widefield", "na": 1.0, "wavelength_um": 0.52, "refractive_index": 1.33}

@@ -13,7 +13,7 @@ the input's own statistics, so a consumer's output is in the intensity scale of 
 inside :func:`isoapp.run.restore.restore`, whose normalisation uses each input's own percentiles.
 
 The package is described and written with ``bioimageio.spec`` (the ``export`` extra); nothing
-of the spec is written by hand. :data:`EXPORTABLE` names what each method exports; other methods
+of the spec is written by hand. A method's class says what it exports (``export_net``); other methods
 refuse in one line (:class:`~isoapp.core.errors.ConfigError`, exit code 2 in the CLI).
 """
 
@@ -37,8 +37,6 @@ from ..core.errors import ConfigError, InputError, ModelError
 
 log = logging.getLogger(__name__)
 
-#: method -> the attribute holding its plane-wise network (None: interpolation only)
-EXPORTABLE: dict[str, str | None] = {"isonet": "net", "selfnet": "deblur", "linear": None}
 #: why the other built-in methods cannot be exported (one line each)
 NOT_EXPORTABLE: dict[str, str] = {
     "cubic": "cubic-spline interpolation needs a spline prefilter along the whole z axis, which no "
@@ -125,7 +123,9 @@ def integer_factor(method: str, factor: float) -> int:
 
 def check_exportable(method: str, factor: float) -> int:
     """Raise a one-line :class:`ConfigError` if ``method`` / ``factor`` cannot be exported; return F."""
-    if method not in EXPORTABLE:
+    from ..methods.base import is_exportable
+
+    if not is_exportable(method):
         why = NOT_EXPORTABLE.get(method, "it has no bioimage.io export")
         raise ConfigError(f"cannot export a {method} model: {why}")
     return integer_factor(method, factor)
@@ -134,7 +134,7 @@ def check_exportable(method: str, factor: float) -> int:
 def module_for(m) -> PlaneWiseIsotropic:
     """The eager :class:`PlaneWiseIsotropic` around a loaded method's network."""
     F = check_exportable(m.name, m.factor)
-    attr = EXPORTABLE[m.name]
+    attr = m.export_net
     net = None if attr is None else getattr(m, attr)
     fusion = getattr(m.params, "fusion", "geometric")
     divisor = int(getattr(net, "divisor", 1)) if net is not None else 1
@@ -302,7 +302,7 @@ def _readme(m, F: int, lo: float, hi: float, halo: int) -> str:
         "## What the model does",
         "- preprocessing: each input is scaled so that its own 1st / 99.8th percentiles become 0 / 1;",
         "- the TorchScript module interpolates z linearly onto the output grid"
-        + ("" if EXPORTABLE[m.name] is None else ", restores every xz and every yz plane with the network and fuses "
+        + ("" if m.export_net is None else ", restores every xz and every yz plane with the network and fuses "
            f"the two ({getattr(m.params, 'fusion', 'geometric')} mean)") + ";",
         f"- postprocessing: `x * {hi - lo:.6g} + {lo:.6g}`, the percentiles of the export stack, so outputs are in "
         "its intensity scale. `isoapp restore --model` with this package undoes the normalisation with each "

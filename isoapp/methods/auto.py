@@ -55,6 +55,7 @@ class Auto(Method):
     Params = AutoParams
     label = "Auto (best on held-out planes)"
     menu_rank = 0
+    napari_rank = 0
     uses_psf = True
     heldout_check = True
     # the candidates' fast time models added up (IsoNet 600 x 0.1 s + Self-Net 600 x 2 x 0.065 s = 138 s)

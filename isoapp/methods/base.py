@@ -43,8 +43,9 @@ class Preset(BaseModel):
     """A method's preset: overrides of the training settings and parameters, and where they came from.
 
     ``note`` says how the preset departs from the method's paper; it is shown wherever the preset
-    is picked (CLI, GUI) and saved in the run's config. ``provenance`` maps each tuned constant to
-    the case and command it was measured with.
+    is picked (CLI, GUI) and saved in the run's config. ``provenance`` links (a path relative to the
+    repository, e.g. ``benchmarks/results/presets.md#isonet-fast``) to where the preset's tuned constants
+    are measured: the case, the command and the figures, keyed by the commit that recorded them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,7 +53,7 @@ class Preset(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     note: str = ""
-    provenance: dict[str, str] = Field(default_factory=dict)
+    provenance: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,18 @@ class Method(ABC):
     time_model: ClassVar[TimeModel] = TimeModel()
     #: menu order (lower first); the GUI's default is the method named "auto" when one is registered
     menu_rank: ClassVar[int] = 50
+    #: order in napari's method list (lower first, then by name)
+    napari_rank: ClassVar[int] = 100
+    #: order in ``bench``'s default method list (None: benched only when named)
+    bench_rank: ClassVar[int | None] = None
+    #: bench entries (``name:variant``) run beside this method by default, to compare it with
+    bench_companions: ClassVar[tuple[str, ...]] = ()
+    #: :meth:`block_geometry` never returns None: the method always restores block by block
+    block_capable: ClassVar[bool] = False
+    #: a bioimage.io package (:mod:`isoapp.interop.bioimageio`) reproduces its prediction
+    exportable: ClassVar[bool] = False
+    #: with ``exportable``: the attribute holding the plane-wise network the package runs (None: interpolation only)
+    export_net: ClassVar[str | None] = None
 
     def __init__(self, config: RunConfig, psf: np.ndarray | None = None,
                  degradation: Degradation | None = None) -> None:
@@ -293,6 +306,19 @@ def method_label(name: str) -> str:
     """The human-readable name of method ``name`` (its id when it has no label)."""
     cls = get_method(name)
     return cls.label or cls.name
+
+
+def is_exportable(name: str) -> bool:
+    """Whether method ``name`` has a bioimage.io export (False for an unknown name)."""
+    _load_builtin()
+    cls = _REGISTRY.get(name)
+    return cls is not None and cls.exportable
+
+
+def block_methods() -> list[str]:
+    """The methods that always restore block by block (``block_capable``), in menu order."""
+    names = available_methods()
+    return sorted((n for n in names if get_method(n).block_capable), key=lambda n: (get_method(n).menu_rank, n))
 
 
 def default_method() -> str:

@@ -29,6 +29,9 @@ class Linear(Method):
     heldout_check = True
     label = "Linear interpolation"
     menu_rank = 90
+    bench_rank = 0
+    block_capable = True
+    exportable = True  # z interpolation only (export_net None)
     time_model = TimeModel(s_per_voxel=2e-9)
     order = 1
 
@@ -57,6 +60,8 @@ class Cubic(Linear):
     description = "cubic-spline interpolation along z (baseline)"
     label = "Cubic-spline interpolation"
     menu_rank = 91
+    bench_rank = 1
+    exportable = False  # a spline prefilter along the whole z axis, which no bioimage.io consumer applies
     time_model = TimeModel(s_per_voxel=2e-8)
     order = 3
 
@@ -113,6 +118,7 @@ class RichardsonLucy(Method):
     heldout_check = True
     label = "Richardson–Lucy deconvolution"
     menu_rank = 80
+    bench_rank = 2
     time_model = TimeModel(s_per_voxel=1.2e-7)
     presets = {"fast": {"params": {"iterations": 20}}, "balanced": {"params": {"iterations": 40}},
                "quality": {"params": {"iterations": 80}}}

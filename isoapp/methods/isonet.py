@@ -57,6 +57,9 @@ class IsoNet(PlaneWiseMethod):
     uses_psf = True
     label = "IsoNet (CARE isotropic)"
     menu_rank = 10
+    napari_rank = 1
+    bench_rank = 3
+    exportable, export_net = True, "net"
     time_model = TimeModel(s_per_step=0.1, s_per_voxel=1.3e-6, width_param="n_filters")
     presets = {
         "fast": {"train": {"steps": 600, "batch_size": 8, "patch_size": 64, "lr": 1e-3, "val_every": 100,
@@ -65,14 +68,7 @@ class IsoNet(PlaneWiseMethod):
                  "note": "IsoNet-2 as in Weigert et al. 2017, but a smaller U-Net (16 filters) and 600 steps for a "
                          "laptop CPU; without a PSF the blur is estimated from the stack, and training inputs carry "
                          "the stack's noise",
-                 "provenance": {
-                     "steps 600 (was 300)": "benchmarks/quality.py --threads 1 --size 96 --planes 33 --methods "
-                         "linear,isonet --steps-scale 1 -> 2 (session 10): the ten real cases ('real-*') +2.05 -> "
-                         "+2.28 dB over linear on average (7 better, 3 worse by at most 0.08; tribolium k4 -0.15 -> "
-                         "+0.13), the 18 phantoms '*-20ph-F4,*-100ph-F4' +0.30 dB on average (17 better, "
-                         "filaments-widefield-100ph -0.03); 1200 steps gave +2.40 on the real cases for twice the "
-                         "time again; the real cases at --seed 1: +1.97 -> +2.19 (7 better, 3 worse by at most "
-                         "0.07)"}},
+                 "provenance": "benchmarks/results/presets.md#isonet-fast"},
         "balanced": {"train": {"steps": 2000, "batch_size": 16, "patch_size": 96, "lr": 4e-4},
                      "params": {"n_filters": 32, "depth": 2},
                      "note": "IsoNet-2 at CSBDeep's default width, fewer steps; estimated blur and noise-matched "

@@ -57,31 +57,27 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..core.errors import ConfigError, InputError
 from ..data.normalize import match_histogram
-from ..physics.acquisition import acquire_rows_torch
-from ..physics.degradation import estimate_axial_sigma, kernel_energy
-from ..physics.forward import output_length, resample_along, resample_matrix, sampling_phase, upsample
-from ..physics.psf import gaussian_psf, sigma_to_fwhm
+from ..physics.degradation import kernel_energy
+from ..physics.forward import output_length, resample_matrix, sampling_phase, upsample
+from ..physics.psf import sigma_to_fwhm
 from ..quality.fwhm import fwhm_profile
-from ..quality.heldout import check_slab, interpolated_rows
 from ..training.context import RunContext
-from ..training.device import to_device
 from ..training.events import ProgressEvent
+from ..training.pairs import acquire_rows_torch
 from ..training.sampler import PatchSampler
 from ..training.tiling import predict_tiled
-from ..training.trainer import make_optimizer, make_scheduler, optimizer_step, train_loop
 from .base import Method, TimeModel, register
 from .nets import UNet
-from .nets.otcyclegan import ORIENTATIONS, DeepLinearGenerator, MIPDiscriminators, fit_window, lsgan_mean
+from .nets.otcyclegan import DeepLinearGenerator
+from .otcyclegan_steps import OTCycleGANTrainer
 
 log = logging.getLogger(__name__)
 
 MIN_CROP = 16
-PREVIEW_EDGE = 96
 
 
 class OTCycleGANParams(BaseModel):
@@ -157,8 +153,9 @@ class OTCycleGAN(Method):
     dims = 3
     heldout_check = heldout_slab = True  # a held-out slab, turned as the lateral pairs are (y along z)
     menu_rank = 30
+    bench_rank = 5
     # fast preset, one torch thread on the shared 2-core reference: 0.23 s per step without the cycle (0.36 s with
-    # it, 2 threads; session 8, membranes-confocal-20ph of benchmarks/quality.py, 33 x 96 x 96 at F 4)
+    # it, 2 threads; commit 5ae6f90, membranes-confocal-20ph of benchmarks/quality.py, 33 x 96 x 96 at F 4)
     time_model = TimeModel(s_per_step=0.25, s_per_voxel=9.3e-7, width_param="n_filters")
     presets = {
         "fast": {"train": {"steps": 400, "batch_size": 1, "patch_size": 32, "lr": 2e-3, "schedule": "cosine",
@@ -171,32 +168,7 @@ class OTCycleGAN(Method):
                          "self-supervision, crops turned so that a sharp lateral axis lies along z and blurred by F "
                          "held at the stack's estimated axial blur (20x Park's learning rate); nets and crops are "
                          "small enough for a laptop CPU",
-                 "provenance": {
-                     "sizes (8-filter G without norm, 8-wide F, 32^3 judged crops, 4 MIPs)": "chosen for a 2-core "
-                         "CPU: 0.65 s per step (session 3, bench_otcyclegan.py --threads 2)",
-                     "F fixed at the estimate, lambda_lateral 30, lr 2e-3": "bench_otcyclegan.py --kinds tubes,beads "
-                         "(65x256x256, F 4, 400 steps): Park's settings +0.14 dB over linear with a PSF 52 % too "
-                         "narrow; this preset +4.24 dB (tubes), +12.97 dB (beads); the project's own noise-free "
-                         "phantoms, session 3",
-                     "adversarial_weight 0 (was 0.1 from the same bench, where weight 1 split beads into rows)":
-                         "benchmarks/quality.py --size 96 --steps-scale 0.5 --threads 2 --cases 'real-*-k4', dB over "
-                         "linear, 0.1 -> 0 (session 7): tribolium -2.52 -> -0.06 (0.1 put a band of invented nuclei "
-                         "into its top planes), arabidopsis +0.16 -> -0.12, vessels +1.26 -> +1.13, brain nuclei "
-                         "+0.50 -> +0.42, ovule +0.81 -> +0.56; the same cases' phantoms through restore(params="
-                         "{'adversarial_weight': w}), seed 0, 1 thread: membranes-confocal-20ph +0.05 -> +1.41, "
-                         "nuclei-widefield-20ph +1.09 -> +1.18, filaments-gauss-20ph +0.01 -> +0.01 (G stalls at "
-                         "the identity in both); arabidopsis k3 (2 threads) -0.78 -> -0.82",
-                     "cycle_weight 0 and F without lateral blur (blur_init_sigma 0)": "benchmarks/quality.py "
-                         "--threads 1 --size 96 --steps-scale 0.5 --cases 'real-*' --methods linear,otcyclegan, dB "
-                         "over linear, the preset before (2 threads) -> after (session 8): arabidopsis k3 -0.82 -> "
-                         "-0.78, k4 -0.12 -> +0.09, vessels k3 +1.19 -> +1.59, k4 +1.13 -> +1.09, brain nuclei k3 "
-                         "+0.45 -> +0.38, k4 +0.42 -> +0.27, ovule k3 +0.61 -> +1.95, k4 +0.56 -> +2.09, tribolium "
-                         "k3 -0.05 -> +0.02, k4 -0.06 -> +0.00; the same recipe through restore(params=...) gave "
-                         "arabidopsis k3 -1.04 and vessels k3 +1.26 (run-to-run spread); phantoms at 20 photons, "
-                         "seeds 0 / 1 / 2: membranes-confocal +3.81 / +2.99 / +4.10 (before, seed 0: +1.41), "
-                         "nuclei-widefield +1.21 / +1.43 / +1.61 (+1.18), filaments-gauss +5.19 / +5.12 / +3.91 "
-                         "(+0.01: G stalled at the identity). With F's lateral blur G also sharpened the stack "
-                         "laterally; with the cycle, G stalled near the identity"}},
+                 "provenance": "benchmarks/results/presets.md#otcyclegan-fast"},
         "balanced": {"train": {"steps": 4000, "batch_size": 1, "patch_size": 64, "lr": 2e-4, "schedule": "cosine",
                                "checkpoint_every": 500, "preview_every": 250},
                      "params": {"n_filters": 32, "depth": 2, "blur_channels": 32, "disc_filters": 32,
@@ -376,143 +348,8 @@ class OTCycleGAN(Method):
         return syn[:, :, o - ml:o - ml + k], xp[:, :, o:o + k]
 
     def fit(self, vol: np.ndarray, ctx: RunContext) -> None:
-        cfg, p = self.config.train, self.params
-        rng = ctx.rng
-        up = np.ascontiguousarray(upsample(vol, self.factor, axis=0, order=1), np.float32)
-        cz, c = self._crop_shape(up.shape)
-        m = self._margin()
-        check_slab(ctx.heldout, self.name)  # no crop covers a row that reads a held-out plane
-        sampler = PatchSampler(up, (cz, c, c), rng, foreground_fraction=cfg.foreground_fraction,
-                               exclude=interpolated_rows(ctx.heldout, self.factor, len(up)))
-        dev = ctx.device
-        G, Fn = self.nets["G"].to(dev), self.nets["F"].to(dev)
-        # the discriminators act on G only through the adversarial losses: at weight 0 they are not built
-        use_d = p.adversarial_weight > 0
-        use_cycle = p.cycle_weight > 0 or use_d  # without either, G(x) of the real crop is never judged
-        D = (MIPDiscriminators(p.disc_filters, p.disc_layers, min(cz - 2 * m, c), p.separate_axial_discriminators,
-                               p.n_projections, p.real_projection).to(dev) if use_d else torch.nn.ModuleDict())
-        self._disc_params = sum(q.numel() for q in D.parameters())
-        log.info("otcyclegan: G %d, F %d, discriminators %d parameters; crops %dx%dx%d%s",
-                 sum(q.numel() for q in G.parameters()), sum(q.numel() for q in Fn.parameters()),
-                 self._disc_params, cz, c, c, f", {cz - 2 * m} central planes judged" if m else "")
-        try:  # the stack's own estimate of the axial blur, reported next to the learned PSF
-            self._sigma_est = (self.degradation.axial_sigma_px if self.degradation is not None else
-                               estimate_axial_sigma(vol, self.factor))
-        except InputError:
-            if p.blur_init_axial == "spectral":
-                raise
-            self._sigma_est = None
-        if p.blur_init_axial == "spectral" and isinstance(Fn, DeepLinearGenerator):
-            sz, n = self._sigma_est, 2 * Fn.radius + 1
-            sl = max(p.blur_init_sigma or 0.0, 0.3)
-            err = Fn.fit_kernel(torch.from_numpy(gaussian_psf((sz, sl, sl), (n, n, n))))
-            log.info("otcyclegan: F starts as an axial blur of sigma %.2f voxels estimated from the stack "
-                     "(fit error %.1f %%)", sz, 100 * err)
-            if 2 * sz > Fn.radius:
-                log.warning("otcyclegan: F's kernel (radius %d voxels) cannot hold the estimated axial blur (sigma "
-                            "%.2f voxels): it starts truncated, narrower than the stack's blur", Fn.radius, sz)
-        betas = (0.5, 0.999)
-        opt_g = make_optimizer([{"params": list(G.parameters())},
-                                {"params": list(Fn.parameters()), "lr": cfg.lr * p.blur_lr_factor}], cfg, betas=betas)
-        sched_g = make_scheduler(opt_g, cfg, cfg.steps)
-        # one GradScaler per optimiser (active on the float16 path only), so that an overflow in
-        # one network's gradients neither skips nor rescales the other's step
-        scaler_g = ctx.grad_scaler()
-        d_state: dict[str, Any] = {}
-        if use_d:
-            opt_d = make_optimizer(D.parameters(), cfg, lr=cfg.lr * p.disc_lr_factor, betas=betas)
-            sched_d, scaler_d = make_scheduler(opt_d, cfg, cfg.steps), ctx.grad_scaler()
-            d_state = {"D": D, "opt_d": opt_d, "sched_d": sched_d, "scaler_d": scaler_d}
-        lam = p.cycle_weight
-        max_depth = min(p.max_projection_depth, cz - 2 * m)
-        min_depth = min(p.min_projection_depth, max_depth)
-        matrices: dict[float, np.ndarray] = {}
-
-        def batch() -> tuple[torch.Tensor, torch.Tensor | None]:
-            crops, mats = self._draw_batch(sampler, rng, cfg.batch_size, matrices)
-            return (to_device(torch.from_numpy(crops[:, None]), dev),
-                    None if mats is None else to_device(torch.from_numpy(mats), dev))
-
-        def acquire(v: torch.Tensor, mats: torch.Tensor | None) -> torch.Tensor:
-            """The crop's axial sampling applied to ``v`` (its central ``cz - 2m`` planes); identity without it."""
-            return v if mats is None else resample_along(v.float(), mats, axis=2)
-
-        def forward(x: torch.Tensor, mats: torch.Tensor | None, depth: int):
-            """G(x) (its judged centre's views) and the acquired reconstruction R(F(G(x))) (its views)."""
-            with ctx.autocast():
-                fake = G(x)
-                rec = Fn(fake)
-            rec = acquire(rec, mats)
-            if not use_d:
-                return fake, rec, {}, {}
-            fake_c = fake[:, :, m:cz - m] if m else fake  # D_X judges the same centre
-            fakes = {o: D.views(fake_c, o, depth, rng) for o in ORIENTATIONS}
-            fakes = {o: fit_window(v, (min(v.shape[-2], c), min(v.shape[-1], c)), rng) for o, v in fakes.items()}
-            return fake, rec, fakes, {o: D.views(rec, o, 1, rng) for o in ORIENTATIONS}
-
-        # lateral self-supervision: crops turned so that their sharp y axis lies along z, blurred by F, sampled
-
-        def lateral(x: torch.Tensor) -> torch.Tensor:
-            inp, target = self._lateral_pair(x, Fn, rng)
-            with ctx.autocast():
-                out = G(inp)
-            return nnf.l1_loss(out.float(), target)
-
-        def step(i: int) -> dict[str, float]:
-            G.train()
-            Fn.train()
-            x, mats = batch()
-            x_c = x[:, :, m:cz - m] if m else x  # the planes the (resampled) reconstruction is judged on
-            depth = int(rng.integers(min_depth, max_depth + 1))
-            Fn.requires_grad_(i >= p.blur_freeze * cfg.steps)
-            # ---- generators: G and F together (one optimiser), discriminators frozen
-            adv_x = adv_y = cyc = torch.zeros((), device=dev)
-            if use_cycle:
-                _, rec, fakes, recs = forward(x, mats, depth)
-                cyc = nnf.l1_loss(rec.float(), x_c)
-            if use_d:
-                D.requires_grad_(False)
-                with ctx.autocast():
-                    adv_x = lsgan_mean(D.scores("X", fakes), True)
-                    adv_y = lsgan_mean(D.scores("Y", recs), True)
-            warm = p.cycle_warmup * cfg.steps
-            loss_g = p.adversarial_weight * (adv_x + adv_y) + lam * (min(1.0, (i + 1) / warm) if warm else 1.0) * cyc
-            lat = lateral(x) if p.lambda_lateral else None
-            if lat is not None:
-                loss_g = loss_g + p.lambda_lateral * lat
-            optimizer_step(loss_g, opt_g, scaler_g)
-            sched_g.step()
-            out = {"loss": loss_g.item(), "lr": sched_g.get_last_lr()[0],
-                   **({"cycle": cyc.item()} if use_cycle else {}), **({} if lat is None else {"lateral": lat.item()})}
-            if use_d:  # one discriminator step
-                D.requires_grad_(True)
-                with ctx.autocast():
-                    loss_d = D.loss(x, x_c, fakes, recs, depth, rng)
-                optimizer_step(loss_d, d_state["opt_d"], d_state["scaler_d"])
-                d_state["sched_d"].step()
-                out.update(adv_x=adv_x.item(), adv_y=adv_y.item(), loss_d=loss_d.item())
-            return out
-
-        def preview() -> dict[str, np.ndarray]:
-            cy, cx = ctx.preview_yx(*up.shape[1:])
-            y0 = min(max(cy - PREVIEW_EDGE // 2, 0), max(up.shape[1] - PREVIEW_EDGE, 0))
-            x0 = min(max(cx - PREVIEW_EDGE // 2, 0), max(up.shape[2] - PREVIEW_EDGE, 0))
-            sub = up[:, y0:y0 + PREVIEW_EDGE, x0:x0 + PREVIEW_EDGE]
-            out = self._run_g(sub, ctx)
-            return {"xz": out[:, cy - y0, :], "yz": out[:, :, cx - x0]}
-
-        state = {"G": G, "F": Fn, "opt_g": opt_g, "sched_g": sched_g, "scaler_g": scaler_g, "rng": rng, **d_state}
-        res = train_loop(ctx, stage="otcyclegan", steps=cfg.steps, step_fn=step, state=state, cfg=cfg,
-                         preview_fn=preview)
-        if res.steps_done > res.resumed_from:
-            self._seconds_per_step = res.seconds / (res.steps_done - res.resumed_from)
-        self._psf = None
-        self._psf = self.learned_psf()
-        self.fitted = True
-        fw = self.psf_fwhm()
-        log.info("otcyclegan: learned PSF FWHM axial %.2f px (%.3f µm), lateral %.2f px (%.3f µm)",
-                 fw["psf_fwhm_axial_px"], fw["psf_fwhm_axial_um"], fw["psf_fwhm_lateral_px"],
-                 fw["psf_fwhm_lateral_um"])
+        """Train on ``vol`` (the named steps of :class:`~isoapp.methods.otcyclegan_steps.OTCycleGANTrainer`)."""
+        OTCycleGANTrainer(self, ctx).run(vol)
 
     # ---------------------------------------------------------------- prediction
     def _run_g(self, up: np.ndarray, ctx: RunContext, progress=None) -> np.ndarray:

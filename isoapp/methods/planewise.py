@@ -24,6 +24,7 @@ class PlaneWiseMethod(Method):
 
     heldout_check = True
     dims = 2
+    block_capable = True  # the network's receptive field bounds each output voxel's input
 
     def __init__(self, config, psf=None, degradation=None) -> None:
         super().__init__(config, psf, degradation)

@@ -52,12 +52,10 @@ def psf_kinds() -> tuple[str, ...]:
 
 
 def method_choices() -> list[str]:
-    """Registered methods, ``auto`` and ``isonet`` first when registered."""
-    from ..methods import available_methods
+    """Registered methods in their ``napari_rank`` order (``auto`` and ``isonet`` first), then by name."""
+    from ..methods import available_methods, get_method
 
-    names = available_methods()
-    first = [m for m in ("auto", "isonet") if m in names]
-    return first + [m for m in names if m not in first]
+    return sorted(available_methods(), key=lambda n: (get_method(n).napari_rank, n))
 
 
 def restore_job(data: np.ndarray, voxel_size: tuple[float, float, float], name: str, method: str, preset: str,

@@ -149,8 +149,12 @@ def _run(restorer, volume, out, fmt, dtype, block, chunk, work_dir, resume, clie
     for lead, g in geoms.items():
         if g is None:
             m = methods[lead]
+            from ..methods.base import block_methods
+
+            able = block_methods()
             raise ConfigError(f"{m.label or m.name} cannot restore block by block (it has whole-volume steps); "
-                              "restore this stack with isonet, selfnet, linear or cubic, or crop it to fit in memory")
+                              f"restore this stack with {', '.join(able[:-1])} or {able[-1]}, or crop it to fit "
+                              "in memory")
     geom = BlockGeometry(max(g.halo_z for g in geoms.values()), max(g.halo_yx for g in geoms.values()),
                          int(np.lcm.reduce([g.align for g in geoms.values()])))
     block = tuple(block or DEFAULT_BLOCK)

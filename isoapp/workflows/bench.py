@@ -61,15 +61,15 @@ class PeakRSS:
 
 
 def default_methods() -> list[str]:
-    from ..methods import available_methods
+    """The methods bench runs when none are named: each with a ``bench_rank``, in that order, then their
+    ``bench_companions`` (variants to compare them with)."""
+    from ..methods import available_methods, get_method
 
-    names = available_methods()
-    out = [m for m in ("linear", "cubic", "rl", "isonet") if m in names]
-    for m in ("selfnet", "otcyclegan", "selfvision"):
-        if m in names:
-            out.append(m)
-    if "selfnet" in out:
-        out.append("isonet:wrongpsf")
+    classes = sorted((get_method(n) for n in available_methods() if get_method(n).bench_rank is not None),
+                     key=lambda c: (c.bench_rank, c.name))
+    out = [c.name for c in classes]
+    for c in classes:
+        out += [v for v in c.bench_companions if v not in out]
     return out
 
 
