@@ -1,4 +1,4 @@
-"""Qt fixtures for the GUI tests (imported by tests/test_gui_*.py; not a conftest on purpose).
+"""Qt fixtures for the GUI tests (imported by tests/gui/test_gui_*.py; not a conftest on purpose).
 
 The importing test module sets ``QT_QPA_PLATFORM=offscreen`` and skips without PySide6 first.
 """

@@ -25,7 +25,7 @@ stack_tif = gui_fixtures.stack_tif
 window = gui_fixtures.window
 
 pytestmark = pytest.mark.gui
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_open_file_shows_info_and_calibrated_orthoviews(window, stack_tif):
@@ -225,7 +225,7 @@ def test_cli_registers_gui_command():
 
 
 def test_send_without_display_is_a_clear_error(window, stack_tif, dialog_calls, monkeypatch):
-    """Sending to Fiji needs a display for ImageJ's windows (the real hand-off: tests/test_gui_fiji.py)."""
+    """Sending to Fiji needs a display for ImageJ's windows (the real hand-off: tests/gui/test_gui_fiji.py)."""
     calls, _ = dialog_calls
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
