@@ -30,7 +30,7 @@ import os, sys
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from gui_fixtures import write_stack
+from gui_helpers import write_stack
 from isoapp.gui import create_main_window, dialogs
 from isoapp.gui.settings import AppSettings
 dialogs.set_hook("error", lambda *a: print("ERROR", a[2], flush=True))
@@ -111,9 +111,7 @@ def test_send_to_a_lasting_imagej_without_duplicates(tmp_path):
 def test_snt_and_compare_check_prerequisites_before_sending(tmp_path, monkeypatch):
     """Plain ImageJ has no SNT and no DeconvolutionLab2: nothing is written or launched (a recorder
     stands in for the launch, as no display is needed to refuse)."""
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    pytest.importorskip("PySide6")
-    from gui_fixtures import write_stack
+    from gui_helpers import write_stack
 
     from fiji_bridge.external import Handoff, Launcher
     from isoapp.gui import create_main_window, dialogs
