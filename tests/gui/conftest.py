@@ -1,36 +1,41 @@
-"""Qt fixtures for the GUI tests (imported by tests/test_gui_*.py; not a conftest on purpose).
+"""The shared header of every GUI test under tests/gui/ (pytest applies it to each module here).
 
-The importing test module sets ``QT_QPA_PLATFORM=offscreen`` and skips without PySide6 first.
+- ``QT_QPA_PLATFORM=offscreen`` unless the caller chose a platform (set before any test imports Qt);
+- a module here is skipped at collection, as a module-level ``pytest.importorskip`` would skip it,
+  when PySide6, pytest-qt or pyqtgraph is missing; it is marked ``gui``;
+- ``no_dangling_qthreads`` (autouse) fails any test that leaves a QThread running;
+- the fixtures ``dialog_calls``, ``settings_path``, ``window`` and ``stack_tif``.
+
+Plain helpers (``write_stack``, ``set_tiny_run``, ``TINY_PARAMS``) live in ``gui_helpers.py``.
 """
 
 from __future__ import annotations
 
 import gc
-import json
+import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tifffile
+from gui_helpers import write_stack
 
-# the tiny network used by the training tests: real torch training, seconds on 2 CPU cores
-TINY_PARAMS = json.dumps({"n_filters": 4, "depth": 1})
-VOXEL = (0.8, 0.2, 0.2)
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+QT_MODULES = ("PySide6", "pytestqt", "pyqtgraph")
 
 
-def write_stack(path: Path, shape=(9, 48, 48), voxel=VOXEL, seed: int = 0) -> Path:
-    """An ImageJ TIFF with a few bright blobs and tubes (so training has foreground)."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
-    vol = np.zeros(shape, np.float32)
-    for _ in range(12):
-        cz, cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1]), rng.uniform(0, shape[2])
-        vol += np.exp(-(((z - cz) * voxel[0] / voxel[1]) ** 2 / 8 + (y - cy) ** 2 / 6 + (x - cx) ** 2 / 6))
-    vol += np.exp(-((y - 20) ** 2 + (x - 30) ** 2) / 3.0)  # an axial tube
-    data = (vol / vol.max() * 3000 + rng.poisson(20, shape)).astype(np.uint16)
-    tifffile.imwrite(path, data, imagej=True, resolution=(1 / voxel[2], 1 / voxel[1]),
-                     metadata={"spacing": voxel[0], "unit": "micron", "axes": "ZYX"})
-    return path
+class QtModule(pytest.Module):
+    """A test module that needs Qt: skipped whole when a Qt package is missing, marked ``gui``."""
+
+    def collect(self):
+        for name in QT_MODULES:
+            pytest.importorskip(name)
+        self.add_marker(pytest.mark.gui)
+        return super().collect()
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    # called only for test modules under this folder (pytest asks the conftests on a file's path)
+    return QtModule.from_parent(parent, path=module_path)
 
 
 def _all_running_qthreads() -> list:
@@ -119,13 +124,3 @@ def _delete_now(widget) -> None:
 @pytest.fixture
 def stack_tif(tmp_path) -> Path:
     return write_stack(tmp_path / "stack.tif")
-
-
-def set_tiny_run(window, steps: int, preview_every: int = 0, method: str = "isonet") -> None:
-    mp = window.method_panel
-    mp.set_method(method)
-    mp.preset.setCurrentText("fast")
-    mp.steps.setValue(steps)
-    mp.preview_every.setValue(preview_every)
-    mp.device.setCurrentText("cpu")
-    mp.params.setText(TINY_PARAMS if method == "isonet" else "")

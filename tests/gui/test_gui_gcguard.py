@@ -3,24 +3,7 @@
 from __future__ import annotations
 
 import gc
-import os
 import threading
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-import pytest  # noqa: E402
-
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
-pytest.importorskip("pyqtgraph")
-
-import gui_fixtures  # noqa: E402
-
-dialog_calls = gui_fixtures.dialog_calls
-no_dangling_qthreads = gui_fixtures.no_dangling_qthreads
-settings_path = gui_fixtures.settings_path
-window = gui_fixtures.window
-pytestmark = pytest.mark.gui
 
 
 def test_window_moves_collection_to_the_gui_thread(window, qtbot):

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+import numpy as np
+import pytest
+from gui_helpers import set_tiny_run
 
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
-pytest.importorskip("pyqtgraph")
-
-import gui_fixtures  # noqa: E402
-from gui_fixtures import set_tiny_run  # noqa: E402
-
-# fixtures, found by pytest under these module-level names
-dialog_calls = gui_fixtures.dialog_calls
-no_dangling_qthreads = gui_fixtures.no_dangling_qthreads
-settings_path = gui_fixtures.settings_path
-stack_tif = gui_fixtures.stack_tif
-window = gui_fixtures.window
-
-pytestmark = [pytest.mark.gui, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 RUN_TIMEOUT_MS = 240_000  # the CPU is shared; a tiny run takes seconds when it is idle
 MAX_GAP_S = 0.5
 

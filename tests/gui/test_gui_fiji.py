@@ -3,7 +3,7 @@
 The real-ImageJ scenario runs under Xvfb in its own process tree: isoapp (a child process)
 sends the input twice and quits; ImageJ, started by the first send, must still run afterwards,
 hold the stack once, calibrated, and have its main window (toolbar and menus).
-Run by hand: ``xvfb-run -a python tests/test_gui_fiji.py handoff``.
+Run by hand: ``xvfb-run -a python tests/gui/test_gui_fiji.py handoff``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "gui"))
 
 from fiji_bridge import locate  # noqa: E402
 
@@ -30,7 +30,7 @@ import os, sys
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from gui_fixtures import write_stack
+from gui_helpers import write_stack
 from isoapp.gui import create_main_window, dialogs
 from isoapp.gui.settings import AppSettings
 dialogs.set_hook("error", lambda *a: print("ERROR", a[2], flush=True))
@@ -66,7 +66,7 @@ def scenario_handoff() -> None:
     from fiji_bridge.external import Handoff, find_launcher, macro_string
 
     tmp = Path(os.environ["ISOAPP_TEST_TMP"])
-    child = subprocess.run([sys.executable, "-c", CHILD.format(tests=str(ROOT / "tests"), tmp=str(tmp))],
+    child = subprocess.run([sys.executable, "-c", CHILD.format(tests=str(ROOT / "tests" / "gui"), tmp=str(tmp))],
                            capture_output=True, text=True, timeout=240, cwd=ROOT)
     print(child.stdout)
     assert child.returncode == 0, child.stderr[-3000:]
@@ -111,9 +111,7 @@ def test_send_to_a_lasting_imagej_without_duplicates(tmp_path):
 def test_snt_and_compare_check_prerequisites_before_sending(tmp_path, monkeypatch):
     """Plain ImageJ has no SNT and no DeconvolutionLab2: nothing is written or launched (a recorder
     stands in for the launch, as no display is needed to refuse)."""
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    pytest.importorskip("PySide6")
-    from gui_fixtures import write_stack
+    from gui_helpers import write_stack
 
     from fiji_bridge.external import Handoff, Launcher
     from isoapp.gui import create_main_window, dialogs

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+import numpy as np
+import pytest
 
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
-pytest.importorskip("pyqtgraph")
-
-import gui_fixtures  # noqa: E402
-
-# fixtures, found by pytest under these module-level names
-dialog_calls = gui_fixtures.dialog_calls
-no_dangling_qthreads = gui_fixtures.no_dangling_qthreads
-settings_path = gui_fixtures.settings_path
-stack_tif = gui_fixtures.stack_tif
-window = gui_fixtures.window
-
-pytestmark = pytest.mark.gui
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_open_file_shows_info_and_calibrated_orthoviews(window, stack_tif):
@@ -225,7 +208,7 @@ def test_cli_registers_gui_command():
 
 
 def test_send_without_display_is_a_clear_error(window, stack_tif, dialog_calls, monkeypatch):
-    """Sending to Fiji needs a display for ImageJ's windows (the real hand-off: tests/test_gui_fiji.py)."""
+    """Sending to Fiji needs a display for ImageJ's windows (the real hand-off: tests/gui/test_gui_fiji.py)."""
     calls, _ = dialog_calls
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -3,26 +3,8 @@ tooltips, method names and the quality report."""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
-pytest.importorskip("pyqtgraph")
-
-import gui_fixtures  # noqa: E402
-
-dialog_calls = gui_fixtures.dialog_calls
-no_dangling_qthreads = gui_fixtures.no_dangling_qthreads
-settings_path = gui_fixtures.settings_path
-stack_tif = gui_fixtures.stack_tif
-window = gui_fixtures.window
-
-pytestmark = pytest.mark.gui
+import numpy as np
+import pytest
 
 
 def test_hover_readout_keys_wheel_and_zoom(window, stack_tif, qtbot):

@@ -4,27 +4,9 @@ result that did not say which method it chose."""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
-pytest.importorskip("pyqtgraph")
-
-import gui_fixtures  # noqa: E402
-from gui_fixtures import set_tiny_run  # noqa: E402
-
-dialog_calls = gui_fixtures.dialog_calls
-no_dangling_qthreads = gui_fixtures.no_dangling_qthreads
-settings_path = gui_fixtures.settings_path
-stack_tif = gui_fixtures.stack_tif
-window = gui_fixtures.window
-
-pytestmark = pytest.mark.gui
+import numpy as np
+import pytest
+from gui_helpers import set_tiny_run
 
 
 def _tick_label_rects(axis):
