@@ -61,13 +61,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..core.errors import ConfigError, InputError
 from ..data.normalize import match_histogram
+from ..physics.acquisition import acquire_rows_torch
 from ..physics.degradation import kernel_energy
 from ..physics.forward import output_length, resample_matrix, sampling_phase, upsample
 from ..physics.psf import sigma_to_fwhm
 from ..quality.fwhm import fwhm_profile
 from ..training.context import RunContext
 from ..training.events import ProgressEvent
-from ..training.pairs import acquire_rows_torch
 from ..training.sampler import PatchSampler
 from ..training.tiling import predict_tiled
 from .base import Method, TimeModel, register

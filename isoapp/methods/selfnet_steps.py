@@ -23,12 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from ..physics.acquisition import acquire_rows_torch
 from ..physics.forward import resample_along, resample_matrix, sampling_phase, upsample
 from ..physics.spectral import axial_log_spectrum
 from ..quality.heldout import withheld
 from ..training.context import RunContext
 from ..training.device import to_device
-from ..training.pairs import acquire_rows_torch, training_planes
+from ..training.pairs import training_planes
 from ..training.sampler import PatchSampler, augment, foreground_mask
 from ..training.trainer import make_optimizer, make_scheduler, optimizer_step, supervised_fns, train_loop
 from .nets.blocks import lsgan_loss
