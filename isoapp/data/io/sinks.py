@@ -27,17 +27,11 @@ import numpy as np
 
 from ...core.errors import OutputError
 from .convert import Conversion, plan_stream_conversion  # noqa: F401 - the sinks' conversion, re-exported
+from .zarr_io import AXIS_META as _AXIS_META
 
 log = logging.getLogger(__name__)
 
 _IMAGEJ_ORDER = {"ZYX": "ZYX", "CZYX": "ZCYX", "TCZYX": "TZCYX"}
-_AXIS_META = {
-    "T": {"name": "t", "type": "time", "unit": "second"},
-    "C": {"name": "c", "type": "channel"},
-    "Z": {"name": "z", "type": "space", "unit": "micrometer"},
-    "Y": {"name": "y", "type": "space", "unit": "micrometer"},
-    "X": {"name": "x", "type": "space", "unit": "micrometer"},
-}
 
 
 @dataclass(frozen=True)

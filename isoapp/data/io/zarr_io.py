@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AXES = {3: "ZYX", 4: "CZYX", 5: "TCZYX"}
 _INSTALL = "pip install isoapp[zarr]"
-_AXIS_META = {
+AXIS_META = {  # NGFF axis metadata, shared with the block-wise sink
     "T": {"name": "t", "type": "time", "unit": "second"},
     "C": {"name": "c", "type": "channel"},
     "Z": {"name": "z", "type": "space", "unit": "micrometer"},
@@ -169,7 +169,7 @@ def write(tmp: Path, volume: Volume, *, convert, dtype: np.dtype, rescale: dict 
     group.attrs["multiscales"] = [{
         "version": "0.4",
         "name": volume.name,
-        "axes": [_AXIS_META[a] for a in volume.axes],
+        "axes": [AXIS_META[a] for a in volume.axes],
         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
         "type": "none",
         "metadata": {"description": "written by isoapp (single scale level)"},
