@@ -1,6 +1,6 @@
 """Self-Vision's forward model on the restore grid and its training pairs (:mod:`isoapp.methods.selfvision`).
 
-:func:`degrade_along` blurs and samples along the degraded axes, :func:`back_project` makes an
+:func:`back_project` (through the forward model :func:`isoapp.physics.forward.degrade_along`) makes an
 estimate consistent with the input through it, and :class:`PairMaker` draws zero-shot training
 pairs (input, target) from the stack itself.
 """
@@ -12,31 +12,14 @@ import math
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ..core.errors import InputError
 from ..physics.degradation import Degradation, kernel_energy
-from ..physics.forward import output_length, sample_along, upsample
+from ..physics.forward import blur_along, degrade_along, output_length, sample_along, upsample
 from ..training.device import to_device
 from ..training.sampler import PatchSampler
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------- degradation model
-def _blur(a: np.ndarray, sigma: float, axes: tuple[int, ...]) -> np.ndarray:
-    for ax in axes:
-        if sigma > 0:
-            a = ndimage.gaussian_filter1d(a, sigma, axis=ax, mode="reflect")
-    return a
-
-
-def degrade_along(y: np.ndarray, factor: float, sigma: float, axes: tuple[int, ...], n_in: tuple[int, ...]) -> np.ndarray:
-    """The forward model on the restore grid: blur along ``axes`` and keep positions ``i * F``."""
-    out = _blur(np.asarray(y, np.float32), sigma, axes)
-    for ax in axes:
-        out = sample_along(out, np.arange(n_in[ax]) * factor, axis=ax, order=1)
-    return out
 
 
 def back_project(y: np.ndarray, x: np.ndarray, factor: float, sigma: float, axes: tuple[int, ...],
@@ -139,7 +122,7 @@ class PairMaker:
             if g.random() < 0.5:
                 src = np.flip(src, axis=ax)
         src = np.ascontiguousarray(src)
-        blurred = _blur(src, self.sigma, deg_axes)
+        blurred = blur_along(src, self.sigma, deg_axes)
         tgt, inp = src, blurred
         for ax in deg_axes:
             p = self.p_deg if self.mode == "z" else self.p_axes[ax]

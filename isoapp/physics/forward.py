@@ -246,6 +246,24 @@ def degrade(
     return out
 
 
+def blur_along(a: np.ndarray, sigma: float, axes: tuple[int, ...]) -> np.ndarray:
+    """``a`` blurred by a Gaussian of ``sigma`` pixels along each of ``axes`` (reflecting edges)."""
+    for ax in axes:
+        if sigma > 0:
+            a = ndimage.gaussian_filter1d(a, sigma, axis=ax, mode="reflect")
+    return a
+
+
+def degrade_along(y: np.ndarray, factor: float, sigma: float, axes: tuple[int, ...], n_in: tuple[int, ...]) -> np.ndarray:
+    """The forward model on the restore grid: a Gaussian blur of ``sigma`` pixels along each of ``axes``,
+    then the positions ``i * F`` (``n_in[axis]`` of them) kept along each; Self-Vision degrades along
+    z (and x for its xz/yz variant) with it, and its back-projection inverts it."""
+    out = blur_along(np.asarray(y, np.float32), sigma, axes)
+    for ax in axes:
+        out = sample_along(out, np.arange(n_in[ax]) * factor, axis=ax, order=1)
+    return out
+
+
 def degrade_rows(patches: np.ndarray, factor: float, phase: np.ndarray, margin: int) -> np.ndarray:
     """Subsample blurred patches along rows at ``phase + i*factor`` and interpolate back.
 
