@@ -112,17 +112,20 @@ def reset_peak_rss() -> bool:
     return True
 
 
+def _sysconf_bytes(pages: str) -> int:
+    """``pages`` (a sysconf name) times the page size, 0 where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf(pages))
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 def total_bytes() -> int:
     """The machine's physical memory in bytes (0 if unknown)."""
     if psutil is not None:
         return int(psutil.virtual_memory().total)
     total = _proc_kib(_MEMINFO, "MemTotal")
-    if total is not None:
-        return total
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, OSError, ValueError):
-        return 0
+    return total if total is not None else _sysconf_bytes("SC_PHYS_PAGES")
 
 
 def available_bytes() -> int:
@@ -135,10 +138,7 @@ def available_bytes() -> int:
     free = _proc_kib(_MEMINFO, "MemFree")
     if free is not None:  # kernels before 3.14 lack MemAvailable
         return free + (_proc_kib(_MEMINFO, "Cached") or 0)
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-    except (AttributeError, OSError, ValueError):
-        return 0
+    return _sysconf_bytes("SC_AVPHYS_PAGES")
 
 
 def peak_cuda_bytes(device: Any = None, *, reserved: bool = False) -> int | None:

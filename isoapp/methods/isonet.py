@@ -52,6 +52,7 @@ class IsoNet(PlaneWiseMethod):
     """IsoNet-1/2 trained on the stack's own lateral planes."""
 
     name = "isonet"
+    inference_key = "net"
     description = "IsoNet / CARE-isotropic: PSF-based self-supervision from lateral planes"
     Params = IsoNetParams
     uses_psf = True
@@ -87,10 +88,6 @@ class IsoNet(PlaneWiseMethod):
     @property
     def net(self) -> torch.nn.Module:
         return self.nets["net"]
-
-    @property
-    def inference_net(self) -> torch.nn.Module:
-        return self.net
 
     def kernel(self) -> np.ndarray:
         """The 2D degradation kernel, its axial extent along rows (axis 0)."""

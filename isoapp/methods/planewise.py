@@ -7,7 +7,7 @@ way. Subclasses provide the network (:attr:`inference_net`) and ``params.tile`` 
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,10 +30,13 @@ class PlaneWiseMethod(Method):
         super().__init__(config, psf, degradation)
         self._halo: int | None = None
 
+    #: the key in ``self.nets`` of the 2D network applied to every axial plane
+    inference_key: ClassVar[str]
+
     @property
-    @abstractmethod
     def inference_net(self) -> torch.nn.Module:
-        """The 2D network applied to every axial plane."""
+        """The 2D network applied to every axial plane (``self.nets[inference_key]``)."""
+        return self.nets[self.inference_key]
 
     def halo(self) -> int:
         """The network's receptive-field margin, for tiling (measured once, reset after training)."""

@@ -111,6 +111,7 @@ class SelfNet(PlaneWiseMethod):
     """Self-Net: CycleGAN degradation model plus DeblurNet, trained alternately on the stack."""
 
     name = "selfnet"
+    inference_key = "deblur"
 
     @classmethod
     def training_budget(cls, budget: int, factor: float, params: dict | None = None) -> int:
@@ -166,10 +167,6 @@ class SelfNet(PlaneWiseMethod):
     @property
     def deblur(self) -> torch.nn.Module:
         return self.nets["deblur"]
-
-    @property
-    def inference_net(self) -> torch.nn.Module:
-        return self.deblur
 
     def _counts(self) -> tuple[int, int, int]:
         n = {k: count_parameters(v) for k, v in self.nets.items()}
