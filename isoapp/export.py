@@ -9,8 +9,9 @@ as :meth:`isoapp.methods.isonet.IsoNet.predict` does. The percentile normalisati
 1 / 99.8 percentiles) and its undo as postprocessing (``scale_linear`` with the percentiles of
 the stack given at export, saved in the package). bioimage.io cannot undo a normalisation with
 the input's own statistics, so a consumer's output is in the intensity scale of the export stack;
-``isoapp restore --model NAME.zip`` (:func:`load_package_model`) runs the same TorchScript module
-inside :func:`isoapp.restore.restore`, whose normalisation uses each input's own percentiles.
+``isoapp restore --model NAME.zip`` (:func:`package_model`) rebuilds the same module from the
+package's state dict (it never runs the TorchScript unless trusted) inside
+:func:`isoapp.restore.restore`, whose normalisation uses each input's own percentiles.
 
 The package is described and written with ``bioimageio.spec`` (the ``export`` extra); nothing
 of the spec is written by hand. :data:`EXPORTABLE` names what each method exports; other methods
@@ -432,64 +433,16 @@ def is_package(path: str | Path | None) -> bool:
     return path is not None and Path(path).suffix.lower() == ".zip" and Path(path).is_file()
 
 
-_PACKAGES: dict[tuple[str, float], Any] = {}
+def package_model(path: str | Path, *, trust_torchscript: bool = False):
+    """A :class:`~isoapp.methods.base.Method` that restores with an isoapp bioimage.io package.
 
-
-def package_model(path: str | Path):
-    """A :class:`~isoapp.methods.base.Method` that restores with the TorchScript module of an isoapp package.
-
-    The package is read with ``bioimageio.spec`` (which checks its hashes); its ``training.json``
-    gives the run configuration (method, factor, voxel size). :func:`isoapp.restore.restore`
-    normalises each channel, calls ``predict`` and undoes the normalisation, as for a saved model.
+    The network is rebuilt from the package's validated ``training.json`` and its state-dict
+    weights; its TorchScript runs only with ``trust_torchscript`` (see
+    :func:`isoapp.bioimage_safety.open_package`).
     """
-    from pydantic import BaseModel, ConfigDict
+    from .bioimage_safety import open_package
 
-    from .engine.config import RunConfig
-    from .methods.base import Method
-
-    path = Path(path).resolve()
-    key = (str(path), path.stat().st_mtime)
-    if key in _PACKAGES:
-        return _PACKAGES[key]
-    try:
-        from bioimageio.spec import InvalidDescr, load_model_description
-    except ImportError as exc:
-        raise ConfigError("restoring with a bioimage.io package needs bioimageio.spec: pip install 'isoapp[export]'") from exc
-    descr = load_model_description(path, perform_io_checks=True)
-    if isinstance(descr, InvalidDescr) or descr.weights.torchscript is None:
-        raise ModelError(f"{path.name} is not a valid bioimage.io model package with TorchScript weights")
-    training = next((a for a in descr.attachments if Path(str(a.source)).name == "training.json"), None)
-    if training is None:
-        raise ModelError(f"{path.name} was not exported by isoapp (no training.json); run it with deepImageJ or "
-                         "bioimageio.core instead")
-    info = json.loads(training.get_reader().read())
-    cfg = RunConfig.model_validate(info["config"])
-    halo = int(info.get("receptive_field_radius", 0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = torch.jit.load(descr.weights.torchscript.get_reader(), map_location="cpu").eval()
-
-    class _AnyParams(BaseModel):
-        model_config = ConfigDict(extra="allow")
-
-    class PackagedModel(Method):
-        name = cfg.method
-        description = f"the TorchScript module of {path.name}"
-        Params = _AnyParams
-        trainable = False
-
-        def fit(self, vol, ctx) -> None:
-            """Nothing to train: the package holds the trained module."""
-
-        def predict(self, vol, ctx) -> np.ndarray:
-            return run_module(module, vol, divisor=int(module.divisor), halo=halo, device=ctx.device,
-                              should_stop=ctx.should_stop)
-
-    m = PackagedModel(cfg)
-    m.nets = {"module": module}
-    _PACKAGES.clear()
-    _PACKAGES[key] = m
-    return m
+    return open_package(path, trust_torchscript=trust_torchscript)
 
 
 def run_module(module, vol: np.ndarray, *, divisor: int = 1, halo: int = 0, slab_voxels: int = 2**24,

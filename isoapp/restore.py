@@ -174,6 +174,7 @@ def restore(
     emit: EventCallback = ignore_events,
     should_stop: Callable[[], bool] | None = None,
     preview_position: tuple[int, int] | None = None,
+    trust_torchscript: bool = False,
 ) -> RestoreResult:
     """Restore isotropic resolution of ``volume``.
 
@@ -201,6 +202,9 @@ def restore(
         Event callback and cancellation poll (see :class:`RunContext`).
     preview_position
         ``(y, x)`` where live previews cut the xz/yz planes (the GUI's cursor).
+    trust_torchscript
+        With a bioimage.io package as ``model_dir``: allow running its TorchScript (code, in a
+        child process) when isoapp cannot rebuild its network; refused otherwise.
 
     Returns
     -------
@@ -213,7 +217,8 @@ def restore(
     kwargs = dict(preset=preset, factor=factor, psf=psf, steps=steps, device=device, seed=seed, params=params,
                   train=train, work_dir=work_dir, resume=resume, emit=emit, should_stop=should_stop,
                   preview_position=preview_position)
-    r = Restorer.load(model_dir, **kwargs) if model_dir is not None else Restorer(method, **kwargs)
+    r = (Restorer.load(model_dir, trust_torchscript=trust_torchscript, **kwargs) if model_dir is not None
+         else Restorer(method, **kwargs))
     if r.ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(r.ctx.device)
     if model_dir is None:
