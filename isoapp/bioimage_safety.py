@@ -99,8 +99,8 @@ def _open(pkg: ZipPackage, trust: bool):
     why = ("its only weights are TorchScript" if not isinstance(sd, dict) else
            "its state-dict weights are not for a network isoapp builds")
     if not isinstance(ts, dict):
-        raise ModelError(f"{pkg.name}: {why}, and it has no TorchScript weights either; isoapp cannot restore with "
-                         "it: export the model again with isoapp export")
+        raise ModelError(f"{pkg.name} lists no weights isoapp can use (neither isoapp's state dict nor TorchScript); "
+                         "export the model again with isoapp export")
     if not trust:
         raise ModelError(f"{pkg.name} was refused: {why}, which isoapp would have to run as code; {TRUST_HINT}")
     F = _integer_factor(cfg, pkg.name)
@@ -156,7 +156,7 @@ def _training(pkg: ZipPackage, rdf: dict) -> tuple[RunConfig, int]:
         raise ModelError(f"{pkg.name} was not exported by isoapp (no training.json); isoapp cannot tell what it "
                          "restores: run it with deepImageJ or bioimageio.core instead")
     where = f"{pkg.name}: training.json"
-    info = parse_json(verified_member(pkg, found[0], "training.json", MAX_TEXT_BYTES), where)
+    info = parse_json(verified_member(pkg, found[0], "run configuration", MAX_TEXT_BYTES), where)
     if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
         raise ModelError(f"{where} holds no run configuration (config); export the model again")
     try:

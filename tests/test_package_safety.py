@@ -399,3 +399,26 @@ def test_parse_json_limits():
         parse_json("[" * 100_000 + "]" * 100_000, "x.json")
     with pytest.raises(ModelError, match="MiB"):
         parse_json(io.StringIO(" " * (5 * 2**20)).getvalue(), "x.json")
+
+
+def test_yaml_tags_and_depth_are_refused():
+    from isoapp.errors import ModelError
+    from isoapp.io.safe_load import parse_yaml
+
+    assert parse_yaml("%YAML 1.2\n---\ntype: model\nx: [1, 2.5, null, true]\n", "r") == {
+        "type": "model", "x": [1, 2.5, None, True]}
+    for text in ("x: !!python/object/apply:os.system ['true']\n", "x: !custom 1\n", "x: !!binary aGk=\n"):
+        with pytest.raises(ModelError, match="YAML tag"):
+            parse_yaml(text, "r")
+    with pytest.raises(ModelError, match="nests deeper"):
+        parse_yaml("a: " + "[" * 5000 + "]" * 5000 + "\n", "r")
+
+
+def test_model_folder_huge_config_is_refused_before_reading(built, tmp_path):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(built / "model", d)
+    (d / "config.json").write_text((d / "config.json").read_text() + " " * (8 * 2**20))
+    assert_one_line(cli("restore", str(built / "in.tif"), "-o", str(tmp_path / "o.tif"), "--model", str(d)),
+                    "config.json", "MiB")

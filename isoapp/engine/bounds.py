@@ -109,6 +109,5 @@ def check_checkpoint_step(step: Any, steps: int, where: str) -> int:
         step = step.item()
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= steps:
         raise ModelError(f"the checkpoint {where} says it reached step {step!r}, outside 0..{steps}; it was altered "
-                         "or belongs to another run: delete it (or the --work-dir folder) and run again without "
-                         "--resume")
+                         "or belongs to another run: delete that file, then run again")
     return int(step)

@@ -39,6 +39,8 @@ MAX_PACKAGE_BYTES = 16 * 2**30
 MAX_DEPTH = 64
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+#: the only YAML tags accepted: the plain types of JSON (anything else could construct objects)
+_TAGS = {"!", *(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq"))}
 
 
 def parse_json(text: str | bytes, where: str) -> Any:
@@ -87,7 +89,7 @@ def parse_yaml(text: str | bytes, where: str) -> Any:
                 raise ModelError(f"{where} uses YAML anchors or aliases ({getattr(ev, 'anchor', '')!s:.20}), which "
                                  "isoapp refuses (they can expand without bound); export the package again")
             tag = getattr(ev, "tag", None)
-            if tag is not None and not (tag == "!" or tag.startswith("tag:yaml.org,2002:")):
+            if tag is not None and tag not in _TAGS:
                 raise ModelError(f"{where} uses the YAML tag {tag[:40]!r}, which isoapp refuses; export the package "
                                  "again")
             if isinstance(ev, yaml.CollectionStartEvent):
