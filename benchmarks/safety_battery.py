@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from safety_battery_cases import ENV, Case, build_cases, digest, make_fixtures, temps  # noqa: E402
+from safety_battery_packages import build_package_cases, make_package_fixtures  # noqa: E402
 
 
 @dataclass
@@ -196,6 +197,8 @@ def judge(res: Result, before: str, fx: Path, w: Path) -> str | None:
         if c.after is not None:
             return c.after(w)
         return None
+    if c.after is not None and (extra := c.after(w)):
+        return extra
     if rc == 0:
         return None if c.expect in ("ok", "ok_or_error") else "exit 0 where an error was expected"
     if rc == 2:
@@ -221,8 +224,9 @@ def main() -> int:
         d.mkdir()
     t0 = time.monotonic()
     make_fixtures(fx)
+    make_package_fixtures(fx)
     print(f"fixtures ready in {time.monotonic() - t0:.0f} s ({base})", flush=True)
-    cases = build_cases(fx, w)
+    cases = build_cases(fx, w) + build_package_cases(fx, w)
     import isoapp.cli  # noqa: F401 - import once here; every forked case starts warm
     import isoapp.run.restore  # noqa: F401
     from isoapp.methods import available_methods

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = p.add_mutually_exclusive_group()
     m.add_argument("--save-model", metavar="DIR", help="save the trained model (config.json + weights.pt)")
     m.add_argument("--model", metavar="DIR", help="restore with a saved model, without training")
+    p.add_argument("--trust-torchscript", action="store_true",
+                   help="with --model NAME.zip: run the package's TorchScript (code, with your rights; in a child "
+                        "process) when isoapp cannot rebuild its network itself; only for packages you trust")
     p.add_argument("--dtype", choices=("float32", "uint16"), default="float32",
                    help="output type; block-wise uint16 output of an integer stack keeps its intensity units")
     p.add_argument("--dataset", help="HDF5 dataset path inside the input file")
@@ -84,21 +87,22 @@ def _check_options(args: argparse.Namespace) -> None:
                           f"got {args.checkpoint_seconds:g}")
 
 
-def model_method(model_dir: str) -> str:
+def model_method(model_dir: str, trust_torchscript: bool = False) -> str:
     """The method a ``--model`` folder was saved with; ModelError for a missing or malformed folder."""
     from ..interop.bioimageio import is_package, package_model
+    from ..training.bounds import check_run_config
     from ..training.config import RunConfig
 
     d = Path(model_dir).expanduser()
     if is_package(d):  # a bioimage.io package (.zip) exported by isoapp
-        return package_model(d).config.method
+        return package_model(d, trust_torchscript=trust_torchscript).config.method
     if not d.exists():
         raise ModelError(f"the --model folder {model_dir} does not exist; give the folder written by --save-model")
     if not d.is_dir():
         raise ModelError(f"--model {model_dir} is a file; give the folder written by --save-model "
                          "(it holds config.json and weights.pt) or a bioimage.io package (.zip) from isoapp export")
     first = d / "channel_0" if (d / "channel_0").is_dir() else d
-    return RunConfig.load(first).method
+    return check_run_config(RunConfig.load(first), str(first / "config.json")).method
 
 
 def resolve_method(args: argparse.Namespace) -> str:
@@ -107,7 +111,7 @@ def resolve_method(args: argparse.Namespace) -> str:
     from ..methods import default_method, get_method
 
     if args.model:
-        saved = model_method(args.model)
+        saved = model_method(args.model, getattr(args, "trust_torchscript", False))
         if args.method and args.method != saved:
             raise ConfigError(f"--method {args.method} conflicts with --model {args.model}, which holds a {saved} "
                               f"model; drop --method (or give --method {saved}) to restore with it, or drop --model "
@@ -286,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_blockwise(args, vol, method, out, work_dir, default_wd, progress)
     with guarded_run(args, work_dir, progress) as stop:
         res = restore(vol, method, model_dir=args.model, save_model=args.save_model,
+                      trust_torchscript=args.trust_torchscript,
                       **restorer_options(args, work_dir, progress, stop.should_stop))
         if stop.signum is not None:
             raise Cancelled("stopped before writing the output")
@@ -347,8 +352,8 @@ def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress) -> in
         shutil.rmtree(work_dir / "blocks")
     budget = {"train_budget_bytes": int(args.train_budget_mb * 2**20)} if args.train_budget_mb else {}
     with guarded_run(args, work_dir, progress) as stop:
-        r = Restorer.open(method, model_dir=args.model, **restorer_options(args, work_dir, progress, stop.should_stop),
-                          **budget)
+        r = Restorer.open(method, model_dir=args.model, trust_torchscript=args.trust_torchscript,
+                          **restorer_options(args, work_dir, progress, stop.should_stop), **budget)
         vol = r.validate(vol)
         res = r.ensure_fitted(vol, args.save_model).predict_to(
             vol, out, dtype=args.dtype, block=tuple(args.block_size) if args.block_size else None,

@@ -384,7 +384,9 @@ def load_model(directory: str | Path, psf: np.ndarray | None = None) -> Method:
 
     The degradation model saved with it (``config.degradation``) comes back with it.
     """
-    config = RunConfig.load(directory)
+    from ..training.bounds import check_run_config
+
+    config = check_run_config(RunConfig.load(directory), str(Path(directory) / "config.json"))
     cls = get_method(config.method)
     method = cls(config, psf=psf)
     method.load_weights(directory)

@@ -63,6 +63,7 @@ def restore(
     emit: EventCallback = ignore_events,
     should_stop: Callable[[], bool] | None = None,
     preview_position: tuple[int, int] | None = None,
+    trust_torchscript: bool = False,
 ) -> RestoreResult:
     """Restore isotropic resolution of ``volume``.
 
@@ -91,12 +92,15 @@ def restore(
         Event callback and cancellation poll (see :class:`RunContext`).
     preview_position
         ``(y, x)`` where live previews cut the xz/yz planes (the GUI's cursor).
+    trust_torchscript
+        With a bioimage.io package as ``model_dir``: allow running its TorchScript (code, in a
+        child process) when isoapp cannot rebuild its network; refused otherwise.
 
     Returns
     -------
     RestoreResult
     """
-    r = Restorer.open(method, model_dir=model_dir, preset=preset, factor=factor, voxel_size=voxel_size, psf=psf,
+    r = Restorer.open(method, model_dir=model_dir, trust_torchscript=trust_torchscript, preset=preset, factor=factor, voxel_size=voxel_size, psf=psf,
                       steps=steps, device=device, seed=seed, params=params, train=train, work_dir=work_dir,
                       resume=resume, emit=emit, should_stop=should_stop, preview_position=preview_position)
     volume = r.validate(volume, load=True)

@@ -80,9 +80,12 @@ class Restorer:
         self.user_psf: np.ndarray | None = None
 
     @classmethod
-    def open(cls, method: str | None = None, *, model_dir: str | Path | None = None, **kwargs: Any) -> Restorer:
+    def open(cls, method: str | None = None, *, model_dir: str | Path | None = None, trust_torchscript: bool = False,
+             **kwargs: Any) -> Restorer:
         """A Restorer holding the saved model in ``model_dir`` when given, else a new one for ``method``."""
-        return cls.load(model_dir, **kwargs) if model_dir is not None else cls(method, **kwargs)
+        if model_dir is not None:
+            return cls.load(model_dir, trust_torchscript=trust_torchscript, **kwargs)
+        return cls(method, **kwargs)
 
     # ------------------------------------------------------------------ shared steps
     def validate(self, volume: Volume, *, load: bool = False) -> Volume:
@@ -196,10 +199,15 @@ class Restorer:
         return directory
 
     @classmethod
-    def load(cls, model_dir: str | Path, **kwargs: Any) -> Restorer:
-        """A Restorer holding the saved model(s) in ``model_dir`` (a folder or a bioimage.io package)."""
+    def load(cls, model_dir: str | Path, *, trust_torchscript: bool = False, **kwargs: Any) -> Restorer:
+        """A Restorer holding the saved model(s) in ``model_dir`` (a folder or a bioimage.io package).
+
+        ``trust_torchscript`` lets a package whose network isoapp cannot rebuild run its TorchScript
+        (code, in a child process); without it such packages are refused.
+        """
         self = cls("linear", **kwargs)
         self.model_dir = Path(model_dir)
+        self.trust_torchscript = bool(trust_torchscript)
         m = self._load_channel(0)
         self.method_name = m.name
         self.methods[0] = m
@@ -208,7 +216,8 @@ class Restorer:
     def _load_channel(self, c: int) -> Method:
         sub = self.model_dir / f"channel_{c}"
         mdir = sub if sub.is_dir() else self.model_dir
-        m = package_model(mdir) if is_package(mdir) else load_model(mdir, psf=self.user_psf)
+        trust = getattr(self, "trust_torchscript", False)
+        m = package_model(mdir, trust_torchscript=trust) if is_package(mdir) else load_model(mdir, psf=self.user_psf)
         if m.config.input_shape and len(m.config.input_shape) != 3:
             raise ModelError(f"the model in {mdir} is not a 3D restoration model")
         if m.psf is None and m.degradation is not None:

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 Preset = Literal["fast", "balanced", "quality"]
 MAX_FACTOR = 10.0
+MAX_CONFIG_BYTES = 4 * 2**20
 
 
 class TrainConfig(BaseModel):
@@ -101,6 +102,9 @@ class RunConfig(BaseModel):
         if not path.is_file():
             raise ModelError(f"{directory} holds no config.json; --model must point at a folder written by "
                              "--save-model")
+        if path.stat().st_size > MAX_CONFIG_BYTES:  # isoapp writes a few KB: refuse before reading
+            raise ModelError(f"{path} is {path.stat().st_size / 2**20:.1f} MiB, over the {MAX_CONFIG_BYTES // 2**20} "
+                             "MiB of an isoapp model config; point --model at a folder written by --save-model")
         try:
             return cls.model_validate(json.loads(path.read_text()))
         except (ValueError, ValidationError, RecursionError) as exc:  # RecursionError: absurdly nested JSON

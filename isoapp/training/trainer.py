@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..core.errors import Cancelled
+from .bounds import check_checkpoint_step
 from .checkpoint import load_safe, save_atomic
 from .config import TrainConfig
 from .context import RunContext
@@ -228,7 +229,7 @@ def train_loop(
         except (KeyError, RuntimeError, ValueError) as exc:
             log.warning("checkpoint %s does not match this run (%s); starting %s from scratch", ckpt, exc, stage)
         else:
-            start, history = int(saved["step"]), list(saved["history"])
+            start, history = check_checkpoint_step(saved["step"], steps, str(ckpt)), list(saved["history"])
             torch.set_rng_state(saved["torch_rng"])
             log.info("resuming %s from step %d of %d (%s)", stage, start, steps, ckpt)
 
