@@ -317,6 +317,15 @@ def guarded_run(args: argparse.Namespace, work_dir: Path | None, progress: TqdmP
 
 
 def run(args: argparse.Namespace) -> int:
+    """Lock the output and work folder for the whole run (a second run on them refuses), then run."""
+    from ..io.locks import lock_paths
+    from .guards import restore_lock_targets
+
+    with lock_paths(restore_lock_targets(args)):
+        return _run_unlocked(args)
+
+
+def _run_unlocked(args: argparse.Namespace) -> int:
     from ..io import output_format, read_volume, write_volume
     from ..io.safety import PlannedOutput, check_collisions, check_outputs
     from ..restore import restore
@@ -466,4 +475,6 @@ def _stopped_message(args: argparse.Namespace, exc: BaseException, work_dir: Pat
 def _with_resume_hint(exc: IsoappError, args: argparse.Namespace, work_dir: Path | None) -> IsoappError:
     if not _checkpoints(work_dir):
         return exc
-    return type(exc)(f"{exc}. The training is saved in {work_dir}: fix this, then run {resume_command(args)}")
+    from .guards import reword  # type(exc)(msg) fails for exceptions built otherwise (BlockError(block, exc))
+
+    return reword(exc, f"{exc}. The training is saved in {work_dir}: fix this, then run {resume_command(args)}")
