@@ -10,7 +10,8 @@ pyramid (OME-Zarr) and moves the finished output into place.
   the pyramid halves z, y and x (the output is isotropic) with a block mean computed by dask.
 * TIFF: a memory-mapped contiguous file created by ``tifffile`` (ImageJ hyperstack for ``.tif``,
   BigTIFF with OME metadata for ``.ome.tif``); every write maps, writes, flushes and unmaps, so
-  the written pages do not stay in memory.
+  the written pages do not stay in memory. The file's space is reserved when it is created
+  (:func:`isoapp.io.prealloc.preallocate`), so a full disk is an error message, not SIGBUS.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OutputError
+from .prealloc import preallocate
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,11 @@ class SinkSpec:
 
             mm = tifffile.memmap(str(p), **self._tiff_create_args())
             del mm
+            try:  # a memory map of a sparse file dies of SIGBUS when the disk fills: reserve the space now
+                preallocate(p)
+            except OutputError:
+                p.unlink(missing_ok=True)
+                raise
         log.debug("created %s (%s, %s)", p, self.fmt, self.shape)
 
     def _tiff_create_args(self) -> dict[str, Any]:
@@ -155,6 +162,7 @@ class SinkSpec:
 
         file_axes = _IMAGEJ_ORDER[self.axes] if self.fmt == "imagej" else self.axes
         perm = [self.axes.index(a) for a in file_axes]
+        preallocate(self.path, resume_hint=True)  # once per process: a file made by an older isoapp may be sparse
         mm = tifffile.memmap(str(self.path), mode="r+")
         try:
             mm[tuple(key[i] for i in perm)] = np.transpose(block, perm)
