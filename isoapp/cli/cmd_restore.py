@@ -152,6 +152,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError("--block-size needs three positive edges in output voxels (z y x), e.g. 64 512 512")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.scheduler:  # a malformed, unresolvable or silent address: one line before any work, bounded in time
+        from ..cluster_guard import probe_scheduler
+
+        probe_scheduler(args.scheduler)
     if args.checkpoint_seconds is not None and not (math.isfinite(args.checkpoint_seconds)
                                                     and args.checkpoint_seconds >= 0):
         raise ConfigError(f"--checkpoint-seconds must be >= 0 (0: checkpoint by steps only), "
