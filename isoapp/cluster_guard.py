@@ -108,8 +108,10 @@ def probe_scheduler(address: str, timeout: float = 10.0) -> str:
 
 
 def quiet_dask_logs() -> None:
-    """Keep distributed's log records (and their tracebacks) off stderr unless isoapp logs at DEBUG."""
-    if logging.getLogger("isoapp").getEffectiveLevel() <= logging.DEBUG:
+    """Keep distributed's log records (and their tracebacks) off stderr when the command line (or an
+    application) set up isoapp's logging, unless it logs at DEBUG."""
+    root = logging.getLogger("isoapp")
+    if not root.handlers or root.getEffectiveLevel() <= logging.DEBUG:  # a library user's logging stays theirs
         return
     names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in ("distributed", "tornado")]
     for name in ("distributed", "tornado", "asyncio", *names):  # children with their own level (dask config) too

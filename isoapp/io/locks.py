@@ -128,6 +128,14 @@ def try_flock(fd: int) -> bool | None:
 
 
 # ---------------------------------------------------------------------------- run locks
+def _forget_after_fork() -> None:
+    _held.clear()  # the parent's locks are the parent's: a forked child takes its own
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def lock_file_for(target: str | os.PathLike) -> Path:
     """The lock file of ``target``: ``.isoapp-lock-<name>`` beside it (a digest when the name is long)."""
     target = Path(target)

@@ -64,24 +64,29 @@ if hasattr(os, "register_at_fork"):
 
 def claim(folder: str | os.PathLike) -> None:
     """Make sure this process's owner record exists (and is locked) in ``folder``."""
-    key = _key(Path(folder))
     with _mutex:
-        if key in _owned:
-            return
-        path = owner_file(folder)
+        _claim_locked(folder)
+
+
+def _claim_locked(folder: str | os.PathLike) -> None:
+    """The body of :func:`claim`; the caller holds ``_mutex``."""
+    key = _key(Path(folder))
+    if key in _owned:
+        return
+    path = owner_file(folder)
+    fd = None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if try_flock(fd) is False:  # cannot happen for our own fresh name; be safe
+            log.debug("owner record %s is locked by another process", path)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(identity()).encode(), 0)
+    except OSError as exc:  # the writer will meet the same problem and say so
+        log.debug("no owner record in %s: %s", folder, exc)
+        if fd is not None:
+            os.close(fd)
         fd = None
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            if try_flock(fd) is False:  # cannot happen for our own fresh name; be safe
-                log.debug("owner record %s is locked by another process", path)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(identity()).encode(), 0)
-        except OSError as exc:  # the writer will meet the same problem and say so
-            log.debug("no owner record in %s: %s", folder, exc)
-            if fd is not None:
-                os.close(fd)
-            fd = None
-        _owned[key] = [fd, 0, path]
+    _owned[key] = [fd, 0, path]
 
 
 def next_serial() -> int:
@@ -111,11 +116,10 @@ def holding(folder: str | os.PathLike) -> Iterator[None]:
     """Keep this process's owner record in ``folder`` while the body writes temporary files there;
     the record goes when the last holder leaves and none of its temporary files remains."""
     folder = Path(folder)
-    claim(folder)
     key = _key(folder)
-    with _mutex:
-        if key in _owned:
-            _owned[key][1] += 1
+    with _mutex:  # claim and count in one step: another thread's release cannot drop the record between
+        _claim_locked(folder)
+        _owned[key][1] += 1
     try:
         yield
     finally:
