@@ -107,7 +107,7 @@ def expand_protected(protected: Iterable[tuple[str, str | os.PathLike | None]]) 
         if p is None or str(p) == "" or Path(p).suffix.lower() not in _H5_EXT:
             continue
         for target in linked_files(p):
-            out.append((f"file {target} that the {label} {Path(p).name} links to", target))
+            out.append((f"file that the {label} {Path(p).name} links to,", target))
     return out
 
 
