@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from safety_battery_cases import ENV, Case, build_cases, digest, make_fixtures, temps  # noqa: E402
+from safety_battery_dataloss import build_dataloss_cases, make_dataloss_fixtures  # noqa: E402
 from safety_battery_packages import build_package_cases, make_package_fixtures  # noqa: E402
 
 
@@ -104,6 +105,9 @@ def _slowdown(when: str) -> None:
 def run_case(case: Case, fx: Path, w: Path, logs: Path) -> Result:
     err = logs / f"{abs(hash(case.name)) % 10**10}.err"
     t0 = time.monotonic()
+    if getattr(case, "runner", None) is not None:  # issue 28: cases with several real processes
+        rc, stderr = case.runner(case, fx, w, logs)
+        return Result(case, rc, stderr, time.monotonic() - t0, None)
     if case.mode == "disk":
         rc, stderr = _run_disk(case, w)
         return Result(case, rc, stderr, time.monotonic() - t0, None)
@@ -225,8 +229,9 @@ def main() -> int:
     t0 = time.monotonic()
     make_fixtures(fx)
     make_package_fixtures(fx)
+    make_dataloss_fixtures(fx)
     print(f"fixtures ready in {time.monotonic() - t0:.0f} s ({base})", flush=True)
-    cases = build_cases(fx, w) + build_package_cases(fx, w)
+    cases = build_cases(fx, w) + build_package_cases(fx, w) + build_dataloss_cases(fx, w)
     import isoapp.cli  # noqa: F401 - import once here; every forked case starts warm
     import isoapp.run.restore  # noqa: F401
     from isoapp.methods import available_methods

@@ -144,24 +144,24 @@ def test_no_space_is_reported_before_work(tmp_path, capsys, monkeypatch):
 
 
 def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
+    """Issue 28 item 8: only temporary files whose owner record proves a dead isoapp process are removed."""
     from isoapp.data.io.safety import TMP_PREFIX, clean_stale_temps, pid_alive
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
-    pid = int(dead.stdout)
-    assert not pid_alive(pid)
-    stale = tmp_path / f"{TMP_PREFIX}{pid}-0123abcd-out.h5"
-    stale.write_bytes(b"partial")
+    code = ("import os, sys; from isoapp.data.io.safety import temp_path; "
+            f"t = temp_path({str(tmp_path / 'out.h5')!r}); t.write_bytes(b'partial'); print(t); os._exit(0)")
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    stale = Path(dead.stdout.strip())
+    pid = int(stale.name[len(TMP_PREFIX):].split("-")[0])
+    assert not pid_alive(pid) and stale.exists()
     mine = tmp_path / f"{TMP_PREFIX}{os.getpid()}-0123abcd-out.h5"  # a live writer's file stays
     mine.write_bytes(b"in progress")
     unrelated = tmp_path / ".isoapp-tmp-notes.txt"
     unrelated.write_text("not ours")
+    no_record = tmp_path / f"{TMP_PREFIX}{pid}-0123abcd-out.h5"  # named like a temp file, but no owner record
+    no_record.write_bytes(b"user data")
     assert clean_stale_temps(tmp_path) == [stale]
-    assert mine.exists() and unrelated.exists() and not stale.exists()
-    # and a run writing into that folder does the same
-    stale.write_bytes(b"partial")
-    write_volume(Volume(np.ones((3, 8, 8), np.float32), "ZYX", (1, 1, 1)), tmp_path / "v.tif")
-    assert not stale.exists() and mine.exists()
+    assert mine.exists() and unrelated.exists() and no_record.exists() and not stale.exists()
+    assert not list(tmp_path.glob(".isoapp-owner-*"))  # the dead owner's record went with its files
 
 
 def test_model_method_conflict_and_missing_or_nested_model(tmp_path, capsys):

@@ -113,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     except Cancelled as exc:
         print(f"isoapp: stopped: {_one_line(exc)}", file=sys.stderr)
         return 128 + signal.SIGINT
+    except OSError as exc:  # the environment (a full disk, a long name, a link loop), not a bug: one line
+        from .guards import oserror_line
+
+        if debug:
+            traceback.print_exc()
+        print(f"isoapp: error: {_one_line(oserror_line(exc))}", file=sys.stderr)
+        return 2
     except MemoryError:
         if debug:
             traceback.print_exc()

@@ -6,12 +6,16 @@ import argparse
 import json
 import logging
 import math
-import shlex
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import Cancelled, ConfigError, IsoappError, ModelError, OutputError
+from .checkpoints import (
+    check_existing_work,
+    default_work_dir,
+    guarded_run,
+    remove_checkpoints,
+    with_resume_hint,
+)
 from .options import add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
 
@@ -81,6 +85,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError("--block-size needs three positive edges in output voxels (z y x), e.g. 64 512 512")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.scheduler:  # a malformed, unresolvable or silent address: one line before any work, bounded in time
+        from ..run.cluster_guard import probe_scheduler
+
+        probe_scheduler(args.scheduler)
     if args.checkpoint_seconds is not None and not (math.isfinite(args.checkpoint_seconds)
                                                     and args.checkpoint_seconds >= 0):
         raise ConfigError(f"--checkpoint-seconds must be >= 0 (0: checkpoint by steps only), "
@@ -136,39 +144,6 @@ def _estimate_output(vol, factor: float | None, voxel_size, dtype: str, fmt: str
     return estimate_volume_bytes(shape, np.dtype(dtype).itemsize, chunked=fmt in ("hdf5", "ome-zarr"))
 
 
-def default_work_dir(out: Path) -> Path:
-    return out.parent / f"{out.name}.isoapp-checkpoints"
-
-
-def _checkpoints(work_dir: Path | None) -> list[Path]:
-    if work_dir is None or not work_dir.is_dir():
-        return []
-    return sorted([*work_dir.glob("*.ckpt"), *work_dir.glob("channel_*/*.ckpt"), *work_dir.glob("blocks/plan.json")])
-
-
-def _remove_checkpoints(work_dir: Path) -> None:
-    """Delete the checkpoints this run wrote into its default folder, then the folder if empty."""
-    blocks = work_dir / "blocks"
-    if (blocks / "plan.json").is_file() or (blocks / "partial.zarr").exists() or (blocks / "partial.tif").exists():
-        import shutil
-
-        shutil.rmtree(blocks, ignore_errors=True)
-    for ckpt in _checkpoints(work_dir):
-        ckpt.unlink(missing_ok=True)
-    for d in sorted(work_dir.glob("channel_*"), reverse=True) + [work_dir]:
-        try:
-            d.rmdir()
-        except OSError:
-            pass  # not empty: something else lives there, leave it
-
-
-def resume_command(args: argparse.Namespace) -> str:
-    argv = list(getattr(args, "argv", []) or [])
-    if "--resume" not in argv:
-        argv.append("--resume")
-    return "isoapp " + shlex.join(argv)
-
-
 def quality_lines(info: dict) -> list[str]:
     """The degradation estimate, the held-out check and auto's choice, for people."""
     from ..quality.heldout import planes_text, se_text  # the CLI starts without the numerical core
@@ -220,32 +195,16 @@ def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
     return True
 
 
-@contextmanager
-def guarded_run(args: argparse.Namespace, work_dir: Path | None, progress: TqdmProgress):
-    """Run the body under a graceful-stop handler; stops, user errors and a full disk become one line
-    that says how to resume from the checkpoints in ``work_dir``."""
-    from .signals import GracefulStop, Interrupted
-
-    stop = None
-    try:
-        with GracefulStop() as stop:
-            yield stop
-    except Cancelled as exc:
-        raise Interrupted(stop.signum or signal.SIGINT, _stopped_message(args, exc, work_dir)) from None
-    except KeyboardInterrupt as exc:  # a second signal: aborted at once, maybe after a timed checkpoint
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        raise Interrupted(signum, _stopped_message(args, exc, work_dir)) from None
-    except IsoappError as exc:
-        raise _with_resume_hint(exc, args, work_dir) from exc
-    except OSError as exc:  # e.g. the model, a checkpoint or a block met a full disk: the environment, not a bug
-        err = OutputError(f"could not write {exc.filename or 'a file'}: {exc.strerror or exc}; check free disk "
-                          "space and write permission")
-        raise _with_resume_hint(err, args, work_dir) from exc
-    finally:
-        progress.close()
-
-
 def run(args: argparse.Namespace) -> int:
+    """Lock the output and work folder for the whole run (a second run on them refuses), then run."""
+    from ..data.io.locks import lock_paths
+    from .guards import restore_lock_targets
+
+    with lock_paths(restore_lock_targets(args)):
+        return _run_unlocked(args)
+
+
+def _run_unlocked(args: argparse.Namespace) -> int:
     from ..data.io import output_format, read_volume, write_volume
     from ..data.io.safety import PlannedOutput, check_collisions, check_outputs
     from ..run.restore import restore
@@ -283,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         if saved:
             raise OutputError(f"--save-model {args.save_model} already holds a model ({saved[0].name}); add "
                               "--overwrite to replace it, or choose another folder")
-    _check_existing_work(args, work_dir, default_wd)
+    check_existing_work(args, work_dir, default_wd)
 
     progress = TqdmProgress()
     if blockwise:
@@ -301,9 +260,9 @@ def run(args: argparse.Namespace) -> int:
         path = write_volume(res.volume, out, dtype=args.dtype, inputs=[p for _, p in reads if p],
                             overwrite=args.overwrite, conversion=conv)
     except IsoappError as exc:
-        raise _with_resume_hint(exc, args, work_dir) from exc
+        raise with_resume_hint(exc, args, work_dir) from exc
     if default_wd and work_dir is not None and work_dir.is_dir():
-        _remove_checkpoints(work_dir)
+        remove_checkpoints(work_dir)
     detail = (f"train {res.train_seconds:.1f} s, restore {res.restore_seconds:.1f} s, "
               f"{res.info['parameters']} parameters")
     return report(args, path, res.volume.shape, res.volume.voxel_size, res.train_seconds, res.restore_seconds,
@@ -360,7 +319,7 @@ def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress) -> in
             work_dir=work_dir / "blocks", resume=args.resume, workers=args.workers, scheduler=args.scheduler,
             keep_work_dir=True)
     if default_wd and work_dir.is_dir():
-        _remove_checkpoints(work_dir)
+        remove_checkpoints(work_dir)
     from ..core.memory import peak_rss_bytes
 
     run = res.run
@@ -369,31 +328,3 @@ def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress) -> in
               + (f", {rate / 1e6:.2f} Mvoxel/s" if rate else ""))
     return report(args, res.path, res.shape, res.voxel_size, r.train_seconds, run.seconds, peak_rss_bytes(),
                   res.info, detail, voxels_per_s=rate)
-
-
-def _check_existing_work(args: argparse.Namespace, work_dir: Path | None, default_wd: bool) -> None:
-    """Never silently start over on top of an interrupted run's checkpoints."""
-    found = _checkpoints(work_dir)
-    if args.resume:
-        if work_dir is None:
-            log.info("--resume: this run does not train, so there is nothing to resume")
-        elif not found:
-            log.warning("--resume: no checkpoint in %s; training from the start", work_dir)
-        return
-    if found and not args.overwrite:
-        raise ConfigError(f"{work_dir} holds checkpoints of an interrupted run ({found[0].name}); add --resume to "
-                          "continue it, or --overwrite to start afresh")
-
-
-def _stopped_message(args: argparse.Namespace, exc: BaseException, work_dir: Path | None) -> str:
-    text = str(exc).replace("; checkpoint saved", "")
-    what = f"interrupted: {text}" if text else "interrupted"
-    if _checkpoints(work_dir):
-        return f"{what}; checkpoint saved in {work_dir}. To continue, run: {resume_command(args)}"
-    return f"{what}; no checkpoint was written yet, nothing to resume"
-
-
-def _with_resume_hint(exc: IsoappError, args: argparse.Namespace, work_dir: Path | None) -> IsoappError:
-    if not _checkpoints(work_dir):
-        return exc
-    return type(exc)(f"{exc}. The training is saved in {work_dir}: fix this, then run {resume_command(args)}")

@@ -26,6 +26,7 @@ from ..core.errors import Cancelled, ConfigError
 from ..data.normalize import Normalizer
 from ..training.context import RunContext
 from .blocks import Block, BlockError, BlockProgress, BlockRun, Manifest, predict_block
+from .cluster_guard import cluster_lost, lost_errors
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,11 @@ def connect(*, scheduler: str | None = None, workers: int | None = None, timeout
     An unreachable scheduler raises one ConfigError before anything is written.
     """
     distributed = _distributed()
+    from .cluster_guard import probe_scheduler, quiet_dask_logs
+
+    quiet_dask_logs()  # a dying worker's tracebacks stay off the terminal: the run ends in one line
     if scheduler:
+        scheduler = probe_scheduler(scheduler, timeout)  # malformed, unresolvable or silent: one line, bounded
         try:
             client = distributed.Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -88,9 +93,12 @@ def _local_cluster(n: int):
 
 def close(client: Any) -> None:
     cluster = getattr(client, "cluster", None)
-    client.close()
-    if cluster is not None:
-        cluster.close()
+    try:
+        client.close(timeout=10)
+        if cluster is not None:
+            cluster.close(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - a dead scheduler: closing must not hide the run's own error
+        log.debug("closing the Dask client: %s", exc)
 
 
 # ---------------------------------------------------------------------------- on the workers
@@ -173,7 +181,7 @@ def run_distributed(client: Any, blocks: Sequence[Block], methods: dict[tuple, A
     todo = [b for b in blocks if b.index not in done]
     futures = {}
     for b in todo:
-        fut = client.submit(run_block_task, shared, digests[b.lead], str(volume.path),
+        fut = client.submit(run_block_task, shared, digests[b.lead], str(Path(volume.path).expanduser().absolute()),
                             volume.metadata.get("dataset"), norms[b.lead].to_dict(), b, sink, convert, device,
                             key=f"isoapp-block-{b.index}-{digests[b.lead]}", pure=False)
         futures[fut] = b
@@ -184,14 +192,19 @@ def run_distributed(client: Any, blocks: Sequence[Block], methods: dict[tuple, A
             b = futures[fut]
             if ctx.should_stop():
                 raise Cancelled(f"stopped after {len(done) + computed} of {len(blocks)} blocks")
-            if fut.status == "error":
+            if fut.status == "error" and not isinstance(fut.exception(), lost_errors()):
                 raise BlockError(b, fut.exception())
             fut.result()
             manifest.mark([b.index])
             computed += 1
             progress.advance(b)
+    except lost_errors() as exc:  # a worker or the scheduler died: one line, then --resume
+        raise cluster_lost(exc, len(done) + computed, len(blocks)) from None
     finally:
         pending = [f for f in futures if not f.done()]
         if pending:
-            client.cancel(pending)
+            try:
+                client.cancel(pending)
+            except Exception as exc:  # noqa: BLE001 - the cluster may be gone already
+                log.debug("could not cancel the pending blocks: %s", exc)
     return BlockRun(len(blocks), computed, len(done), time.perf_counter() - t0, sum(b.voxels for b in blocks))

@@ -23,13 +23,14 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     The temporary name records the process id (``.isoapp-tmp-<pid>-...``) so that a later run
     removes it if this process is killed mid-write.
     """
+    from ..data.io.owners import holding
     from ..data.io.safety import clean_stale_temps, temp_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path.parent)
-    tmp = temp_path(path)
-    with _signals_deferred():  # a Ctrl-C mid-save would leave no checkpoint: take it once the file is in place
+    with holding(path.parent), _signals_deferred():  # a Ctrl-C mid-save would leave no checkpoint: take it
+        tmp = temp_path(path)  # once the file is in place
         return _save(obj, path, tmp)
 
 

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...core.errors import OutputError
+from .names import check_name_length
+from .owners import holding
 from .registry import is_folder_format
 from .safety import (
     TMP_PREFIX,
@@ -35,6 +37,13 @@ __all__ = ["TMP_PREFIX", "atomic_path", "check_output_path"]
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """See :func:`_atomic_path`; holds this process's owner record in the folder meanwhile."""
+    with holding(Path(path).parent), _atomic_path(path) as tmp:
+        yield tmp
+
+
+@contextmanager
+def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the destination's folder; move it onto ``path`` on success.
 
     The temporary name keeps the destination's extension (``.isoapp-tmp-<pid>-<random>-<name>``).
@@ -106,6 +115,7 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
     """
     resolved = resolve_path(output)
     check_collisions(resolved, [("input", p) for p in inputs])
+    check_name_length(resolved)
     if not resolved.parent.is_dir():
         raise OutputError(f"the output folder {resolved.parent} does not exist; "
                           "create it first or choose another -o path")

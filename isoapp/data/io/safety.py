@@ -5,9 +5,10 @@ Everything that decides whether a path may be written lives here, so that the co
 check every path a run will write *before* any work (reading, training) starts, and the writers
 check again at write time.
 
-Temporary files are named ``.isoapp-tmp-<pid>-<random>-<name>`` beside their destination. A run
+Temporary files are named ``.isoapp-tmp-<pid>-<token>-<n>-<name>`` beside their destination. A run
 that is killed (SIGKILL, power loss) leaves its temporary file behind; :func:`clean_stale_temps`
-removes such files on the next run once it has checked that the process that made them is gone.
+removes such files on the next run only when the owner record of the process that made them
+proves that process has ended (:mod:`isoapp.data.io.owners`), and never a file the run was given.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.errors import OutputError
+from .links import expand_protected
+from .locks import identity
+from .names import check_name_length
+from .owners import claim, clean_dead_owners, next_serial, protect
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +43,14 @@ _ZARR_CHUNK = re.compile(r"^(\d+([./]\d+)*|\.zarray|\.zattrs|zarr\.json)$")
 
 # ---------------------------------------------------------------------------- temporary files
 def temp_path(path: str | os.PathLike, tag: str = "") -> Path:
-    """A fresh temporary name beside ``path`` that records this process's id."""
+    """A fresh temporary name beside ``path`` that records this process's id and owner token."""
     path = Path(path)
-    return path.parent / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{tag}{path.name}"
+    claim(path.parent)  # the owner record that lets a later run prove these files are dead
+    return path.parent / f"{TMP_PREFIX}{os.getpid()}-{identity()['token']}-{next_serial()}-{tag}{path.name}"
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` may still be an isoapp run (conservative: True when unsure)."""
+    """Whether process ``pid`` may still be an isoapp run (conservative: True unless it is gone or a zombie)."""
     if pid == os.getpid():
         return True
     try:
@@ -58,10 +64,9 @@ def pid_alive(pid: int) -> bool:
         stat = (proc / "stat").read_text()
         if stat[stat.rindex(")") + 2:].startswith(("Z", "X")):  # a zombie: dead, not yet reaped
             return False
-        cmdline = (proc / "cmdline").read_bytes()
     except (OSError, ValueError):
         return True
-    return b"isoapp" in cmdline or b"python" in cmdline  # a reused pid of another program: stale
+    return True  # a live process, whatever its command line (a PID may be isoapp in another namespace)
 
 
 def remove_path(path: Path) -> None:
@@ -76,24 +81,14 @@ def remove_path(path: Path) -> None:
 
 
 def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Remove ``.isoapp-tmp-<pid>-*`` entries of ``folder`` whose process no longer runs.
+    """Remove the ``.isoapp-tmp-*`` entries of ``folder`` that a dead isoapp process provably left.
 
-    Returns the removed paths. Temporary files of live processes (another isoapp writing into the
-    same folder) are left alone.
+    Returns the removed paths. Only files whose owner record (``.isoapp-owner-<pid>-<token>``) is
+    no longer locked by a live process are removed; files of live processes (another isoapp in
+    the same folder, in a container too), files named like temporary files without a record, and
+    paths the run reads are left alone (:mod:`isoapp.data.io.owners`).
     """
-    removed: list[Path] = []
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return removed
-    for p in entries:
-        m = _TMP_RE.match(p.name)
-        if m is None or pid_alive(int(m.group(1))):
-            continue
-        remove_path(p)
-        removed.append(p)
-        log.info("removed %s: a partial file left by isoapp process %s, which no longer runs", p, m.group(1))
-    return removed
+    return clean_dead_owners(folder, remove_path)
 
 
 # ---------------------------------------------------------------------------- collisions
@@ -123,7 +118,7 @@ def check_collisions(output: Path, protected: Iterable[tuple[str, str | os.PathL
     ``("--psf", "bead.tif")``; ``None`` paths are skipped.
     """
     out = resolve_path(output)
-    for label, p in protected:
+    for label, p in expand_protected(protected):  # HDF5 external links and virtual datasets included
         if p is None or str(p) == "":
             continue
         r = resolve_path(p)
@@ -249,6 +244,7 @@ def check_outputs(outputs: Sequence[PlannedOutput], protected: Sequence[tuple[st
     """
     seen: dict[Path, str] = {}
     outputs = list(outputs)
+    protect(p for _, p in protected)  # clean-up never removes a path the run reads
     space: dict[int, tuple[Path, int, list[str]]] = {}
     for o in outputs:
         out = resolve_path(o.path)
@@ -256,6 +252,7 @@ def check_outputs(outputs: Sequence[PlannedOutput], protected: Sequence[tuple[st
             raise OutputError(f"{o.what} and {seen[out]} name the same path {o.path}; choose distinct paths")
         seen[out] = o.what
         check_collisions(o.path, protected, o.what)
+        check_name_length(out, o.what, temp=o.kind == "volume")
         if o.kind == "volume":
             if out.parent.exists() and not out.parent.is_dir():
                 raise OutputError(f"{out.parent} is a file, not a folder; choose another {o.what} path")

@@ -10,7 +10,8 @@ pyramid (OME-Zarr) and moves the finished output into place.
   the pyramid halves z, y and x (the output is isotropic) with a block mean computed by dask.
 * TIFF: a memory-mapped contiguous file created by ``tifffile`` (ImageJ hyperstack for ``.tif``,
   BigTIFF with OME metadata for ``.ome.tif``); every write maps, writes, flushes and unmaps, so
-  the written pages do not stay in memory.
+  the written pages do not stay in memory. The file's space is reserved when it is created
+  (:func:`isoapp.data.io.prealloc.preallocate`), so a full disk is an error message, not SIGBUS.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from ...core.errors import OutputError
 from .convert import Conversion, plan_stream_conversion  # noqa: F401 - the sinks' conversion, re-exported
+from .prealloc import preallocate
 from .zarr_io import AXIS_META as _AXIS_META
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,11 @@ class SinkSpec:
 
             mm = tifffile.memmap(str(p), **self._tiff_create_args())
             del mm
+            try:  # a memory map of a sparse file dies of SIGBUS when the disk fills: reserve the space now
+                preallocate(p)
+            except OutputError:
+                p.unlink(missing_ok=True)
+                raise
         log.debug("created %s (%s, %s)", p, self.fmt, self.shape)
 
     def _tiff_create_args(self) -> dict[str, Any]:
@@ -101,6 +108,7 @@ class SinkSpec:
 
         file_axes = _IMAGEJ_ORDER[self.axes] if self.fmt == "imagej" else self.axes
         perm = [self.axes.index(a) for a in file_axes]
+        preallocate(self.path, resume_hint=True)  # once per process: a file made by an older isoapp may be sparse
         mm = tifffile.memmap(str(self.path), mode="r+")
         try:
             mm[tuple(key[i] for i in perm)] = np.transpose(block, perm)

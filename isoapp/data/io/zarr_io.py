@@ -17,6 +17,7 @@ import numpy as np
 from ...core.errors import InputError, OutputError
 from ...core.volume import Volume, unit_to_um_scale
 from . import LazyArray, RawImage, iter_blocks, tidy
+from .links import check_store_links
 from .origin import raised_by_library
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def read(path: Path, *, dataset: str | None = None, lazy: bool = False) -> RawIm
     zarr = _zarr(InputError, path)
     if not path.is_dir():
         raise InputError(f"{path.name} is not a Zarr folder; a .zarr path must be a directory")
+    check_store_links(path)  # a chunk linked to a file outside the store is never read as image data
     try:
         root = zarr.open(str(path), mode="r")
         obj = root[dataset.strip("/")] if dataset else root
