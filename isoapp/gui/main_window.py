@@ -150,8 +150,10 @@ class MainWindow(RunMixin, QMainWindow):
         self.log_dock.setObjectName("dock_log")
         self.log_dock.setWidget(self.log_panel)
         for d in (self.progress_dock, self.log_dock):
+            # closable: View > toggles them (Qt disables the toggle action of a dock that cannot close)
             d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.progress.setMinimumWidth(240)
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)

@@ -1,0 +1,137 @@
+"""Issue 30: what a new user ran into on the real stack (previews, Fiji display range, report wording,
+the laptop layout, wheel direction, Home after a zoom, the Compare readout, the empty window)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PySide6.QtCore import QPointF, Qt
+
+
+def _wheel(box, delta, mods=Qt.KeyboardModifier.NoModifier):
+    from PySide6.QtWidgets import QGraphicsSceneWheelEvent
+
+    ev = QGraphicsSceneWheelEvent()
+    ev.setDelta(delta)
+    ev.setModifiers(mods)
+    ev.setScenePos(box.sceneBoundingRect().center())
+    ev.setPos(QPointF(box.width() / 2, box.height() / 2))
+    box.wheelEvent(ev)
+
+
+def _settle(qtbot, ms: int = 50) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    for _ in range(3):
+        QApplication.processEvents()
+        qtbot.wait(ms)
+
+
+# ---------------------------------------------------------------------------------------- item 6
+def test_wheel_down_steps_to_the_next_slice_as_in_fiji(window, stack_tif):
+    """Fiji: wheel down (negative delta) shows the next slice (z + 1), wheel up the previous one."""
+    window.open_path(stack_tif)
+    ov = window.ortho
+    ov.set_cursor(4, 24, 24)
+    _wheel(ov.xy.box, -120)  # wheel down, towards the user
+    assert ov.cursor == (5, 24, 24)
+    _wheel(ov.xy.box, 120)
+    _wheel(ov.xy.box, 120)
+    assert ov.cursor == (3, 24, 24)
+
+
+# ---------------------------------------------------------------------------------------- item 7
+def test_home_resets_the_view_after_a_wheel_zoom_without_a_click(window, stack_tif, qtbot):
+    """Ctrl+wheel zooms; Home, pressed right after (no click that would move the cursor), fits again."""
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    window.open_path(stack_tif)
+    window.activateWindow()
+    _settle(qtbot)
+    ov = window.ortho
+    span = np.diff(ov.xy.box.viewRange()[0])[0]
+    window.method_panel.steps.setFocus()  # the focus is elsewhere, as after using the side panel
+    _settle(qtbot)
+    cursor = ov.cursor
+    # a real wheel event on the view's canvas (Ctrl held: zoom)
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QWheelEvent
+
+    vp = ov.graphics.viewport()
+    centre = ov.graphics.mapFromScene(ov.xy.box.sceneBoundingRect().center())
+    ev = QWheelEvent(QPointF(centre), QPointF(vp.mapToGlobal(centre)), QPoint(0, 0), QPoint(0, 120),
+                     Qt.MouseButton.NoButton, Qt.KeyboardModifier.ControlModifier, Qt.ScrollPhase.NoScrollPhase,
+                     False)
+    QApplication.sendEvent(vp, ev)
+    _settle(qtbot)
+    assert np.diff(ov.xy.box.viewRange()[0])[0] < 0.95 * span, "Ctrl+wheel zooms"
+    target = QApplication.focusWidget() or window
+    QTest.keyClick(target, Qt.Key.Key_Home)
+    _settle(qtbot)
+    assert np.diff(ov.xy.box.viewRange()[0])[0] == pytest.approx(span, rel=0.05)
+    assert ov.cursor == cursor
+
+
+# ---------------------------------------------------------------------------------------- item 10
+def test_empty_window_shows_no_factor(window):
+    mp = window.method_panel
+    assert mp.volume is None
+    assert "4" not in mp.factor.text()
+    assert mp.factor.text().strip() in ("", "—")
+
+
+def test_factor_shows_after_opening_and_blank_again_when_closed(window, stack_tif):
+    window.open_path(stack_tif)
+    assert window.method_panel.factor.text().startswith("4")
+    window.method_panel.set_volume(None)
+    assert window.method_panel.factor.text().strip() in ("", "—")
+
+
+# ---------------------------------------------------------------------------------------- item 5
+def test_view_menu_toggles_progress_and_log_docks(window, qtbot):
+    window.resize(1366, 768)
+    for dock in (window.progress_dock, window.log_dock):
+        act = dock.toggleViewAction()
+        assert act.isEnabled(), act.text()
+        assert dock.isVisible()
+        act.trigger()
+        _settle(qtbot, 10)
+        assert not dock.isVisible()
+        act.trigger()
+        _settle(qtbot, 10)
+        assert dock.isVisible()
+
+
+def _overlaps(ov) -> list[str]:
+    """What lies over an image: the scale bar over XY, or a title over its view's image."""
+    found = []
+    xy_img = ov.xy.image.sceneBoundingRect()
+    bar = ov.scale_bar.bar.sceneBoundingRect() | ov.scale_bar.text.sceneBoundingRect()
+    if ov.scale_bar.isVisible() and bar.intersects(xy_img):
+        found.append(f"scale bar {bar} over XY {xy_img}")
+    for p in ov.plane_items():
+        if p.label.isVisible() and p.label.sceneBoundingRect().intersects(p.image.sceneBoundingRect()):
+            found.append(f"title {p.label.toPlainText()!r} over its image")
+    return found
+
+
+@pytest.mark.parametrize("size", [(330, 620), (700, 360), (420, 420)])
+@pytest.mark.parametrize("shape,voxel", [((37, 118, 132), (4.0, 0.83, 0.83)), ((9, 48, 48), (0.8, 0.2, 0.2))])
+def test_scale_bar_and_titles_leave_the_images_free(qtbot, shape, voxel, size):
+    """Narrow (Compare, side by side), wide or square: the scale bar and 'MIP along z' never cover an image."""
+    from isoapp.core.volume import Volume
+    from isoapp.gui.orthoview import OrthoView
+
+    rng = np.random.default_rng(0)
+    ov = OrthoView(None, title="t")
+    qtbot.addWidget(ov)
+    ov.resize(*size)
+    ov.show()
+    ov.set_volume(Volume(rng.random(shape).astype(np.float32), axes="ZYX", voxel_size=voxel, name="v"))
+    _settle(qtbot)
+    ov.reset_view()
+    _settle(qtbot)
+    assert ov.mip.label.isVisible()
+    assert _overlaps(ov) == []
