@@ -7,7 +7,7 @@ XY/YZ the y range. The cursor ``(z, y, x)`` in voxels is the one state; :meth:`O
 updates every view and slider under signal blockers, and ``cursorChanged`` is emitted once per
 real change, so linked views never loop.
 
-Mouse and keys (Fiji's convention): the wheel steps through slices of the plane under the mouse,
+Mouse and keys (Fiji's convention): the wheel steps through slices of the plane under the mouse (down: +1),
 Ctrl+wheel zooms, middle/right drag pans, a left click places the cursor. ``<``/``>`` (also ``,``/``.``)
 and the left/right arrows step one slice, PageUp/PageDown ten, Home (or Ctrl+0) fits the view.
 Views fit their image whenever they are shown with a usable size (a view fitted while hidden
@@ -46,8 +46,11 @@ from .view_tools import (
     Plane,
     ScaleBar,
     auto_levels,
+    fit_axial,
+    fit_rect,
     lookup_table,
     split_by_extent,
+    title_px,
 )
 
 log = logging.getLogger(__name__)
@@ -370,17 +373,14 @@ class OrthoView(DisplayMixin, QWidget):
         self._auto_fit = True
         if self.data is None:
             return
-        # XY fits its image; the axial views share its x (XZ) or y (YZ) range, so only their z range
-        # is left: centred on the stack, at the size their aspect gives (the split by physical extent
-        # makes that size hold the whole z extent)
-        self.mip.box.autoRange(padding=0.02)
-        self.xy.box.autoRange(padding=0.02)
-        ext_z = self.data.shape[0] * self.voxel[0]
-        for box, axis in ((self.xz.box, 1), (self.yz.box, 0)):
-            lo, hi = box.viewRange()[axis]
-            half = max((hi - lo) / 2, ext_z * 0.51)
-            rng = (ext_z / 2 - half, ext_z / 2 + half)
-            (box.setYRange if axis == 1 else box.setXRange)(*rng, padding=0)
+        # XY fits below its title, above the scale bar; XZ/YZ share its x/y range: only z is left
+        nz, ny, nx = self.data.shape
+        dz, dy, dx = self.voxel
+        fit_rect(self.mip.box, nx * dx, ny * dy, top=title_px(self.mip))
+        fit_rect(self.xy.box, nx * dx, ny * dy, top=max(title_px(self.xy), title_px(self.yz)),
+                 bottom=self.scale_bar.height_px())
+        fit_axial(self.xz.box, nz * dz, True, top=title_px(self.xz))
+        fit_axial(self.yz.box, nz * dz, False)
 
     def _fit_if_ready(self) -> None:
         if not self._fit_pending or self.data is None or not self.isVisible():

@@ -85,8 +85,12 @@ class ScaleBar(pg.ScaleBar):
     """A scale bar in µm (view coordinates are µm) that picks a round length as the view zooms."""
 
     def __init__(self) -> None:
-        super().__init__(1.0, width=4, brush=(255, 255, 255, 220), pen=None, suffix="", offset=(-12, -10))
+        super().__init__(1.0, width=4, brush=(255, 255, 255, 220), pen=None, suffix="", offset=(-8, -6))
         self.text.setColor((255, 255, 255))
+
+    def height_px(self) -> float:
+        """Pixels the bar and its text take up from the bottom of the view (the fit leaves them free)."""
+        return 6 + self._width + self.text.boundingRect().height()
 
     def updateBar(self) -> None:  # noqa: N802 - pyqtgraph naming
         view = self.parentItem()
@@ -213,6 +217,40 @@ def split_by_extent(graphics: pg.GraphicsLayoutWidget, shape: tuple[int, int, in
     return True
 
 
+def title_px(plane: Plane) -> float:
+    """Pixels a view's title takes at its top (0 when hidden): the fit keeps the image below it."""
+    return plane.label.boundingRect().height() + 2 if plane.label.isVisible() else 0.0
+
+
+def fit_rect(box: pg.ViewBox, w: float, h: float, top: float = 0.0, bottom: float = 0.0, pad: float = 2.0) -> None:
+    """Zoom ``box`` so the image ``(0, 0, w, h)`` (µm) fills it, leaving ``top``/``bottom`` pixels free
+    (a title, the scale bar): nothing is drawn over the image."""
+    bw, bh = box.width(), box.height()
+    room_w, room_h = bw - 2 * pad, bh - top - bottom - 2 * pad
+    if w <= 0 or h <= 0 or room_w < 8 or room_h < 8:
+        box.autoRange(padding=0.02)
+        return
+    s = min(room_w / w, room_h / h)  # pixels per µm
+    x0 = w / 2 - bw / s / 2
+    y0 = -(top + pad + (room_h - h * s) / 2) / s
+    box.setRange(xRange=(x0, x0 + bw / s), yRange=(y0, y0 + bh / s), padding=0)
+
+
+def fit_axial(box: pg.ViewBox, ext_z: float, vertical: bool, top: float = 0.0, pad: float = 2.0) -> None:
+    """The z range of an axial view whose lateral range is linked to XY: the whole z extent, centred
+    below a title of ``top`` pixels (XZ, z vertical) or centred (YZ, z horizontal)."""
+    (x0, x1), (y0, y1) = box.viewRange()
+    if vertical:
+        s = box.width() / max(x1 - x0, 1e-12)
+        free = (top + pad) / s
+        span = max(box.height() / s, ext_z * 1.02 + free)
+        start = -free - (span - ext_z - free) / 2
+        box.setYRange(start, start + span, padding=0)
+    else:
+        half = max((x1 - x0) / 2, ext_z * 0.51)
+        box.setXRange(ext_z / 2 - half, ext_z / 2 + half, padding=0)
+
+
 def ctrl_held(modifiers) -> bool:
     """Whether Ctrl (Cmd on macOS) is held: Ctrl+wheel zooms, the plain wheel steps slices."""
     return bool(modifiers & Qt.KeyboardModifier.ControlModifier)
@@ -246,8 +284,8 @@ class CursorViewBox(pg.ViewBox):
             return
         ev.accept()
         delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
-        if delta:
-            self.sigWheelStep.emit(1 if delta > 0 else -1)
+        if delta:  # Fiji: wheel down (towards the user, negative delta) shows the next slice
+            self.sigWheelStep.emit(1 if delta < 0 else -1)
 
 
 class Graphics(pg.GraphicsLayoutWidget):
@@ -261,6 +299,11 @@ class Graphics(pg.GraphicsLayoutWidget):
         owner = getattr(self, "_owner", None)
         if owner is None or not owner._key(event):
             super().keyPressEvent(event)
+
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        # the view under the wheel takes the keyboard focus (Home, < and > then act on it, no click needed)
+        self.setFocus(Qt.FocusReason.MouseFocusReason)
+        super().wheelEvent(event)
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
