@@ -40,6 +40,7 @@ from .worker import RunController
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = (1400, 900)
+NARROW_WINDOW = 1500  # px: below it the progress dock gives its width to the images
 
 
 class MainWindow(RunMixin, QMainWindow):
@@ -136,7 +137,7 @@ class MainWindow(RunMixin, QMainWindow):
         pl.addWidget(scroll, 1)
         pl.addWidget(self.method_panel.estimate_label)
         pl.addLayout(buttons)
-        dock = QDockWidget("Stack && method", self)
+        self.method_dock = dock = QDockWidget("Stack && method", self)
         dock.setObjectName("dock_method")
         dock.setWidget(panel)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
@@ -154,7 +155,7 @@ class MainWindow(RunMixin, QMainWindow):
             d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                           | QDockWidget.DockWidgetFeature.DockWidgetFloatable
                           | QDockWidget.DockWidgetFeature.DockWidgetClosable)
-        self.progress.setMinimumWidth(240)
+        self.progress.setMinimumWidth(250)
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.progress_dock)
@@ -197,6 +198,13 @@ class MainWindow(RunMixin, QMainWindow):
         view.addSeparator()
         for d in (self.progress_dock, self.log_dock):
             view.addAction(d.toggleViewAction())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width() and event.size().width() < NARROW_WINDOW:
+            # a laptop screen: the progress dock at its minimum, the images (Compare) get the width
+            docks = [self.method_dock, self.progress_dock]
+            self.resizeDocks(docks, [d.minimumSizeHint().width() for d in docks], Qt.Orientation.Horizontal)
 
     def reset_views(self) -> None:
         """Fit every visible view to its image (Ctrl+0)."""

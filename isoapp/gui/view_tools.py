@@ -87,10 +87,15 @@ class ScaleBar(pg.ScaleBar):
     def __init__(self) -> None:
         super().__init__(1.0, width=4, brush=(255, 255, 255, 220), pen=None, suffix="", offset=(-8, -6))
         self.text.setColor((255, 255, 255))
+        font = self.text.textItem.font()
+        font.setPointSizeF(max(font.pointSizeF() * 0.85, 6.0))
+        self.text.setFont(font)
 
-    def height_px(self) -> float:
-        """Pixels the bar and its text take up from the bottom of the view (the fit leaves them free)."""
-        return 6 + self._width + self.text.boundingRect().height()
+    def extent_px(self) -> tuple[float, float]:
+        """(height, width) px the bar and its text take at the bottom right of the view."""
+        text = self.text.boundingRect()
+        view = self.parentItem()  # the bar is at most a fifth of the view's width (nice_length)
+        return (6 + self._width + text.height(), 8 + max(view.width() / 5 if view is not None else 0, text.width()))
 
     def updateBar(self) -> None:  # noqa: N802 - pyqtgraph naming
         view = self.parentItem()
@@ -217,22 +222,35 @@ def split_by_extent(graphics: pg.GraphicsLayoutWidget, shape: tuple[int, int, in
     return True
 
 
-def title_px(plane: Plane) -> float:
-    """Pixels a view's title takes at its top (0 when hidden): the fit keeps the image below it."""
-    return plane.label.boundingRect().height() + 2 if plane.label.isVisible() else 0.0
+def title_px(plane: Plane) -> tuple[float, float]:
+    """(height, width) px of a view's title at its top left ((0, 0) when hidden)."""
+    if not plane.label.isVisible():
+        return (0.0, 0.0)
+    r = plane.label.boundingRect()
+    return (r.height() + 2, r.width() + 2)
 
 
-def fit_rect(box: pg.ViewBox, w: float, h: float, top: float = 0.0, bottom: float = 0.0, pad: float = 2.0) -> None:
-    """Zoom ``box`` so the image ``(0, 0, w, h)`` (µm) fills it, leaving ``top``/``bottom`` pixels free
-    (a title, the scale bar): nothing is drawn over the image."""
+def fit_rect(box: pg.ViewBox, w: float, h: float, top: tuple[float, float] = (0, 0),
+             bottom: tuple[float, float] = (0, 0), pad: float = 2.0) -> None:
+    """Zoom ``box`` so the image ``(0, 0, w, h)`` (µm) fills it and nothing drawn in its corners lies
+    over it: ``top`` is (height, width) px of a title at the top left, ``bottom`` of the scale bar at
+    the bottom right; each gets a margin unless the image leaves it room beside it."""
     bw, bh = box.width(), box.height()
-    room_w, room_h = bw - 2 * pad, bh - top - bottom - 2 * pad
-    if w <= 0 or h <= 0 or room_w < 8 or room_h < 8:
+    room_w = bw - 2 * pad
+    if w <= 0 or h <= 0 or room_w < 8 or bh - 2 * pad < 8:
         box.autoRange(padding=0.02)
         return
-    s = min(room_w / w, room_h / h)  # pixels per µm
+    s = min(room_w / w, (bh - 2 * pad) / h)  # pixels per µm
+    beside = (bw - w * s) / 2  # free pixels left and right of the image
+    t = top[0] if top[0] and beside < top[1] + pad else 0.0
+    b = bottom[0] if bottom[0] and beside < bottom[1] + pad else 0.0
+    room_h = bh - t - b - 2 * pad
+    if room_h < 8:
+        t = b = 0.0
+        room_h = bh - 2 * pad
+    s = min(room_w / w, room_h / h)
     x0 = w / 2 - bw / s / 2
-    y0 = -(top + pad + (room_h - h * s) / 2) / s
+    y0 = -(t + pad + (room_h - h * s) / 2) / s
     box.setRange(xRange=(x0, x0 + bw / s), yRange=(y0, y0 + bh / s), padding=0)
 
 

@@ -105,15 +105,15 @@ def test_view_menu_toggles_progress_and_log_docks(window, qtbot):
 
 
 def _overlaps(ov) -> list[str]:
-    """What lies over an image: the scale bar over XY, or a title over its view's image."""
+    """What lies over an image: the scale bar over XY, or 'MIP along z' over the MIP."""
     found = []
     xy_img = ov.xy.image.sceneBoundingRect()
     bar = ov.scale_bar.bar.sceneBoundingRect() | ov.scale_bar.text.sceneBoundingRect()
     if ov.scale_bar.isVisible() and bar.intersects(xy_img):
         found.append(f"scale bar {bar} over XY {xy_img}")
-    for p in ov.plane_items():
-        if p.label.isVisible() and p.label.sceneBoundingRect().intersects(p.image.sceneBoundingRect()):
-            found.append(f"title {p.label.toPlainText()!r} over its image")
+    p = ov.mip  # the long title (XY, XZ, YZ are two letters in a corner, as in Fiji)
+    if p.label.isVisible() and p.label.sceneBoundingRect().intersects(p.image.sceneBoundingRect()):
+        found.append(f"title {p.label.toPlainText()!r} over its image")
     return found
 
 
@@ -135,3 +135,60 @@ def test_scale_bar_and_titles_leave_the_images_free(qtbot, shape, voxel, size):
     _settle(qtbot)
     assert ov.mip.label.isVisible()
     assert _overlaps(ov) == []
+
+
+# ---------------------------------------------------------------------------- items 5 and 8: Compare
+def _compare_at_laptop_size(window, tmp_path, qtbot):
+    """The nuclei stack's shape and calibration, a result in Compare, the report shown, at 1366x768."""
+    from gui_helpers import write_stack
+
+    from isoapp.gui.compare import interpolated_input
+
+    window.resize(1366, 768)
+    window.open_path(write_stack(tmp_path / "n.tif", shape=(37, 118, 132), voxel=(4.0, 0.83, 0.83)))
+    res = interpolated_input(window.input, 4.8)
+    res = res.with_data(np.asarray(res.data) * 1.5, name="res")
+    window.compare.add_result("Auto: IsoNet", res, 4.8)
+    window.report.show_info(REPORT_INFO, "Auto: IsoNet")
+    window.tabs.setCurrentWidget(window.compare_tab)
+    _settle(qtbot)
+    return window.compare
+
+
+REPORT_INFO = {
+    "method": "auto", "chosen": "isonet",
+    "candidates": [{"method": "isonet", "heldout_gain_db": 9.91}, {"method": "selfnet", "heldout_gain_db": 5.1}],
+    "degradation": {"source": "estimated", "axial_fwhm_um": 8.29, "axial_sigma_px": 4.25,
+                    "noise_std_at_half": 0.0153, "noise_gain": 0.000458},
+    "heldout": {"psnr_gain_db": 9.91, "psnr_gain_se_db": 1.54, "psnr_method": 40.1, "psnr_interp": 30.2,
+                "ssim_gain": 0.05, "n_planes": 4},
+}
+
+
+def test_compare_views_get_more_room_at_1366x768(window, tmp_path, qtbot):
+    """Before: each Compare view's canvas was 347x188 px here (XY image ~57x51 px); the shared display
+    controls sit once above both views now, so the canvases are taller and of the same size."""
+    cmp = _compare_at_laptop_size(window, tmp_path, qtbot)
+    left, right = cmp.left.graphics.size(), cmp.right.graphics.size()
+    assert abs(left.height() - right.height()) <= 2, "linked 1:1: both canvases have the same height"
+    assert left.height() >= 250, left
+    img = cmp.left.xy.image.sceneBoundingRect()
+    assert img.width() * img.height() >= 1.5 * 57 * 51, img
+
+
+def test_compare_cursor_readout_is_not_clipped(window, tmp_path, qtbot):
+    """Each status line fits its label, and the cursor's "(z, y, x µm)" shows whole."""
+    cmp = _compare_at_laptop_size(window, tmp_path, qtbot)
+    for view in (cmp.left, cmp.right):
+        view.set_cursor(86, 59, 66)
+        zc, yc, xc = view.cursor_physical()
+        u, v = 30.0, 40.0
+        hover = view.hover("xy", u, v)
+        assert hover
+        lines = view.status.text().split("\n")
+        room = view.status.contentsRect().width()
+        fm = view.status.fontMetrics()
+        for line in lines:
+            assert fm.horizontalAdvance(line) <= room, (line, room)
+        assert f"({zc:.2f}, {yc:.2f}, {xc:.2f} µm)" in lines[0], lines
+        assert hover[hover.rindex("("):] in lines[1], (hover, lines)
