@@ -192,3 +192,21 @@ def test_compare_cursor_readout_is_not_clipped(window, tmp_path, qtbot):
             assert fm.horizontalAdvance(line) <= room, (line, room)
         assert f"({zc:.2f}, {yc:.2f}, {xc:.2f} µm)" in lines[0], lines
         assert hover[hover.rindex("("):] in lines[1], (hover, lines)
+
+
+# ---------------------------------------------------------------------------------------- item 4
+def test_report_shows_each_check_with_its_meaning():
+    """No bare bold dB: the held-out gain says what it measures and that it is optimistic."""
+    import re
+
+    from isoapp.gui.report_panel import report_html
+
+    html = report_html(REPORT_INFO, "Auto: IsoNet")
+    bold = re.findall(r"<b>(.*?)</b>", html)
+    assert not [b for b in bold if "dB" in b], bold
+    text = re.sub(r"<[^>]+>", "", html)
+    assert ("held-out check on 4 lateral planes degraded by the estimated model (optimistic; see docs): "
+            "+9.91 ± 1.54 dB over linear") in text, text
+    assert "degradation model" in text.lower() and "8.29 µm" in text
+    given = dict(REPORT_INFO, degradation=dict(REPORT_INFO["degradation"], source="given"))
+    assert "degraded by the given model" in re.sub(r"<[^>]+>", "", report_html(given))
