@@ -210,3 +210,40 @@ def test_report_shows_each_check_with_its_meaning():
     assert "degradation model" in text.lower() and "8.29 µm" in text
     given = dict(REPORT_INFO, degradation=dict(REPORT_INFO["degradation"], source="given"))
     assert "degraded by the given model" in re.sub(r"<[^>]+>", "", report_html(given))
+
+
+# ---------------------------------------------------------------------------------------- item 3
+def test_float_result_sent_to_fiji_carries_the_stack_display_range(window, stack_tif, tmp_path, monkeypatch):
+    """ImageJ takes a float stack's display range from slice 1 unless the TIFF gives one: slice 1 here
+    peaks at 10, the middle slices at ~385; the file says min/max from the whole stack."""
+    import os
+
+    from fiji_bridge.external import Handoff, Launcher
+
+    monkeypatch.setenv("DISPLAY", os.environ.get("DISPLAY", ":0"))
+
+    class Done:
+        def poll(self):
+            return 0
+
+    window.open_path(stack_tif)
+    rng = np.random.default_rng(1)
+    data = rng.random((36, 48, 48)).astype(np.float32) * 10
+    data[8:28] *= 38.5  # bright middle slices
+    res = window.input.with_data(data, voxel_size=(0.2, 0.2, 0.2), name="restored")
+    window.compare.results["IsoNet"] = res
+    window.compare.result_box.addItem("IsoNet")
+    launched = []
+    window.fiji.handoff = Handoff(Launcher(["imagej"], "imagej"), folder=tmp_path / "handoff",
+                                  popen=lambda argv, **kw: launched.append(argv) or Done())
+    window.fiji.get_handoff = lambda: window.fiji.handoff
+    window.fiji.actions["push"].trigger()
+    assert launched, "sent"
+    with tifffile.TiffFile(window.fiji.last_sent) as tif:
+        ij = tif.imagej_metadata
+        assert tif.series[0].shape == (36, 48, 48)
+        np.testing.assert_array_equal(tif.asarray(), data)
+    lo, hi = float(ij["min"]), float(ij["max"])
+    assert hi > 10 * float(data[0].max()) and hi <= float(data.max())
+    assert hi >= np.percentile(data, 99), (lo, hi)
+    assert 0 <= lo < np.percentile(data, 5)
