@@ -40,7 +40,7 @@ from .worker import RunController
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = (1400, 900)
-NARROW_WINDOW = 1500  # px: below it the progress dock gives its width to the images
+NARROW_WINDOW = (1500, 900)  # px: below them the docks give their width (height) to the images
 
 
 class MainWindow(RunMixin, QMainWindow):
@@ -201,10 +201,13 @@ class MainWindow(RunMixin, QMainWindow):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt naming
         super().resizeEvent(event)
-        if event.size().width() != event.oldSize().width() and event.size().width() < NARROW_WINDOW:
-            # a laptop screen: the progress dock at its minimum, the images (Compare) get the width
+        new, old = event.size(), event.oldSize()
+        # a laptop screen: the docks at their minimum, the images (Compare) get the room
+        if new.width() != old.width() and new.width() < NARROW_WINDOW[0]:
             docks = [self.method_dock, self.progress_dock]
             self.resizeDocks(docks, [d.minimumSizeHint().width() for d in docks], Qt.Orientation.Horizontal)
+        if new.height() != old.height() and new.height() < NARROW_WINDOW[1]:
+            self.resizeDocks([self.log_dock], [self.log_dock.minimumSizeHint().height()], Qt.Orientation.Vertical)
 
     def reset_views(self) -> None:
         """Fit every visible view to its image (Ctrl+0)."""
