@@ -247,3 +247,54 @@ def test_float_result_sent_to_fiji_carries_the_stack_display_range(window, stack
     assert hi > 10 * float(data[0].max()) and hi <= float(data.max())
     assert hi >= np.percentile(data, 99), (lo, hi)
     assert 0 <= lo < np.percentile(data, 5)
+
+
+# ---------------------------------------------------------------------------------------- item 2
+def _nuclei_planes():
+    """Live-preview planes of the nuclei stack on the output grid: (Z', X) and (Z', Y), z taller than wide."""
+    rng = np.random.default_rng(0)
+    return {"xz": rng.random((178, 132)).astype(np.float32), "yz": rng.random((178, 118)).astype(np.float32)}
+
+
+def test_previews_fill_their_panel_at_the_data_aspect(qtbot):
+    """In a 310x460 px preview area the four planes were ~74x100 px each (one column); they are
+    arranged (1x4, 2x2 or 4x1) so each image is as large as the panel allows at its aspect."""
+    from isoapp.gui.progress_panel import ProgressPanel
+
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    panel.resize(320, 760)
+    panel.show()
+    panel.start((0.83, 0.83, 0.83), _nuclei_planes(), "the cursor")
+    _settle(qtbot)
+    assert abs(panel.preview.width() - 310) < 40 and panel.preview.height() > 380, panel.preview.size()
+    w, h = panel.preview.width(), panel.preview.height()
+    best = max(min(w / c / 132, (h / (4 // c) - 20) / 178) for c in (1, 2, 4))  # px per µm-pixel
+    for key in ("in_xz", "xz", "in_yz", "yz"):
+        rect = panel.images[key].sceneBoundingRect()
+        assert rect.height() >= 0.7 * best * 178, (key, rect, best)  # was 0.37 in one column
+
+
+def test_previews_are_labelled_with_the_method_and_show_autos_choice(window, stack_tif, qtbot):
+    from types import SimpleNamespace
+
+    from isoapp.training.events import PreviewEvent
+
+    window.open_path(stack_tif)
+    panel = window.progress
+    planes = {"xz": np.zeros((36, 48), np.float32), "yz": np.zeros((36, 48), np.float32)}
+    panel.start((0.2, 0.2, 0.2), planes, "the cursor")
+    window._preview_yx = (24, 24)
+    panel.on_preview(PreviewEvent("selfnet_e0_stage1", 5, {"xz": planes["xz"] + 1, "yz": planes["yz"] + 1}))
+    assert "Self-Net" in panel.titles["xz"].text and "Self-Net" in panel.preview_label.text()
+    # auto kept IsoNet: the previews end on IsoNet's result, not on the discarded Self-Net
+    data = np.asarray(window.input.data, np.float32)
+    res = window.input.with_data(np.repeat(data, 4, axis=0) * 2.0, voxel_size=(0.2, 0.2, 0.2), name="r")
+    result = SimpleNamespace(volume=res, info={"method": "auto", "chosen": "isonet", "factor": 4.0},
+                             train_seconds=1.0, restore_seconds=0.1, before=None)
+    window._run_finished(result)
+    _settle(qtbot)
+    assert "IsoNet" in panel.titles["xz"].text and "Self-Net" not in panel.titles["xz"].text
+    assert "IsoNet" in panel.preview_label.text()
+    shown = panel.images["xz"].image
+    assert shown.shape == (36, 48) and float(np.ptp(shown)) > 0
