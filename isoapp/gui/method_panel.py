@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from ..core.errors import IsoappError
 from ..core.volume import Volume
 from ..methods import available_methods, build_config, capabilities, default_method, get_method
-from .estimate import Estimate, estimate, timing_key
+from .estimate import Estimate, estimate, estimate_auto, timing_key
 from .psf_fields import PsfFieldsMixin, spin_box
 
 log = logging.getLogger(__name__)
@@ -335,6 +335,8 @@ class MethodPanel(PsfFieldsMixin, QWidget):
         device = opts["device"]
         if device == "auto":
             device = "cuda" if cuda_status()[0] else "cpu"
+        if opts["method"] == "auto":
+            return estimate_auto(cfg, self.volume.shape, device=device, timings=self.timings)
         key = timing_key(opts["method"], opts["preset"], device)
         return estimate(cfg, self.volume.shape, cls=get_method(opts["method"]), device=device,
                         measured=self.timings.get(key))

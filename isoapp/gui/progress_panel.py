@@ -272,7 +272,18 @@ class ProgressPanel(QWidget):
         self.preview_label.setText(f"Result at {self.position_text}: {label}")
 
     def set_stage(self, stage: str, description: str) -> None:
-        self.stage_label.setText(description or stage)
+        """The header: a training stage says its method (and Self-Net's epoch and stage) and, when the
+        run trains more than this stage, how many steps the whole run trains."""
+        text = description or stage
+        m = re.fullmatch(r"([a-z]+)(?:_e(\d+)_stage(\d+))?", stage)
+        if m and description.startswith("training ") and method_of(stage) != m[1]:
+            where = f" epoch {int(m[2]) + 1}, stage {m[3]}" if m[2] else ""
+            text = f"{method_of(stage)}{where}: {description}"
+            loops = self.clock.estimate.train_loops if self.clock is not None else 0
+            steps = re.match(r"training (\d+) steps", description)
+            if loops and steps and int(steps[1]) != loops:
+                text += f" ({loops} training steps in the whole run)"
+        self.stage_label.setText(text)
 
     def _plot(self, group: str) -> pg.PlotItem:
         if group not in self.plots:
@@ -314,7 +325,7 @@ class ProgressPanel(QWidget):
         training = ev.stage != "restore" and ev.loss is not None
         if self.clock is not None:
             self.clock.update(ev.stage, int(ev.step), int(ev.total), training)
-            eta = format_eta(self.clock.remaining())
+            eta = format_eta(self.clock.eta())
             self.eta.setText(f"ETA {eta} (whole run)" if eta else "")
         else:
             eta = format_eta(ev.eta_s)

@@ -96,6 +96,7 @@ class RunMixin:
             y, x = ny // 2, nx // 2
             where = f"the volume centre (y={y}, x={x})"
         self._preview_yx = (y, x)  # where the previews cut; the result is shown there at the end
+        self._run_resumed = resume  # a resumed run's training time covers only its last part
         dz, dy, dx = opts.get("voxel_size") or self.input.voxel_size
         est = self.method_panel.estimate()
         trains = get_method(opts["method"]).trainable
@@ -215,14 +216,15 @@ class RunMixin:
         info = result.info
         cls = get_method(str(info.get("method")))
         out_vox = int(np.prod(result.volume.shape))
-        entry = {"s_per_voxel": result.restore_seconds / max(out_vox, 1)}
-        steps = int(info.get("steps") or 0)
-        if steps and result.train_seconds > 0:
-            loops = steps * cls.time_model.loops_per_step * channels
-            entry["s_per_loop"] = result.train_seconds / loops
         device = str(info.get("device", "cpu"))
         timings = self._load_timings()
-        timings[timing_key(cls.name, str(info.get("preset")), device)] = entry
+        key = timing_key(cls.name, str(info.get("preset")), device)
+        entry = {**timings.get(key, {}), "s_per_voxel": result.restore_seconds / max(out_vox, 1)}
+        steps = int(info.get("steps") or 0)
+        if steps and result.train_seconds > 0 and not getattr(self, "_run_resumed", False):
+            loops = steps * cls.time_model.loops_per_step * channels
+            entry["s_per_loop"] = result.train_seconds / loops
+        timings[key] = entry
         self.settings.set_json("timings", timings)
         self.method_panel.timings = timings
         self.method_panel.estimate_label.setText(self.method_panel.estimate_text())

@@ -298,3 +298,84 @@ def test_previews_are_labelled_with_the_method_and_show_autos_choice(window, sta
     assert "IsoNet" in panel.preview_label.text()
     shown = panel.images["xz"].image
     assert shown.shape == (36, 48) and float(np.ptp(shown)) > 0
+
+
+# ---------------------------------------------------------------------------------------- item 1
+def _auto_estimate(window, tmp_path):
+    from gui_helpers import write_stack
+
+    window.open_path(write_stack(tmp_path / "n.tif", shape=(37, 118, 132), voxel=(4.0, 0.83, 0.83)))
+    mp = window.method_panel
+    mp.set_method("auto")
+    mp.preset.setCurrentText("fast")
+    mp.steps.setValue(0)
+    mp.device.setCurrentText("cpu")
+    return mp.estimate()
+
+
+def test_auto_estimate_counts_its_candidates_real_steps(window, tmp_path):
+    """auto trains IsoNet (600 steps) then Self-Net (3 epochs x (200 + 200) steps): 1800 loops, not
+    the 1000 of a hand-written constant (the whole-run ETA then sat at 0:04 for two minutes)."""
+    est = _auto_estimate(window, tmp_path)
+    assert est.train_loops == 600 + 1200, est
+
+
+def test_whole_run_eta_is_monotone_and_close_after_a_fifth(window, tmp_path):
+    """A simulated auto run at the estimate's own speed: the ETA never rises and, from 20 % of the
+    run on, is within 25 % of the time really left."""
+    from isoapp.gui.estimate import RunClock
+
+    est = _auto_estimate(window, tmp_path)
+    per = 0.1 * est.train_s / max(est.train_loops, 1) * 10  # the run is as fast as predicted
+    stages = [("isonet", 600)] + [(f"selfnet_e{e}_stage{k}", 200) for e in range(3) for k in (1, 2)]
+    events, t = [], 0.0
+    for stage, n in stages:
+        for step in range(1, n + 1):
+            t += per
+            events.append((stage, step, n, True, t))
+    restore = max(est.restore_s, per)
+    for i in range(1, 11):
+        events.append(("restore", i, 10, False, t + restore * i / 10))
+    end = events[-1][-1]
+    clock = RunClock(est, start=0.0)
+    last = None
+    for stage, step, total, training, now in events:
+        clock.update(stage, step, total, training, now=now)
+        eta = getattr(clock, "eta", clock.remaining)(now)  # (before issue 30: remaining)
+        if last is not None:
+            assert eta <= last + 1e-9, (stage, step, eta, last)
+        last = eta
+        if now >= 0.2 * end and end - now > 5 * per:
+            assert abs(eta - (end - now)) <= 0.25 * (end - now), (stage, step, eta, end - now)
+
+
+def test_header_names_the_method_epoch_and_the_runs_real_steps(window, tmp_path):
+    from isoapp.gui.estimate import RunClock
+
+    est = _auto_estimate(window, tmp_path)
+    panel = window.progress
+    panel.clock = RunClock(est)
+    panel.set_stage("selfnet_e1_stage2", "training 200 steps")
+    text = panel.stage_label.text()
+    assert "Self-Net" in text and "epoch 2" in text and "stage 2" in text and "200 steps" in text
+    assert "1800" in text, text
+
+
+def test_a_resumed_run_does_not_teach_a_wrong_speed(window, stack_tif):
+    """A resumed run's training time covers only the steps after the resume: it taught "28 s" for a
+    run of about 55 s. Its training speed is not recorded (its restore speed is)."""
+    from types import SimpleNamespace
+
+    window.open_path(stack_tif)
+    vol = window.input
+    result = SimpleNamespace(volume=vol, info={"method": "isonet", "preset": "fast", "device": "cpu", "steps": 300},
+                             train_seconds=28.0, restore_seconds=1.0)
+    window._run_resumed = True
+    window._record_timing(result)
+    entry = window._load_timings()["isonet-fast-cpu"]
+    assert "s_per_voxel" in entry and "s_per_loop" not in entry
+    window._run_resumed = False  # a whole run teaches it; a later resumed run keeps what it taught
+    window._record_timing(SimpleNamespace(**{**vars(result), "train_seconds": 55.0}))
+    window._run_resumed = True
+    window._record_timing(result)
+    assert window._load_timings()["isonet-fast-cpu"]["s_per_loop"] == pytest.approx(55.0 / 300)
