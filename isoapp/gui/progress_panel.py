@@ -185,8 +185,10 @@ class ProgressPanel(QWidget):
         self.eta.setText("")
 
     def start(self, voxel_out: tuple[float, float, float], input_planes: dict[str, np.ndarray] | None,
-              position_text: str, *, keep_history: bool = False, clock: RunClock | None = None) -> None:
-        """Reset for a new run; ``input_planes`` ('xz' (Z', X), 'yz' (Z', Y)) on the output grid.
+              position_text: str, *, keep_history: bool = False, clock: RunClock | None = None,
+              live: bool = True) -> None:
+        """Reset for a new run; ``input_planes`` ('xz' (Z', X), 'yz' (Z', Y)) on the output grid;
+        ``live=False``: a method that does not train (its result shows at the end).
 
         ``keep_history`` (a resumed run) keeps the loss curves of the run it continues.
         """
@@ -206,8 +208,8 @@ class ProgressPanel(QWidget):
             self.arrange()
         self._set_method("")
         self.preview_label.setText(f"Live preview at {position_text}: waiting for the first preview"
-                                   if input_planes is not None else
-                                   "No live preview: this method does not train (the result shows in Compare)")
+                                   if input_planes is not None and live else
+                                   "No live preview: this method does not train (its result shows at the end)")
         self.position_text = position_text
         self.stage_label.setText("Starting…")
         self._reset_bar()

@@ -100,8 +100,8 @@ class RunMixin:
         dz, dy, dx = opts.get("voxel_size") or self.input.voxel_size
         est = self.method_panel.estimate()
         trains = get_method(opts["method"]).trainable
-        self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x) if trains else None,
-                            where, keep_history=resume, clock=RunClock(est) if est is not None else None)
+        self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x), where, keep_history=resume,
+                            clock=RunClock(est) if est is not None else None, live=trains)
         self.report.clear()
         self.last_run = {"options": {k: v for k, v in opts.items() if k not in ("resume", "preview_position")}}
         worker = RestoreWorker(self.input, opts)

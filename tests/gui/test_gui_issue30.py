@@ -379,3 +379,20 @@ def test_a_resumed_run_does_not_teach_a_wrong_speed(window, stack_tif):
     window._run_resumed = True
     window._record_timing(result)
     assert window._load_timings()["isonet-fast-cpu"]["s_per_loop"] == pytest.approx(55.0 / 300)
+
+
+def test_a_method_that_does_not_train_still_fills_the_previews_at_the_end(window, stack_tif, qtbot):
+    """Linear interpolation has no live preview; the panel showed four black boxes. It shows the
+    input planes, and the result at the end."""
+    from gui_helpers import set_tiny_run
+
+    window.open_path(stack_tif)
+    set_tiny_run(window, steps=1, method="linear")
+    with qtbot.waitSignal(window.run_finished, timeout=120_000):
+        window.start_run()
+    qtbot.waitUntil(lambda: not window.runner.is_running(), timeout=10_000)
+    panel = window.progress
+    for key in ("in_xz", "xz", "in_yz", "yz"):
+        img = panel.images[key].image
+        assert img is not None and float(np.ptp(img)) > 0, key
+    assert "Linear" in panel.titles["xz"].text and "does not train" not in panel.preview_label.text()
