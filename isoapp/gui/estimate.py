@@ -188,10 +188,14 @@ class RunClock:
         return left * per_loop * ratio + est.restore_s * ratio
 
     def eta(self, now: float | None = None) -> float:
-        """:meth:`remaining`, never above the last ETA less the time since: a countdown that does not
-        jump back up while the measured speed settles."""
+        """:meth:`remaining`; once this run's speed is measured, never above the last ETA less the
+        time since: a countdown that does not jump back up while the measured speed settles. (Before
+        that the prior may be far off, e.g. on a busy machine: the first measurement replaces it.)"""
         now = time.perf_counter() if now is None else now
         left = self.remaining(now)
+        measured = self.first_loop_t is not None and self.loops_done - self._first_count >= 2
+        if not measured and self.restore_start is None:
+            return left
         last = getattr(self, "_eta_last", None)
         if last is not None:
             left = min(left, max(last[0] - (now - last[1]), 0.0))

@@ -349,6 +349,23 @@ def test_whole_run_eta_is_monotone_and_close_after_a_fifth(window, tmp_path):
             assert abs(eta - (end - now)) <= 0.25 * (end - now), (stage, step, eta, end - now)
 
 
+def test_eta_follows_a_run_much_slower_than_predicted(window, tmp_path):
+    """On a busy machine (here 20x slower than the prior) the countdown starts from the measured speed
+    instead of sitting at 0:00 from the prior."""
+    from isoapp.gui.estimate import RunClock
+
+    est = _auto_estimate(window, tmp_path)
+    per = 20 * est.train_s / est.train_loops
+    clock = RunClock(est, start=0.0)
+    t = 0.0
+    for step in range(1, 301):
+        t += per
+        clock.update("isonet", step, 600, True, now=t)
+        eta = clock.eta(t)
+    truth = (1800 - 300) * per
+    assert abs(eta - truth) <= 0.25 * truth, (eta, truth)
+
+
 def test_header_names_the_method_epoch_and_the_runs_real_steps(window, tmp_path):
     from isoapp.gui.estimate import RunClock
 
