@@ -55,6 +55,19 @@ def disagreement(volumes: list[np.ndarray]) -> np.ndarray:
     return stack.std(axis=0).astype(np.float32)
 
 
+class _Pair(QWidget):
+    """Before and after side by side, always of the same width (an odd spare pixel goes to the
+    spacing): their linked ranges then map 1:1."""
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.row = QHBoxLayout()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        self.row.setSpacing(6 + (event.size().width() - 6) % 2)
+        super().resizeEvent(event)
+
+
 class ComparePanel(QWidget):
     """Shows the results of the runs in this session against the interpolated input."""
 
@@ -108,11 +121,13 @@ class ComparePanel(QWidget):
         self._linking = False
         for a, b in ((self.left, self.right), (self.right, self.left)):
             a.cursorChanged.connect(lambda *_c, a=a, b=b: self._link(a, b))
-        pair = QWidget(self)
-        pl = QHBoxLayout(pair)
-        pl.setContentsMargins(0, 0, 0, 0)
-        pl.addWidget(self.left, 1)
-        pl.addWidget(self.right, 1)
+        pair = _Pair(self)
+        outer = QVBoxLayout(pair)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(self._shared_display())
+        outer.addLayout(pair.row, 1)
+        pair.row.addWidget(self.left, 1)
+        pair.row.addWidget(self.right, 1)
         self.stack = QStackedWidget(self)
         for w in (pair, self.single, self.diff):
             self.stack.addWidget(w)
@@ -130,6 +145,20 @@ class ComparePanel(QWidget):
         lay.addWidget(self.stack, 1)
         lay.addWidget(self.table)
         self._refresh()
+
+    def _shared_display(self) -> QHBoxLayout:
+        """The left view's LUT, Auto, contrast and Fit, once above both views (the right one follows
+        it and is linked 1:1): the views' canvases get the height the two copies took."""
+        left, row = self.left, QHBoxLayout()
+        lut, lut_label, contrast, auto = left._controls
+        for w in (lut_label, lut, auto, left.fit_button):
+            row.addWidget(w)
+        row.addWidget(contrast, 1)
+        for w in (*self.right._controls, self.right.fit_button):
+            w.setVisible(False)
+        left.fit_button.clicked.disconnect()
+        left.fit_button.clicked.connect(self.reset_views)
+        return row
 
     # ------------------------------------------------------------------ data
     def set_input(self, volume: Volume | None) -> None:

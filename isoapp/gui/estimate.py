@@ -109,6 +109,26 @@ def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measur
     return Estimate(train_s, restore_s, int(ram), int(gpu), is_measured, loops)
 
 
+def estimate_auto(cfg: RunConfig, shape: tuple[int, ...], *, device: str, timings: dict) -> Estimate:
+    """``auto``'s estimate: its candidates' own estimates added up (each from this machine's measured
+    speed of that method, preset and device when known), as auto trains them one after the other
+    with its training settings; the restore as the slowest candidate's. Its training loops are the
+    candidates' loops (Self-Net counts two per step), so the run's ETA follows the real steps."""
+    from ..methods import get_method
+    from ..methods.base import build_config
+
+    parts = []
+    for name in cfg.params.get("candidates") or ("isonet", "selfnet"):
+        cls = get_method(name)
+        c = build_config(name, preset=cfg.preset, factor=cfg.factor, voxel_size=cfg.voxel_size,
+                         train=cfg.train_overrides)
+        parts.append(estimate(c, shape, cls=cls, device=device,
+                              measured=timings.get(timing_key(name, cfg.preset, device))))
+    return Estimate(sum(e.train_s for e in parts), max(e.restore_s for e in parts),
+                    max(e.ram_bytes for e in parts), max(e.gpu_bytes for e in parts),
+                    any(e.measured for e in parts), sum(e.train_loops for e in parts))
+
+
 @dataclass
 class RunClock:
     """The whole-run ETA of a running job, refined from its own measured speed.
@@ -139,8 +159,8 @@ class RunClock:
             self.loops_done += new
             self._t_last_loop = now
         elif stage == "restore":
-            if self.restore_start is None:
-                self.restore_start = now
+            if self.restore_start is None:  # it began when training ended (its first event is a step in)
+                self.restore_start = getattr(self, "_t_last_loop", now) if step > 0 else now
             self.restore_frac = min(max(step / max(total, 1), 0.0), 1.0)
 
     def speed_ratio(self) -> float:
@@ -166,6 +186,21 @@ class RunClock:
         left = max(est.train_loops - self.loops_done, 0)
         per_loop = est.train_s / est.train_loops if est.train_loops else 0.0
         return left * per_loop * ratio + est.restore_s * ratio
+
+    def eta(self, now: float | None = None) -> float:
+        """:meth:`remaining`; once this run's speed is measured, never above the last ETA less the
+        time since: a countdown that does not jump back up while the measured speed settles. (Before
+        that the prior may be far off, e.g. on a busy machine: the first measurement replaces it.)"""
+        now = time.perf_counter() if now is None else now
+        left = self.remaining(now)
+        measured = self.first_loop_t is not None and self.loops_done - self._first_count >= 2
+        if not measured and self.restore_start is None:
+            return left
+        last = getattr(self, "_eta_last", None)
+        if last is not None:
+            left = min(left, max(last[0] - (now - last[1]), 0.0))
+        self._eta_last = (left, now)
+        return left
 
     def total(self, now: float | None = None) -> float:
         now = time.perf_counter() if now is None else now

@@ -52,6 +52,28 @@ def doctor_text(fiji_dir: str | None) -> str:
     return fmt(report) if fmt is not None else "\n".join(f"{k}: {v}" for k, v in report.items())
 
 
+def add_display_range(path, vol: Volume) -> tuple[float, float] | None:
+    """Write the stack's display range into an ImageJ TIFF's description (``min=``/``max=``).
+
+    ImageJ otherwise takes a float (or 16-bit) stack's display range from its first slice, so a
+    restored stack whose first slice is dim opened saturated. The range is isoapp's Auto contrast
+    (0.5-99.8th percentiles) of a bounded, strided sample of the whole stack. None when not written
+    (not an ImageJ TIFF, or 8-bit).
+    """
+    import tifffile
+
+    from .view_tools import auto_levels
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.is_imagej or tif.pages[0].dtype == np.uint8:
+            return None
+        desc = tif.pages[0].description
+    lo, hi = auto_levels(np.asarray(vol.data))
+    lines = [ln for ln in desc.splitlines() if ln and not ln.startswith(("min=", "max="))]
+    tifffile.tiffcomment(path, comment="\n".join([*lines, f"min={lo!r}", f"max={hi!r}", ""]).encode("ascii"))
+    return lo, hi
+
+
 class FijiActions(QObject):
     """The Fiji menu. ``context()`` returns the current ``input``, ``result`` and ``results`` volumes."""
 
@@ -154,6 +176,7 @@ class FijiActions(QObject):
         path, new = handoff.file_for(self.result_key(vol), vol.name)
         if new:
             write_volume(vol, path)
+            add_display_range(path, vol)
         proc = handoff.show(path, extra_macro)
         self.last_sent = path
         dz, dy, dx = vol.voxel_size

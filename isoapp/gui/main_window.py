@@ -40,6 +40,7 @@ from .worker import RunController
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = (1400, 900)
+NARROW_WINDOW = (1500, 900)  # px: below them the docks give their width (height) to the images
 
 
 class MainWindow(RunMixin, QMainWindow):
@@ -136,7 +137,7 @@ class MainWindow(RunMixin, QMainWindow):
         pl.addWidget(scroll, 1)
         pl.addWidget(self.method_panel.estimate_label)
         pl.addLayout(buttons)
-        dock = QDockWidget("Stack && method", self)
+        self.method_dock = dock = QDockWidget("Stack && method", self)
         dock.setObjectName("dock_method")
         dock.setWidget(panel)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
@@ -150,9 +151,11 @@ class MainWindow(RunMixin, QMainWindow):
         self.log_dock.setObjectName("dock_log")
         self.log_dock.setWidget(self.log_panel)
         for d in (self.progress_dock, self.log_dock):
+            # closable: View > toggles them (Qt disables the toggle action of a dock that cannot close)
             d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
-        self.progress.setMinimumWidth(240)
+                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.progress.setMinimumWidth(250)
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.progress_dock)
@@ -195,6 +198,16 @@ class MainWindow(RunMixin, QMainWindow):
         view.addSeparator()
         for d in (self.progress_dock, self.log_dock):
             view.addAction(d.toggleViewAction())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        super().resizeEvent(event)
+        new, old = event.size(), event.oldSize()
+        # a laptop screen: the docks at their minimum, the images (Compare) get the room
+        if new.width() != old.width() and new.width() < NARROW_WINDOW[0]:
+            docks = [self.method_dock, self.progress_dock]
+            self.resizeDocks(docks, [d.minimumSizeHint().width() for d in docks], Qt.Orientation.Horizontal)
+        if new.height() != old.height() and new.height() < NARROW_WINDOW[1]:
+            self.resizeDocks([self.log_dock], [self.log_dock.minimumSizeHint().height()], Qt.Orientation.Vertical)
 
     def reset_views(self) -> None:
         """Fit every visible view to its image (Ctrl+0)."""

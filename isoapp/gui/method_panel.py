@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from ..core.errors import IsoappError
 from ..core.volume import Volume
 from ..methods import available_methods, build_config, capabilities, default_method, get_method
-from .estimate import Estimate, estimate, timing_key
+from .estimate import Estimate, estimate, estimate_auto, timing_key
 from .psf_fields import PsfFieldsMixin, spin_box
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class MethodPanel(PsfFieldsMixin, QWidget):
         self.factor_auto.setChecked(True)
         self.factor_auto.toggled.connect(self._factor_auto_toggled)
         self.factor.setEnabled(False)
+        self.factor.setSpecialValueText("—")  # no stack, no factor (not 4.000 next to 1 x 1 x 1)
+        self._blank_factor(True)
         frow = QHBoxLayout()
         frow.addWidget(self.factor, 1)
         frow.addWidget(self.factor_auto)
@@ -177,6 +179,7 @@ class MethodPanel(PsfFieldsMixin, QWidget):
     def set_volume(self, volume: Volume | None) -> None:
         """A new stack: its voxel size, the factor from it (ticked again) and a PSF FWHM guess."""
         self.volume = volume
+        self._blank_factor(volume is None)
         if volume is not None:
             dz, dy, dx = volume.voxel_size
             for sb, v in zip(self.voxel, (dz, dy, dx), strict=True):
@@ -196,11 +199,18 @@ class MethodPanel(PsfFieldsMixin, QWidget):
                 sb.setValue(v)
         self._changed()
 
+    def _blank_factor(self, blank: bool) -> None:
+        """Without a stack the factor shows "—" (its minimum, 0, reads as the special text)."""
+        with QSignalBlocker(self.factor):
+            self.factor.setMinimum(0.0 if blank else 1.0)
+            if blank:
+                self.factor.setValue(0.0)
+
     def voxel_size(self) -> tuple[float, float, float]:
         return tuple(float(sb.value()) for sb in self.voxel)  # type: ignore[return-value]
 
     def _sync_factor(self) -> None:
-        if self.factor_auto.isChecked():
+        if self.factor_auto.isChecked() and self.volume is not None:
             dz, dy, dx = self.voxel_size()
             with QSignalBlocker(self.factor):
                 self.factor.setValue(min(max(dz / max(0.5 * (dy + dx), 1e-12), 1.0), 20.0))
@@ -325,6 +335,8 @@ class MethodPanel(PsfFieldsMixin, QWidget):
         device = opts["device"]
         if device == "auto":
             device = "cuda" if cuda_status()[0] else "cpu"
+        if opts["method"] == "auto":
+            return estimate_auto(cfg, self.volume.shape, device=device, timings=self.timings)
         key = timing_key(opts["method"], opts["preset"], device)
         return estimate(cfg, self.volume.shape, cls=get_method(opts["method"]), device=device,
                         measured=self.timings.get(key))

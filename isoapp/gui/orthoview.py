@@ -7,7 +7,7 @@ XY/YZ the y range. The cursor ``(z, y, x)`` in voxels is the one state; :meth:`O
 updates every view and slider under signal blockers, and ``cursorChanged`` is emitted once per
 real change, so linked views never loop.
 
-Mouse and keys (Fiji's convention): the wheel steps through slices of the plane under the mouse,
+Mouse and keys (Fiji's convention): the wheel steps through slices of the plane under the mouse (down: +1),
 Ctrl+wheel zooms, middle/right drag pans, a left click places the cursor. ``<``/``>`` (also ``,``/``.``)
 and the left/right arrows step one slice, PageUp/PageDown ten, Home (or Ctrl+0) fits the view.
 Views fit their image whenever they are shown with a usable size (a view fitted while hidden
@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.volume import Volume
-from .view_display import DisplayMixin
+from .view_display import DisplayMixin, status_text
 from .view_tools import (
     AUTO_PERCENTILES,
     COMPOSITE_COLORS,
@@ -46,8 +46,11 @@ from .view_tools import (
     Plane,
     ScaleBar,
     auto_levels,
+    fit_axial,
+    fit_rect,
     lookup_table,
     split_by_extent,
+    title_px,
 )
 
 log = logging.getLogger(__name__)
@@ -124,13 +127,13 @@ class OrthoView(DisplayMixin, QWidget):
             sp.setToolTip(f"{axis.upper()} position of the cursor in pixels")
             s.valueChanged.connect(lambda v, a=axis: self._axis_moved(a, v))
             sp.valueChanged.connect(lambda v, a=axis: self._axis_moved(a, v))
-            grid.addWidget(QLabel(axis.upper(), self), row, 0)
-            grid.addWidget(s, row, 1)
-            grid.addWidget(sp, row, 2)
+            grid.addWidget(QLabel(axis.upper(), self), 0, 3 * row)  # one row: the canvas keeps the room
+            grid.addWidget(s, 0, 3 * row + 1)
+            grid.addWidget(sp, 0, 3 * row + 2)
             self.sliders[axis], self.spins[axis] = s, sp
 
         lut_label, auto = self._build_display(lut)
-        fit = QToolButton(self)
+        self.fit_button = fit = QToolButton(self)
         fit.setText("Fit")
         fit.setToolTip("reset zoom and pan so every view shows its whole image (Home, Ctrl+0)")
         fit.clicked.connect(self.reset_view)
@@ -331,13 +334,10 @@ class OrthoView(DisplayMixin, QWidget):
         if self.data is None:
             return
         z, y, x = self.cursor
-        zc, yc, xc = self.cursor_physical()
-        # two lines, values before positions: a narrow panel (Compare, side by side) clips the ends of
-        # the lines, and the line count never changes, so moving the mouse never re-lays out the views
-        cursor = f"cursor z={z} y={y} x={x} = {float(self.data[z, y, x]):.4g}  ({zc:.2f}, {yc:.2f}, {xc:.2f} µm)"
-        voxel = f"voxel {self.voxel[0]:g} x {self.voxel[1]:g} x {self.voxel[2]:g} µm"
-        second = f"mouse {self.hover_text}   |   {voxel}" if self.hover_text else voxel
-        self.status.setText(f"{cursor}\n{second}")
+        # two lines, each fitted to the label's width (the µm positions always show whole); the line
+        # count never changes, so moving the mouse never re-lays out the views
+        self.status.setText(status_text(self.status, self.cursor, float(self.data[z, y, x]),
+                                        self.cursor_physical(), self.voxel, self.hover_text))
 
     # ------------------------------------------------------------------ keys, fitting
     def _split(self) -> None:
@@ -370,17 +370,13 @@ class OrthoView(DisplayMixin, QWidget):
         self._auto_fit = True
         if self.data is None:
             return
-        # XY fits its image; the axial views share its x (XZ) or y (YZ) range, so only their z range
-        # is left: centred on the stack, at the size their aspect gives (the split by physical extent
-        # makes that size hold the whole z extent)
-        self.mip.box.autoRange(padding=0.02)
-        self.xy.box.autoRange(padding=0.02)
-        ext_z = self.data.shape[0] * self.voxel[0]
-        for box, axis in ((self.xz.box, 1), (self.yz.box, 0)):
-            lo, hi = box.viewRange()[axis]
-            half = max((hi - lo) / 2, ext_z * 0.51)
-            rng = (ext_z / 2 - half, ext_z / 2 + half)
-            (box.setYRange if axis == 1 else box.setXRange)(*rng, padding=0)
+        # XY fits above the scale bar, MIP below its title; XZ/YZ share XY's x/y range: only z is left
+        nz, ny, nx = self.data.shape
+        dz, dy, dx = self.voxel
+        fit_rect(self.mip.box, nx * dx, ny * dy, top=title_px(self.mip))
+        fit_rect(self.xy.box, nx * dx, ny * dy, bottom=self.scale_bar.extent_px())
+        fit_axial(self.xz.box, nz * dz, True)
+        fit_axial(self.yz.box, nz * dz, False)
 
     def _fit_if_ready(self) -> None:
         if not self._fit_pending or self.data is None or not self.isVisible():
@@ -396,4 +392,5 @@ class OrthoView(DisplayMixin, QWidget):
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
+        self._update_status()
         self._fit_if_ready()

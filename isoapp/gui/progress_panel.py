@@ -13,11 +13,11 @@ import re
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from ..training.events import PreviewEvent, ProgressEvent
 from .estimate import RunClock
+from .loss_axis import LossAxis
 from .orthoview import auto_levels
 
 log = logging.getLogger(__name__)
@@ -30,54 +30,6 @@ PLOT_MIN_HEIGHT = 95
 def stage_group(stage: str) -> str:
     """The loss plot a training stage belongs to: epochs (``_e<N>``) share one."""
     return re.sub(r"_e\d+", "", stage)
-
-
-class LossAxis(pg.AxisItem):
-    """A log-scale loss axis whose labelled ticks never overlap.
-
-    pyqtgraph labels every 1..9 mantissa when the range spans less than about a decade, however
-    short the axis, so the numbers pile up. Here the labelled ticks are the finest of 1..9, 1-2-5,
-    1-3 or decades (then every 2nd, 5th, ... decade) that leaves ``min_gap`` pixels between labels;
-    the rest stay unlabelled minor ticks.
-    """
-
-    MANTISSAS = ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,))
-
-    def min_gap(self) -> float:
-        """Pixels between the centres of two labels: a text height and a bit."""
-        font = self.style.get("tickFont") or self.font()
-        return QFontMetrics(font).height() * 1.3
-
-    def logTickValues(self, minVal, maxVal, size, stdTicks):  # noqa: N802, N803 - pyqtgraph naming
-        ticks = super().logTickValues(minVal, maxVal, size, stdTicks)
-        lo, hi = sorted((float(minVal), float(maxVal)))
-        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo or size <= 0:
-            return ticks
-        px_per_decade = size / (hi - lo)
-        decades = range(int(np.floor(lo)), int(np.ceil(hi)) + 1)
-        chosen: list[float] = []
-        for mantissas in self.MANTISSAS:
-            vals = sorted(d + np.log10(m) for d in decades for m in mantissas)
-            vals = [v for v in vals if lo <= v <= hi]
-            gaps = np.diff([d + np.log10(m) for d in decades for m in mantissas])
-            if len(gaps) == 0 or gaps.min() * px_per_decade >= self.min_gap():
-                chosen = vals
-                break
-        else:  # even one label per decade is too dense: every n-th decade
-            every = int(np.ceil(self.min_gap() / px_per_decade))
-            chosen = [float(d) for d in decades if d % every == 0 and lo <= d <= hi]
-        if not chosen:  # a range inside one step of the finest set: keep pyqtgraph's ticks
-            return ticks
-        minor = [v for _sp, level in ticks for v in level if all(abs(v - c) > 1e-9 for c in chosen)]
-        return [(None, chosen), (None, minor)]
-
-    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph naming
-        """Plain numbers (10, 0.05) where short, pyqtgraph's 10ⁿ notation otherwise."""
-        out = super().logTickStrings(values, scale, spacing)
-        for i, v in enumerate(10 ** np.asarray(values, float) * scale):
-            if 1e-3 <= abs(v) < 1e4:
-                out[i] = f"{v:.1g}" if abs(v) < 10 else f"{v:.0f}"
-        return out
 
 
 def format_eta(seconds: float | None) -> str:
@@ -104,6 +56,32 @@ class FittingProgressBar(QProgressBar):
     def text(self) -> str:  # the style paints what this returns
         full = super().text()
         return self.fontMetrics().elidedText(full, Qt.TextElideMode.ElideMiddle, self.text_room())
+
+
+PREVIEW_KEYS = ("in_xz", "xz", "in_yz", "yz")
+PREVIEW_TITLES = {"in_xz": "input XZ (interpolated)", "xz": "restored XZ (live)",
+                  "in_yz": "input YZ (interpolated)", "yz": "restored YZ (live)"}
+
+
+def method_of(stage: str) -> str:
+    """The human name of the method a training stage belongs to ("selfnet_e0_stage1" -> "Self-Net")."""
+    from ..methods import method_label
+
+    name = stage.split("_")[0]
+    try:
+        return method_label(name).split(" (")[0]
+    except Exception:  # noqa: BLE001 - not a method id: the stage's own name
+        return name
+
+
+class PreviewCanvas(pg.GraphicsLayoutWidget):
+    """The previews' canvas: rearranges them whenever its size changes."""
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        super().resizeEvent(event)
+        panel = self.parent()
+        if isinstance(panel, ProgressPanel) and hasattr(panel, "_columns"):  # not while it is built
+            panel.arrange()
 
 
 class ProgressPanel(QWidget):
@@ -139,19 +117,19 @@ class ProgressPanel(QWidget):
         self.clock: RunClock | None = None
         self.position_text = ""
 
-        self.preview = pg.GraphicsLayoutWidget(self)
+        self.preview = PreviewCanvas(self)
         self.preview.setBackground("k")
         self.boxes: dict[str, pg.ViewBox] = {}
         self.images: dict[str, pg.ImageItem] = {}
-        titles = {"in_xz": "input XZ (interpolated)", "xz": "restored XZ (live)",
-                  "in_yz": "input YZ (interpolated)", "yz": "restored YZ (live)"}
-        for i, key in enumerate(("in_xz", "xz", "in_yz", "yz")):  # one column: fits a side dock
-            self.preview.addLabel(titles[key], row=2 * i, col=0, color="#ffd700", size="8pt")
-            box = self.preview.addViewBox(row=2 * i + 1, col=0, lockAspect=True, invertY=True,
-                                          enableMenu=False)
+        self.titles: dict[str, pg.LabelItem] = {}
+        for key in PREVIEW_KEYS:
+            self.titles[key] = pg.LabelItem(PREVIEW_TITLES[key], color="#ffd700", size="8pt")
+            box = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
             img = pg.ImageItem(axisOrder="row-major")
             box.addItem(img)
             self.boxes[key], self.images[key] = box, img
+        self._columns = 0
+        self._arrange(1)
         self.boxes["xz"].setXLink(self.boxes["in_xz"])
         self.boxes["xz"].setYLink(self.boxes["in_xz"])
         self.boxes["yz"].setXLink(self.boxes["in_yz"])
@@ -207,8 +185,10 @@ class ProgressPanel(QWidget):
         self.eta.setText("")
 
     def start(self, voxel_out: tuple[float, float, float], input_planes: dict[str, np.ndarray] | None,
-              position_text: str, *, keep_history: bool = False, clock: RunClock | None = None) -> None:
-        """Reset for a new run; ``input_planes`` ('xz' (Z', X), 'yz' (Z', Y)) on the output grid.
+              position_text: str, *, keep_history: bool = False, clock: RunClock | None = None,
+              live: bool = True) -> None:
+        """Reset for a new run; ``input_planes`` ('xz' (Z', X), 'yz' (Z', Y)) on the output grid;
+        ``live=False``: a method that does not train (its result shows at the end).
 
         ``keep_history`` (a resumed run) keeps the loss curves of the run it continues.
         """
@@ -224,11 +204,12 @@ class ProgressPanel(QWidget):
             for key in ("xz", "yz"):
                 self._show(f"in_{key}", input_planes[key])
                 self._show(key, np.zeros_like(input_planes[key]))
-            self.boxes["in_xz"].autoRange(padding=0.02)
-            self.boxes["in_yz"].autoRange(padding=0.02)
+            self._columns = 0
+            self.arrange()
+        self._set_method("")
         self.preview_label.setText(f"Live preview at {position_text}: waiting for the first preview"
-                                   if input_planes is not None else
-                                   "No live preview: this method does not train (the result shows in Compare)")
+                                   if input_planes is not None and live else
+                                   "No live preview: this method does not train (its result shows at the end)")
         self.position_text = position_text
         self.stage_label.setText("Starting…")
         self._reset_bar()
@@ -241,8 +222,70 @@ class ProgressPanel(QWidget):
         img.setImage(np.asarray(plane, np.float32), autoLevels=False, levels=self.levels or (0, 1))
         img.setRect(QRectF(0, 0, n_l * lateral, n_z * dz))
 
+    # ------------------------------------------------------------------ preview layout
+    def _plane_um(self) -> tuple[float, float]:
+        """Width and height (µm) of the larger preview plane (XZ or YZ)."""
+        ims = [self.images[k].image for k in ("in_xz", "in_yz")]
+        if any(im is None for im in ims):
+            return 1.0, 1.0
+        dz, dy, dx = self.voxel_out
+        return max(ims[0].shape[1] * dx, ims[1].shape[1] * dy), ims[0].shape[0] * dz
+
+    def arrange(self) -> None:
+        """1x4, 2x2 or 4x1 previews: whichever shows the planes largest in this canvas, at their aspect."""
+        w_um, h_um = self._plane_um()
+        width, height = self.preview.width(), self.preview.height()
+        label = 18  # px of a title row
+
+        def scale(cols: int) -> float:
+            return min(width / cols / w_um, (height / (4 // cols) - label) / h_um)
+
+        self._arrange(max((1, 2, 4), key=scale))
+
+    def _arrange(self, columns: int) -> None:
+        if columns == self._columns:
+            return
+        self._columns = columns
+        ci = self.preview.ci
+        for key in PREVIEW_KEYS:
+            for item in (self.titles[key], self.boxes[key]):
+                if item in ci.items:
+                    ci.removeItem(item)
+        for i, key in enumerate(PREVIEW_KEYS):  # in_xz, xz, in_yz, yz: input beside (or above) restored
+            row, col = divmod(i, columns)
+            ci.addItem(self.titles[key], row=2 * row, col=col)
+            ci.addItem(self.boxes[key], row=2 * row + 1, col=col)
+        for key in ("in_xz", "in_yz"):
+            if self.images[key].image is not None:
+                self.boxes[key].autoRange(padding=0.02)
+
+    def _set_method(self, name: str) -> None:
+        for key, what in (("xz", "XZ"), ("yz", "YZ")):
+            self.titles[key].setText(f"{name} {what}" if name else PREVIEW_TITLES[key])
+
+    def show_result(self, label: str, planes: dict[str, np.ndarray]) -> None:
+        """The run ended: the restored previews show the result it kept (auto: the chosen method)."""
+        for key in ("xz", "yz"):
+            if planes.get(key) is not None:
+                self._show(key, np.asarray(planes[key]))
+        name = label.replace("Auto: ", "")
+        for key, what in (("xz", "XZ"), ("yz", "YZ")):
+            self.titles[key].setText(f"{name} {what} (result)")
+        self.preview_label.setText(f"Result at {self.position_text}: {label}")
+
     def set_stage(self, stage: str, description: str) -> None:
-        self.stage_label.setText(description or stage)
+        """The header: a training stage says its method (and Self-Net's epoch and stage) and, when the
+        run trains more than this stage, how many steps the whole run trains."""
+        text = description or stage
+        m = re.fullmatch(r"([a-z]+)(?:_e(\d+)_stage(\d+))?", stage)
+        if m and description.startswith("training ") and method_of(stage) != m[1]:
+            where = f" epoch {int(m[2]) + 1}, stage {m[3]}" if m[2] else ""
+            text = f"{method_of(stage)}{where}: {description}"
+            loops = self.clock.estimate.train_loops if self.clock is not None else 0
+            steps = re.match(r"training (\d+) steps", description)
+            if loops and steps and int(steps[1]) != loops:
+                text += f" ({loops} training steps in the whole run)"
+        self.stage_label.setText(text)
 
     def _plot(self, group: str) -> pg.PlotItem:
         if group not in self.plots:
@@ -284,7 +327,7 @@ class ProgressPanel(QWidget):
         training = ev.stage != "restore" and ev.loss is not None
         if self.clock is not None:
             self.clock.update(ev.stage, int(ev.step), int(ev.total), training)
-            eta = format_eta(self.clock.remaining())
+            eta = format_eta(self.clock.eta())
             self.eta.setText(f"ETA {eta} (whole run)" if eta else "")
         else:
             eta = format_eta(ev.eta_s)
@@ -324,7 +367,9 @@ class ProgressPanel(QWidget):
             plane = ev.planes.get(key)
             if plane is not None:
                 self._show(key, np.asarray(plane))
-        self.preview_label.setText(f"Live preview at {self.position_text}: {ev.stage} step {ev.step}")
+        name = method_of(ev.stage)
+        self._set_method(f"{name} (live)")
+        self.preview_label.setText(f"Live preview at {self.position_text}: {name}, {ev.stage} step {ev.step}")
 
     def finish(self, text: str, state: str = "done") -> None:
         """The run ended (``state``: done, failed or cancelled); a full bar only for a finished run."""

@@ -95,11 +95,13 @@ class RunMixin:
         else:
             y, x = ny // 2, nx // 2
             where = f"the volume centre (y={y}, x={x})"
+        self._preview_yx = (y, x)  # where the previews cut; the result is shown there at the end
+        self._run_resumed = resume  # a resumed run's training time covers only its last part
         dz, dy, dx = opts.get("voxel_size") or self.input.voxel_size
         est = self.method_panel.estimate()
         trains = get_method(opts["method"]).trainable
-        self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x) if trains else None,
-                            where, keep_history=resume, clock=RunClock(est) if est is not None else None)
+        self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x), where, keep_history=resume,
+                            clock=RunClock(est) if est is not None else None, live=trains)
         self.report.clear()
         self.last_run = {"options": {k: v for k, v in opts.items() if k not in ("resume", "preview_position")}}
         worker = RestoreWorker(self.input, opts)
@@ -170,12 +172,25 @@ class RunMixin:
         self.compare.add_result(label, vol, factor, getattr(result, "before", None))
         self.results_info[label] = dict(result.info)
         self.report.show_info(result.info, label)
+        self._show_result_preview(vol, label)
         self.tabs.setCurrentWidget(self.compare_tab)
         text = (f"Done: {label}, {vol.shape}, trained {result.train_seconds:.1f} s, "
                 f"restored {result.restore_seconds:.1f} s")
         self.progress.finish(text)
         self.statusBar().showMessage(text, 15000)
         self.run_finished.emit(result)
+
+    def _show_result_preview(self, vol, label: str) -> None:
+        """The live previews end on the kept result (after auto: the chosen method, not the last trained)."""
+        y, x = getattr(self, "_preview_yx", (None, None))
+        if y is None or self.progress.images["in_xz"].image is None:
+            return
+        data = np.asarray(self.input.channel(0, 0).data, np.float32)
+        lo, hi = np.percentile(data, NORM_PERCENTILES)  # the inputs' normalisation (_preview_inputs)
+        res = np.asarray(vol.channel(0, 0).data, np.float32)
+        y, x = min(y, res.shape[1] - 1), min(x, res.shape[2] - 1)
+        scale = 1.0 / max(hi - lo, 1e-12)
+        self.progress.show_result(label, {"xz": (res[:, y, :] - lo) * scale, "yz": (res[:, :, x] - lo) * scale})
 
     def _run_failed(self, message: str, details: str) -> None:
         self._discard_checkpoint()
@@ -201,14 +216,15 @@ class RunMixin:
         info = result.info
         cls = get_method(str(info.get("method")))
         out_vox = int(np.prod(result.volume.shape))
-        entry = {"s_per_voxel": result.restore_seconds / max(out_vox, 1)}
-        steps = int(info.get("steps") or 0)
-        if steps and result.train_seconds > 0:
-            loops = steps * cls.time_model.loops_per_step * channels
-            entry["s_per_loop"] = result.train_seconds / loops
         device = str(info.get("device", "cpu"))
         timings = self._load_timings()
-        timings[timing_key(cls.name, str(info.get("preset")), device)] = entry
+        key = timing_key(cls.name, str(info.get("preset")), device)
+        entry = {**timings.get(key, {}), "s_per_voxel": result.restore_seconds / max(out_vox, 1)}
+        steps = int(info.get("steps") or 0)
+        if steps and result.train_seconds > 0 and not getattr(self, "_run_resumed", False):
+            loops = steps * cls.time_model.loops_per_step * channels
+            entry["s_per_loop"] = result.train_seconds / loops
+        timings[key] = entry
         self.settings.set_json("timings", timings)
         self.method_panel.timings = timings
         self.method_panel.estimate_label.setText(self.method_panel.estimate_text())

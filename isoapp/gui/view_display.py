@@ -9,10 +9,34 @@ Auto button, cuts the planes at the cursor (with the wipe and the MIP) and maps 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSignalBlocker
+from PySide6.QtCore import QRectF, QSignalBlocker, Qt
 from PySide6.QtWidgets import QComboBox, QLabel, QToolButton
 
 from .view_tools import AUTO_PERCENTILES, LUTS, ContrastBar, auto_levels, composite_rgb, lookup_table
+
+
+def fit_line(label: QLabel, variants: list[str]) -> str:
+    """The first of ``variants`` (longest first) that fits ``label``'s width, else the last one elided
+    at its left: the end of each variant (a position in µm) is what must show."""
+    fm, room = label.fontMetrics(), max(label.contentsRect().width(), label.width()) - 2
+    for text in variants:
+        if fm.horizontalAdvance(text) <= room:
+            return text
+    return fm.elidedText(variants[-1], Qt.TextElideMode.ElideLeft, room)
+
+
+def status_text(label: QLabel, cursor, value: float, phys, voxel, hover: str) -> str:
+    """The view's two status lines: the cursor (value and µm position) and the mouse readout (or the
+    voxel size), each shortened to fit ``label`` rather than clipped ("(72.51, 49.30, 55.10 µ")."""
+    z, y, x = cursor
+    um = f"({phys[0]:.2f}, {phys[1]:.2f}, {phys[2]:.2f} µm)"
+    first = fit_line(label, [f"cursor z={z} y={y} x={x} = {value:.4g}  {um}", f"z={z} y={y} x={x} = {value:.4g}  {um}",
+                             f"= {value:.4g} {um}", um])
+    vox = f"voxel {voxel[0]:g} x {voxel[1]:g} x {voxel[2]:g} µm"
+    if not hover:
+        return f"{first}\n{fit_line(label, [vox])}"
+    short = hover.replace(" px  value ", " = ").replace(" px  max ", " max ")
+    return f"{first}\n{fit_line(label, [f'mouse {hover}   |   {vox}', f'mouse {hover}', short, short[short.rindex('('):]])}"
 
 
 class DisplayMixin:

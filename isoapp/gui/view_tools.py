@@ -85,8 +85,17 @@ class ScaleBar(pg.ScaleBar):
     """A scale bar in µm (view coordinates are µm) that picks a round length as the view zooms."""
 
     def __init__(self) -> None:
-        super().__init__(1.0, width=4, brush=(255, 255, 255, 220), pen=None, suffix="", offset=(-12, -10))
+        super().__init__(1.0, width=4, brush=(255, 255, 255, 220), pen=None, suffix="", offset=(-8, -6))
         self.text.setColor((255, 255, 255))
+        font = self.text.textItem.font()
+        font.setPointSizeF(max(font.pointSizeF() * 0.85, 6.0))
+        self.text.setFont(font)
+
+    def extent_px(self) -> tuple[float, float]:
+        """(height, width) px the bar and its text take at the bottom right of the view."""
+        text = self.text.boundingRect()
+        view = self.parentItem()  # the bar is at most a fifth of the view's width (nice_length)
+        return (6 + self._width + text.height(), 8 + max(view.width() / 5 if view is not None else 0, text.width()))
 
     def updateBar(self) -> None:  # noqa: N802 - pyqtgraph naming
         view = self.parentItem()
@@ -213,6 +222,53 @@ def split_by_extent(graphics: pg.GraphicsLayoutWidget, shape: tuple[int, int, in
     return True
 
 
+def title_px(plane: Plane) -> tuple[float, float]:
+    """(height, width) px of a view's title at its top left ((0, 0) when hidden)."""
+    if not plane.label.isVisible():
+        return (0.0, 0.0)
+    r = plane.label.boundingRect()
+    return (r.height() + 2, r.width() + 2)
+
+
+def fit_rect(box: pg.ViewBox, w: float, h: float, top: tuple[float, float] = (0, 0),
+             bottom: tuple[float, float] = (0, 0), pad: float = 2.0) -> None:
+    """Zoom ``box`` so the image ``(0, 0, w, h)`` (µm) fills it and nothing drawn in its corners lies
+    over it: ``top`` is (height, width) px of a title at the top left, ``bottom`` of the scale bar at
+    the bottom right; each gets a margin unless the image leaves it room beside it."""
+    bw, bh = box.width(), box.height()
+    room_w = bw - 2 * pad
+    if w <= 0 or h <= 0 or room_w < 8 or bh - 2 * pad < 8:
+        box.autoRange(padding=0.02)
+        return
+    s = min(room_w / w, (bh - 2 * pad) / h)  # pixels per µm
+    beside = (bw - w * s) / 2  # free pixels left and right of the image
+    t = top[0] if top[0] and beside < top[1] + pad else 0.0
+    b = bottom[0] if bottom[0] and beside < bottom[1] + pad else 0.0
+    room_h = bh - t - b - 2 * pad
+    if room_h < 8:
+        t = b = 0.0
+        room_h = bh - 2 * pad
+    s = min(room_w / w, room_h / h)
+    x0 = w / 2 - bw / s / 2
+    y0 = -(t + pad + (room_h - h * s) / 2) / s
+    box.setRange(xRange=(x0, x0 + bw / s), yRange=(y0, y0 + bh / s), padding=0)
+
+
+def fit_axial(box: pg.ViewBox, ext_z: float, vertical: bool, top: float = 0.0, pad: float = 2.0) -> None:
+    """The z range of an axial view whose lateral range is linked to XY: the whole z extent, centred
+    below a title of ``top`` pixels (XZ, z vertical) or centred (YZ, z horizontal)."""
+    (x0, x1), (y0, y1) = box.viewRange()
+    if vertical:
+        s = box.width() / max(x1 - x0, 1e-12)
+        free = (top + pad) / s
+        span = max(box.height() / s, ext_z * 1.02 + free)
+        start = -free - (span - ext_z - free) / 2
+        box.setYRange(start, start + span, padding=0)
+    else:
+        half = max((x1 - x0) / 2, ext_z * 0.51)
+        box.setXRange(ext_z / 2 - half, ext_z / 2 + half, padding=0)
+
+
 def ctrl_held(modifiers) -> bool:
     """Whether Ctrl (Cmd on macOS) is held: Ctrl+wheel zooms, the plain wheel steps slices."""
     return bool(modifiers & Qt.KeyboardModifier.ControlModifier)
@@ -246,8 +302,8 @@ class CursorViewBox(pg.ViewBox):
             return
         ev.accept()
         delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
-        if delta:
-            self.sigWheelStep.emit(1 if delta > 0 else -1)
+        if delta:  # Fiji: wheel down (towards the user, negative delta) shows the next slice
+            self.sigWheelStep.emit(1 if delta < 0 else -1)
 
 
 class Graphics(pg.GraphicsLayoutWidget):
@@ -261,6 +317,11 @@ class Graphics(pg.GraphicsLayoutWidget):
         owner = getattr(self, "_owner", None)
         if owner is None or not owner._key(event):
             super().keyPressEvent(event)
+
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        # the view under the wheel takes the keyboard focus (Home, < and > then act on it, no click needed)
+        self.setFocus(Qt.FocusReason.MouseFocusReason)
+        super().wheelEvent(event)
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)

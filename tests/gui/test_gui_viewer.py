@@ -44,9 +44,9 @@ def test_hover_readout_keys_wheel_and_zoom(window, stack_tif, qtbot):
         box.wheelEvent(ev)
 
     ov.set_cursor(4, 24, 24)
-    wheel(ov.xy.box, 120)
+    wheel(ov.xy.box, -120)  # wheel down: the next slice, as in Fiji
     assert ov.cursor == (5, 24, 24)
-    wheel(ov.xz.box, -120)
+    wheel(ov.xz.box, 120)
     assert ov.cursor == (5, 23, 24)  # XZ steps y
     span = np.diff(ov.xy.box.viewRange()[0])[0]
     wheel(ov.xy.box, 120, Qt.KeyboardModifier.ControlModifier)
