@@ -105,3 +105,47 @@ def test_a_psf_too_wide_fools_the_lateral_check_but_not_the_axial_one(case):
     assert lateral > 0.5, res.info["heldout"]  # fooled: the wrong PSF made its planes
     assert axial < 0, res.info["axial"]  # the sign of the true gain
     assert res.info["consistency"]["chi2_per_n"] > 1.3, res.info["consistency"]
+
+
+def _fake_axial(gains: dict[str, tuple[float, float, float]]):
+    """An axial check that reports ``gains[name] = (gain over linear, its SE, margin over cubic)``."""
+
+    def check(vol, factor, name, **kw):
+        g, se, margin = gains[name]
+        return {"psnr_gain_db": g, "psnr_gain_se_db": se, "cubic_margin_db": margin, "cubic_margin_se_db": se,
+                "spacing_ratio": 2, "n_planes": 8}
+
+    return check
+
+
+def test_auto_chooses_by_the_axial_check_where_it_runs_else_by_the_lateral_one(monkeypatch):
+    """The lateral check rates linear interpolation 0 dB over itself; an axial check that rates it
+    clearly above both interpolations makes auto keep it, one within twice its SE does not, and with
+    criterion=lateral (or where the axial check cannot run) the lateral check decides."""
+    import isoapp.methods.auto as auto_mod
+    from isoapp.quality.phantoms import make_phantom
+    from isoapp.run.restore import restore
+
+    ph = make_phantom("tubes", (49, 48, 48), factor=4, seed=0, noise={"photons": 200.0, "read_noise": 1.0})
+    monkeypatch.setattr(auto_mod, "thin_restorer", lambda name, *a, **k: name)
+    cands = {"candidates": ["linear"]}
+    monkeypatch.setattr(auto_mod, "axial_check", _fake_axial({"linear": (0.8, 0.1, 0.5)}))
+    res = restore(ph.degraded, "auto", device="cpu", params=cands, check="both")
+    trial = res.info["candidates"][0]
+    assert trial["judged_by"] == "axial" and trial["axial_gain_db"] == 0.8 and trial["heldout_gain_db"] == 0.0
+    assert res.info["chosen"] == "linear" and "withheld recorded planes" in res.info["reason"], res.info["reason"]
+    assert res.info["axial"]["psnr_gain_db"] == 0.8  # the Restorer reports the chosen candidate's, not a third run
+    monkeypatch.setattr(auto_mod, "axial_check", _fake_axial({"linear": (0.8, 0.5, 0.5)}))  # within 2 SE
+    res = restore(ph.degraded, "auto", device="cpu", params=cands, check="lateral")
+    assert res.info["chosen"] == "cubic" and "clearly beat both" in res.info["reason"]
+    res = restore(ph.degraded, "auto", device="cpu", params={**cands, "criterion": "lateral"}, check="lateral")
+    trial = res.info["candidates"][0]
+    assert trial["judged_by"] == "lateral" and "axial_gain_db" not in trial
+    assert res.info["chosen"] == "cubic" and "lateral check" in res.info["reason"]
+
+    def refuse(*a, **k):
+        raise ConfigError("twice the factor is too large")
+
+    monkeypatch.setattr(auto_mod, "axial_check", refuse)  # the sub-run refused: the lateral check decides
+    res = restore(ph.degraded, "auto", device="cpu", params=cands, check="lateral")
+    assert res.info["candidates"][0]["judged_by"] == "lateral" and res.info["chosen"] == "cubic"
