@@ -100,7 +100,7 @@ def consistency(vol: np.ndarray, out: np.ndarray, degradation: Degradation, *, s
            "far_above_1": overall > CHI2_WARN}
     log.info("data consistency: chi2/N %.2f (worst plane %d: %.2f), %.2f%% of voxels beyond 3 sigma, sum along z "
              "%+.1f%%, %.3f%% of the output below the background by > 3 sigma", overall, res["chi2_worst_plane"],
-             per_plane.max(), 100 * res["frac_beyond_3sigma"], change, 100 * res["below_background_frac"])
+             float(per_plane.max()), 100 * res["frac_beyond_3sigma"], change, 100 * res["below_background_frac"])
     return res, (z.astype(np.float32) if residual_map else None)
 
 
