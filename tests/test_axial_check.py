@@ -143,6 +143,18 @@ def test_auto_chooses_by_the_axial_check_where_it_runs_else_by_the_lateral_one(m
     assert trial["judged_by"] == "lateral" and "axial_gain_db" not in trial
     assert res.info["chosen"] == "cubic" and "lateral check" in res.info["reason"]
 
+    lateral = {"psnr_gain_db": 3.0, "psnr_gain_se_db": 0.1, "cubic_margin_db": 3.0, "cubic_margin_se_db": 0.1,
+               "ssim_gain": 0.05, "cubic_gain_db": 0.0}
+    monkeypatch.setattr(auto_mod, "evaluate", lambda *a, **k: dict(lateral))  # the lateral check clears the bar
+    monkeypatch.setattr(auto_mod, "axial_check", _fake_axial({"linear": (-0.2, 0.4, -0.2)}))  # within the noise
+    res = restore(ph.degraded, "auto", device="cpu", params=cands, check="lateral")
+    assert res.info["chosen"] == "linear" and "do not contradict" in res.info["reason"], res.info["reason"]
+    monkeypatch.setattr(auto_mod, "axial_check", _fake_axial({"linear": (-1.0, 0.2, -1.0)}))  # clearly worse: veto
+    res = restore(ph.degraded, "auto", device="cpu", params=cands, check="lateral")
+    assert res.info["chosen"] == "cubic", res.info["reason"]
+    monkeypatch.undo()
+    monkeypatch.setattr(auto_mod, "thin_restorer", lambda name, *a, **k: name)
+
     def refuse(*a, **k):
         raise ConfigError("twice the factor is too large")
 

@@ -14,8 +14,12 @@ only while the time budget (``budget_s``) is not spent. Each is then judged by t
 
 The candidate with the largest gain over linear interpolation is kept if it beats both linear and
 cubic interpolation on the same planes by ``min_gain_db`` and by twice the standard error of the
-per-plane differences (a few planes are a noisy measurement); otherwise the result is cubic
-interpolation, which needs no training and cannot invent structure. The choice and the reason are
+per-plane differences (a few planes are a noisy measurement). With the axial criterion it is also
+kept when the lateral check clears that bar and the axial check does not contradict it (it is not
+below linear or cubic by more than twice its SE): the axial sub-run fills in planes at twice the
+spacing, a harder and noisier case, so it vetoes harm rather than demanding proof (on real stacks it
+rated IsoNet -0.20 ± 0.40 dB where IsoNet gained +1.18 dB; docs/QUALITY.md). Otherwise the result is
+cubic interpolation, which needs no training and cannot invent structure. The choice and the reason are
 reported (:meth:`Auto.selection`), printed by the CLI and shown in the GUI; saving the model
 saves the chosen method's model.
 """
@@ -151,7 +155,7 @@ class Auto(Method):
             log.info("auto: %s gains %+.2f dB over linear (%s check; cubic margin %+.2f dB)", name,
                      judge["psnr_gain_db"], trial["judged_by"], judge["cubic_margin_db"])
             if best is None or judge["psnr_gain_db"] > best[0]:
-                best = (judge["psnr_gain_db"], m, judge)
+                best = (judge["psnr_gain_db"], m, judge, ho)
         ctx.work_dir = work_dir
         if best is None:
             self.chosen = self._candidate("cubic")
@@ -159,8 +163,9 @@ class Auto(Method):
                            "interpolation is used")
             log.info("auto: %s", self.reason)
             return
-        gain, m, ho = best
-        where = ("the withheld recorded planes (axial check)" if "spacing_ratio" in ho
+        gain, m, ho, lat = best
+        axial = "spacing_ratio" in ho
+        where = ("the withheld recorded planes (axial check)" if axial
                  else "the held-out lateral planes (lateral check, estimated model)")
         margin = ho["cubic_margin_db"]
         need_l = max(self.params.min_gain_db, 2.0 * ho["psnr_gain_se_db"])
@@ -169,12 +174,32 @@ class Auto(Method):
             self.chosen = m
             self.reason = (f"{_short(m)} restored {where} best: {gain:+.2f} dB over linear "
                            f"interpolation, {margin:+.2f} dB over cubic")
+        elif axial and lat is not None and self._lateral_clear(lat) and not self._harmful(ho):
+            # the axial check is a harder, noisier case (2x the spacing): within its noise it does not
+            # contradict a lateral check that clears the bar (measured: brain_nuclei k4, IsoNet +1.18 dB
+            # true, axial -0.20 ± 0.40, lateral +3.10)
+            self.chosen = m
+            self.reason = (f"{_short(m)} cleared the lateral check ({lat['psnr_gain_db']:+.2f} dB over linear, "
+                           f"{lat['cubic_margin_db']:+.2f} over cubic, estimated model) and the withheld recorded "
+                           f"planes do not contradict it within their noise (axial check {gain:+.2f} ± "
+                           f"{ho['psnr_gain_se_db']:.2f} dB over linear)")
         else:
             self.chosen = self._candidate("cubic")
             self.reason = (f"no candidate clearly beat both interpolations on {where} (best: {_short(m)} "
                            f"{gain:+.2f} dB over linear, {margin:+.2f} dB over cubic; needed more than "
                            f"{need_l:.2f} and {need_c:.2f} dB): cubic interpolation is used")
         log.info("auto: %s", self.reason)
+
+    def _lateral_clear(self, ho: dict[str, Any]) -> bool:
+        """The lateral check's bar: above linear and cubic by ``min_gain_db`` and twice its SE."""
+        return (ho["psnr_gain_db"] > max(self.params.min_gain_db, 2.0 * ho["psnr_gain_se_db"])
+                and ho["cubic_margin_db"] > max(self.params.min_gain_db, 2.0 * ho["cubic_margin_se_db"]))
+
+    @staticmethod
+    def _harmful(ax: dict[str, Any]) -> bool:
+        """The axial check says the candidate does worse than linear or cubic beyond twice its SE."""
+        return (ax["psnr_gain_db"] < -2.0 * ax["psnr_gain_se_db"]
+                or ax["cubic_margin_db"] < -2.0 * ax["cubic_margin_se_db"])
 
     def _axial(self, m: Method, vol: np.ndarray, ctx: RunContext) -> dict[str, Any] | None:
         """The axial check of candidate ``m`` (None with the lateral criterion); kept in :attr:`axial_results`."""
