@@ -218,7 +218,7 @@ def run_isoapp(name: str, case: dict, args) -> tuple[np.ndarray, dict]:
     r = restore(vol, method, preset="fast", factor=case["factor"], psf=psf, device="cpu", seed=args.seed, **kw)
     info = {"train_s": r.train_seconds, "restore_s": r.restore_seconds, "steps": r.info.get("steps"),
             "info": json.loads(json.dumps(r.info, default=str))}  # everything restore() reported
-    for key in ("heldout", "degradation"):
+    for key in ("heldout", "degradation", "axial", "consistency"):
         if isinstance(r.info.get(key), dict):
             info[key] = info["info"][key]
     return np.asarray(r.volume.data, np.float32), info
@@ -359,8 +359,55 @@ def summarise(results: dict, cases: list[str], methods: list[str]) -> str:
                   "| case | method | true gain (dB) | held-out gain (dB) | same sign | true axial sigma (px) | "
                   "estimated (px) | rel. error | true noise gain | estimated |",
                   "|---|---|---|---|---|---|---|---|---|---|"] + est + [""]
+    lines += checks_table(results, cases, methods)
     lines += ["Orthoview PNGs (input | method | reference): `png/<case>__<method>.png`.", ""]
     return "\n".join(lines)
+
+
+def checks_table(results: dict, cases: list[str], methods: list[str], min_true: float = 0.3) -> list[str]:
+    """The axial and the lateral check beside the true gain: per run, then sign agreement and error."""
+    rows, stats = [], {"axial": [], "lateral": []}
+    for cid in cases:
+        for m in methods:
+            r = results.get(cid, {}).get(m, {})
+            if "gain_db" not in r or m == "linear" or ("axial_gain_db" not in r and "heldout_gain_db" not in r):
+                continue
+            true = r["gain_db"]
+            for k, key in (("axial", "axial_gain_db"), ("lateral", "heldout_gain_db")):
+                if key in r:
+                    stats[k].append((true, r[key]))
+            rows.append(f"| {cid} | {m} | {fmt(true, True)} | {fmt(r.get('axial_gain_db'), True)}"
+                        f"{' ± ' + fmt(r['axial_gain_se_db']) if r.get('axial_gain_se_db') else ''} | "
+                        f"{fmt(r.get('heldout_gain_db'), True)} | {fmt(r.get('chi2_per_n'))} |")
+    if not rows:
+        return []
+    out = ["## Axial check vs lateral check vs the true gain (dB over linear)", "",
+           "| case | method | true gain | axial check | lateral check | chi2/N |", "|---|---|---|---|---|---|"]
+    out += rows + [""]
+    for k, pairs in stats.items():
+        if not pairs:
+            continue
+        t, e = np.array(pairs).T
+        big = np.abs(t) > min_true
+        agree = int((np.sign(t[big]) == np.sign(e[big])).sum())
+        out.append(f"- {k} check: sign of the true gain in {agree} of {int(big.sum())} runs where |true gain| > "
+                   f"{min_true} dB ({int((np.sign(t) == np.sign(e)).sum())} of {len(t)} in all); median |error| "
+                   f"{np.median(np.abs(e - t)):.2f} dB")
+    from scipy.stats import spearmanr
+
+    for k, key in (("axial", "axial_gain_db"), ("lateral", "heldout_gain_db")):
+        rhos = []
+        for cid in cases:
+            pts = [(r["gain_db"], r[key]) for m in methods  # linear counts: 0 true, 0 checked
+                   for r in [results.get(cid, {}).get(m, {})] if "gain_db" in r and key in r]
+            if len(pts) >= 3:
+                rho = spearmanr(*np.array(pts).T).statistic
+                if np.isfinite(rho):
+                    rhos.append(float(rho))
+        if rhos:
+            out.append(f"- {k} check: rank agreement with the truth across methods, mean Spearman "
+                       f"{np.mean(rhos):+.2f} over {len(rhos)} cases with 3 or more methods")
+    return out + [""]
 
 
 def derived(row: dict, case: dict, lin: dict | None) -> dict:
@@ -374,6 +421,15 @@ def derived(row: dict, case: dict, lin: dict | None) -> dict:
         out["heldout_gain_db"] = float(ho["psnr_gain_db"])
         if "gain_db" in out:
             out["heldout_sign_ok"] = bool(np.sign(out["heldout_gain_db"]) == np.sign(out["gain_db"]))
+    ax = row.get("axial")
+    if isinstance(ax, dict) and ax.get("psnr_gain_db") is not None:
+        out["axial_gain_db"] = float(ax["psnr_gain_db"])
+        out["axial_gain_se_db"] = float(ax.get("psnr_gain_se_db") or 0.0)
+        if "gain_db" in out:
+            out["axial_sign_ok"] = bool(np.sign(out["axial_gain_db"]) == np.sign(out["gain_db"]))
+    co = row.get("consistency")
+    if isinstance(co, dict) and co.get("chi2_per_n") is not None:
+        out["chi2_per_n"] = float(co["chi2_per_n"])
     deg = row.get("degradation")
     true_s = case["params"].get("true_axial_sigma_px")
     if true_s is not None:

@@ -127,20 +127,29 @@ def run_case(case: Case, fx: Path, w: Path, logs: Path) -> Result:
         _child(case.argv, err, quiet=case.mode == "fork")
     if case.mode in ("signal", "kill9"):
         deadline = time.monotonic() + 120
+        status = None  # the child's status when it ended before the signal (waitpid reaped it)
         while case.wait_for not in (err.read_text() if err.exists() else ""):
-            if time.monotonic() > deadline or os.waitpid(pid, os.WNOHANG) != (0, 0):
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                break
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        time.sleep(0.3)
-        sig = abs(case.sig)
-        try:
-            os.kill(pid, sig)
-            if case.sig < 0:
-                time.sleep(0.05)
+        if status is None:
+            time.sleep(0.3)
+            sig = abs(case.sig)
+            try:
                 os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    _, status = os.waitpid(pid, 0)
+                if case.sig < 0:
+                    time.sleep(0.05)
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    else:
+        status = None
+    if status is None:
+        _, status = os.waitpid(pid, 0)
     rc = os.waitstatus_to_exitcode(status)
     stderr = err.read_text() if err.exists() else ""
     if case.mode == "kill9":

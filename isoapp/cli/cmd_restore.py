@@ -18,6 +18,7 @@ from .checkpoints import (
 )
 from .options import add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
+from .summary import quality_lines, write_residual_map
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-seconds", type=float, metavar="S",
                    help="checkpoint at least every S seconds of training (default 30; 0: by steps only)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--check", choices=("both", "axial", "lateral", "none"), default=None,
+                   help="self-checks after training (default both): axial trains the method again on every other "
+                        "recorded plane and scores it against the withheld ones (about twice the training time; "
+                        "does not trust the estimated blur); lateral scores held-out lateral planes degraded by "
+                        "the estimated model (cheap, optimistic); none skips both")
+    p.add_argument("--residual-map", metavar="FILE",
+                   help="write the data-consistency residual (recorded planes minus the restored stack put through "
+                        "the degradation model, in noise sigmas, on the input grid) to FILE (in-memory runs)")
     b = p.add_argument_group("large stacks (block-wise restoration; docs/SCALING.md)")
     mode = b.add_mutually_exclusive_group()
     mode.add_argument("--blockwise", action="store_true",
@@ -144,28 +153,6 @@ def _estimate_output(vol, factor: float | None, voxel_size, dtype: str, fmt: str
     return estimate_volume_bytes(shape, np.dtype(dtype).itemsize, chunked=fmt in ("hdf5", "ome-zarr"))
 
 
-def quality_lines(info: dict) -> list[str]:
-    """The degradation estimate, the held-out check and auto's choice, for people."""
-    from ..quality.heldout import planes_text, se_text  # the CLI starts without the numerical core
-
-    lines = []
-    if info.get("preset_note"):
-        lines.append(f"{info['method']} {info['preset']} preset: {info['preset_note']}")
-    deg = info.get("degradation")
-    if deg:
-        lines.append(f"degradation model ({deg['source']}): axial blur sigma {deg['axial_sigma_px']:.2f} px "
-                     f"(FWHM {deg['axial_fwhm_um']:.3g} µm beyond the lateral PSF), noise std "
-                     f"{deg['noise_std_at_half']:.3g} at half range (normalised)")
-    if info.get("reason"):
-        lines.append(f"auto chose {info['chosen']}: {info['reason']}")
-    ho = info.get("heldout")
-    if ho:
-        lines.append(f"held-out check ({planes_text(ho)} lateral planes degraded by the model): "
-                     f"{ho['psnr_gain_db']:+.2f}{se_text(ho)} dB PSNR, {ho['ssim_gain']:+.3f} SSIM over linear interpolation")
-        if ho["psnr_gain_db"] <= 0 and (info.get("chosen") or info.get("method")) not in ("linear", "cubic"):
-            lines.append("WARNING: this restoration does not beat linear interpolation on the held-out planes; "
-                         "check it before use, or run --method auto")
-    return lines
 
 
 def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
@@ -227,6 +214,13 @@ def _run_unlocked(args: argparse.Namespace) -> int:
     if blockwise and fmt == "ome-zarr":
         size = size * 8 // 7  # the pyramid's halved levels add at most 1/7
     outputs = [PlannedOutput(out, "-o", "volume", size, zarr=fmt == "ome-zarr")]
+    if args.residual_map:
+        if blockwise:
+            raise ConfigError("--residual-map needs an in-memory run; drop --blockwise/--workers/--block-size, or "
+                              "--residual-map")
+        output_format(args.residual_map)
+        outputs.append(PlannedOutput(Path(args.residual_map).expanduser().absolute(), "--residual-map", "volume",
+                                     4 * int(vol.nbytes // max(vol.dtype.itemsize, 1))))
     if args.save_model:
         outputs.append(PlannedOutput(Path(args.save_model), "--save-model", "folder"))
     if work_dir is not None:
@@ -249,7 +243,7 @@ def _run_unlocked(args: argparse.Namespace) -> int:
         return _run_blockwise(args, vol, method, out, work_dir, default_wd, progress)
     with guarded_run(args, work_dir, progress) as stop:
         res = restore(vol, method, model_dir=args.model, save_model=args.save_model,
-                      trust_torchscript=args.trust_torchscript,
+                      trust_torchscript=args.trust_torchscript, residual_map=bool(args.residual_map),
                       **restorer_options(args, work_dir, progress, stop.should_stop))
         if stop.signum is not None:
             raise Cancelled("stopped before writing the output")
@@ -259,6 +253,8 @@ def _run_unlocked(args: argparse.Namespace) -> int:
         conv = None if args.dtype == "float32" else restoration_conversion(vol, args.dtype, seed=args.seed)
         path = write_volume(res.volume, out, dtype=args.dtype, inputs=[p for _, p in reads if p],
                             overwrite=args.overwrite, conversion=conv)
+        if args.residual_map:
+            write_residual_map(args, res, vol)
     except IsoappError as exc:
         raise with_resume_hint(exc, args, work_dir) from exc
     if default_wd and work_dir is not None and work_dir.is_dir():
@@ -274,7 +270,8 @@ def restorer_options(args: argparse.Namespace, work_dir: Path | None, progress, 
     train = {"checkpoint_seconds": args.checkpoint_seconds} if args.checkpoint_seconds is not None else None
     return dict(preset=args.preset, factor=args.factor, voxel_size=args.voxel_size, psf=psf_spec(args),
                 steps=args.steps, device=args.device, seed=args.seed, params=parse_params(args.param), train=train,
-                work_dir=work_dir, resume=args.resume, emit=progress, should_stop=should_stop)
+                work_dir=work_dir, resume=args.resume, emit=progress, should_stop=should_stop,
+                **({"check": args.check} if getattr(args, "check", None) else {}))
 
 
 def report(args: argparse.Namespace, path, shape, voxel_size, train_s: float, restore_s: float, peak_rss: int,

@@ -3,10 +3,13 @@ means (measured under that model: optimistic, docs/USAGE.md), a plain warning.
 
 It reads optional entries of ``RestoreResult.info`` (written by :func:`isoapp.run.restore.restore`):
 ``degradation`` (axial blur and camera noise, estimated from the stack or given by the user),
-``heldout`` (the method against interpolation on lateral planes it did not train on) and, after an
-``auto`` run, ``chosen``/``reason``/``candidates`` (:meth:`isoapp.methods.auto.Auto.selection`):
-which method auto kept and why, in the methods' human names. When the held-out PSNR gain is not
-positive, a banner says the restoration does not beat interpolation (not for interpolation itself).
+``axial`` (the method against interpolation at withheld recorded planes), ``heldout`` (the lateral
+check: planes degraded by the estimated model, optimistic), ``consistency`` (the output through the
+model against the recorded planes, in noise units) and, after an ``auto`` run,
+``chosen``/``reason``/``candidates`` (:meth:`isoapp.methods.auto.Auto.selection`): which method auto
+kept and why, in the methods' human names. Every figure says what it compares with; none is a bare
+bold dB. When the gain of the axial check (else the lateral one) is not positive, a banner says the
+restoration does not beat interpolation (not for interpolation itself).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..methods import method_label as _method_label
+from ..quality.axial import axial_text
+from ..quality.consistency import consistency_lines
 from ..quality.heldout import planes_text, se_text
 
 log = logging.getLogger(__name__)
@@ -116,6 +121,9 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
                      f"(σ {_f(deg.get('axial_sigma_px'), '.3g')} px); noise std "
                      f"{_f(deg.get('noise_std_at_half'), '.3g')} at half range (shot gain "
                      f"{_f(deg.get('noise_gain'), '.3g')}, normalised units)")
+    ax = info.get("axial")
+    if isinstance(ax, dict):
+        parts.append("<b>Axial check</b>: " + axial_text(ax).removeprefix("axial check "))
     held = info.get("heldout")
     if isinstance(held, dict):
         text = heldout_text(held, model)
@@ -123,10 +131,22 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
                      f"(PSNR {_f(held.get('psnr_method'), '.2f')} vs {_f(held.get('psnr_interp'), '.2f')} dB, "
                      f"SSIM gain {_f(held.get('ssim_gain'), '+.3f')}). A positive gain is necessary, not "
                      "sufficient: it is measured under the same model the method trained on.")
+    con = info.get("consistency")
+    if isinstance(con, dict):
+        parts.append("<br>".join(consistency_lines(con)))
     if not parts:
         return ""
     head = f"<b>Quality report</b>{' — ' + method_label if method_label else ''}<br>"
     return head + "<br>".join(parts)
+
+
+def checked(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The check a verdict rests on: the axial one where it ran, else the lateral one (None: neither)."""
+    ax = info.get("axial")
+    if isinstance(ax, dict) and "skipped" not in ax:
+        return ax
+    held = info.get("heldout")
+    return held if isinstance(held, dict) else None
 
 
 def beats_interpolation(info: dict[str, Any]) -> bool | None:
@@ -134,8 +154,8 @@ def beats_interpolation(info: dict[str, Any]) -> bool | None:
     result is interpolation itself, e.g. auto falling back to cubic)."""
     if info.get("method") in INTERPOLATIONS or info.get("chosen") in INTERPOLATIONS:
         return None
-    held = info.get("heldout")
-    if not isinstance(held, dict) or held.get("psnr_gain_db") is None:
+    held = checked(info)
+    if held is None or held.get("psnr_gain_db") is None:
         return None
     try:
         return float(held["psnr_gain_db"]) > 0
@@ -155,7 +175,7 @@ class QualityReport(QWidget):
         self.text = QLabel(self)
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.text.setToolTip("blur and noise estimate and the held-out check of the last run")
+        self.text.setToolTip("blur and noise estimate, the axial and lateral checks and the data consistency of the last run")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.banner)
@@ -171,10 +191,11 @@ class QualityReport(QWidget):
         html = report_html(info, method_label)
         beats = beats_interpolation(info)
         if beats is False:
-            gain = float(info["heldout"]["psnr_gain_db"])
+            held = checked(info) or {}
+            where = "withheld recorded planes" if "spacing_ratio" in held else "held-out lateral planes"
             self.banner.setText(f"⚠ {method_label or 'This method'} does not beat plain interpolation on "
-                                f"held-out planes ({gain:+.2f} dB). Try another method or preset, or check "
-                                "the voxel size and PSF before using this result.")
+                                f"{where} ({float(held['psnr_gain_db']):+.2f} dB). Try another method or preset, "
+                                "or check the voxel size and PSF before using this result.")
         self.banner.setVisible(beats is False)
         self.text.setText(html)
         self.setVisible(bool(html))

@@ -173,7 +173,7 @@ def _estimates(m, test) -> dict[str, Any]:
     from ..physics.degradation import estimate_degradation
 
     out: dict[str, Any] = {"psf": m.config.psf.model_dump(), "method_report": m.report(),
-                           "degradation_trained": m.config.degradation, "heldout": m.config.heldout}
+                           "degradation_trained": m.config.degradation, "heldout": m.config.heldout, "axial": m.config.axial}
     try:
         est = estimate_degradation(normalize(test.data)[0], m.factor, lateral_um=float(m.config.voxel_size[2]))
         out["degradation_export_stack"] = est.summary()

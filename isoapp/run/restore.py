@@ -37,6 +37,7 @@ class RestoreResult:
     peak_rss_bytes: int = 0
     peak_cuda_bytes: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    residual: Any = None  # the data-consistency residual (noise sigmas, input grid) when asked for
 
     @property
     def method(self) -> Method:
@@ -64,6 +65,8 @@ def restore(
     should_stop: Callable[[], bool] | None = None,
     preview_position: tuple[int, int] | None = None,
     trust_torchscript: bool = False,
+    check: str | None = None,
+    residual_map: bool = False,
 ) -> RestoreResult:
     """Restore isotropic resolution of ``volume``.
 
@@ -95,6 +98,11 @@ def restore(
     trust_torchscript
         With a bioimage.io package as ``model_dir``: allow running its TorchScript (code, in a
         child process) when isoapp cannot rebuild its network; refused otherwise.
+    check
+        Self-checks after training: ``both`` (default), ``axial``, ``lateral`` or ``none``
+        (see :data:`isoapp.run.restorer.CHECKS`).
+    residual_map
+        Keep the data-consistency residual of the first channel in ``RestoreResult.residual``.
 
     Returns
     -------
@@ -102,7 +110,8 @@ def restore(
     """
     r = Restorer.open(method, model_dir=model_dir, trust_torchscript=trust_torchscript, preset=preset, factor=factor, voxel_size=voxel_size, psf=psf,
                       steps=steps, device=device, seed=seed, params=params, train=train, work_dir=work_dir,
-                      resume=resume, emit=emit, should_stop=should_stop, preview_position=preview_position)
+                      resume=resume, emit=emit, should_stop=should_stop, preview_position=preview_position,
+                      residual_map=residual_map, **({"check": check} if check is not None else {}))
     volume = r.validate(volume, load=True)
     if r.ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(r.ctx.device)
@@ -112,4 +121,4 @@ def restore(
     log.info("%s: trained %.1f s, restored %.1f s, output %s", info["method"], r.train_seconds, r.predict_seconds,
              out.shape)
     return RestoreResult(out, [r.methods[c] for c in sorted(r.methods)], r.train_seconds, r.predict_seconds,
-                         peak_rss_bytes(), peak_cuda, info)
+                         peak_rss_bytes(), peak_cuda, info, residual=r.residual)

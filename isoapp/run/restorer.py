@@ -18,21 +18,31 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import InputError, ModelError
+from ..core.errors import ConfigError, InputError, IsoappError, ModelError
 from ..core.volume import Volume
 from ..data.io.lazy import SAMPLE_BUDGET_BYTES, TRAIN_BUDGET_BYTES, bounded, fit_normalizer, training_region
 from ..data.normalize import Normalizer
 from ..interop.bioimageio import export_model, is_package, package_model
 from ..methods.base import Method, build_config, default_method, get_method, load_model
+from ..methods.thinned import thin_restorer
 from ..physics.degradation import Degradation
 from ..physics.kernels import model_kernel
+from ..quality.axial import axial_check, axial_unavailable
+from ..quality.consistency import consistency
 from ..quality.heldout import evaluate
 from ..training.config import PSFSpec, validated
 from ..training.context import RunContext
 from ..training.events import EventCallback, StageEvent, ignore_events
-from .resolve import resolve_degradation, resolve_factor, resolve_psf
+from .resolve import psf_axial_sigma, resolve_degradation, resolve_factor, resolve_psf
 
 log = logging.getLogger(__name__)
+
+#: ``check``: which self-checks ``fit`` runs. ``axial`` trains the method a second time, on every
+#: other recorded plane, and scores it against the withheld ones (:mod:`isoapp.quality.axial`: about
+#: twice the training time, independent of the degradation model); ``lateral`` scores held-out
+#: lateral planes degraded by the estimated model (:mod:`isoapp.quality.heldout`: cheap, optimistic).
+CHECKS = ("both", "axial", "lateral", "none")
+DEFAULT_CHECK = "both"
 
 
 def prepare_volume(volume: Volume, voxel_size: Sequence[float] | None = None) -> Volume:
@@ -53,6 +63,9 @@ class Restorer:
 
     Parameters follow :func:`isoapp.run.restore.restore`; ``train_budget_bytes`` bounds the region
     a method trains on and ``sample_budget_bytes`` the sample the normaliser is taken from.
+    ``check`` picks the self-checks (:data:`CHECKS`; default ``both``: the axial check is the one a
+    wrong model cannot fool, the lateral one costs little beside it). ``residual_map``: keep the
+    data-consistency residual of the first channel (noise sigmas, input grid) as :attr:`residual`.
     """
 
     def __init__(self, method: str | None = None, *, preset: str = "fast", factor: float | None = None,
@@ -60,7 +73,12 @@ class Restorer:
                  params: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
                  work_dir: str | Path | None = None, resume: bool = False, emit: EventCallback = ignore_events,
                  should_stop: Callable[[], bool] | None = None, preview_position: tuple[int, int] | None = None,
-                 train_budget_bytes: int = TRAIN_BUDGET_BYTES, sample_budget_bytes: int = SAMPLE_BUDGET_BYTES) -> None:
+                 train_budget_bytes: int = TRAIN_BUDGET_BYTES, sample_budget_bytes: int = SAMPLE_BUDGET_BYTES,
+                 check: str = DEFAULT_CHECK, residual_map: bool = False) -> None:
+        if check not in CHECKS:
+            raise ConfigError(f"unknown check {check!r}; use one of {', '.join(CHECKS)}")
+        self.check, self.keep_residual = check, bool(residual_map)
+        self.residual: np.ndarray | None = None
         self.method_name = method or default_method()
         self.voxel_size = None if voxel_size is None else tuple(float(v) for v in voxel_size)
         self.preset, self.steps, self.params, self.train = preset, steps, params, train
@@ -165,7 +183,8 @@ class Restorer:
             m = cls(cfg, psf=psf_m if cls.uses_psf else None, degradation=deg)
             if self.work_dir is not None:
                 ctx.work_dir = self.work_dir / tag if tag else self.work_dir
-            check = m.heldout_check and deg is not None and psf_m is not None
+            check = (self.check in ("lateral", "both") and m.heldout_check and deg is not None
+                     and psf_m is not None)
             held = m.heldout_planes(xn) if check else ()
             ctx.heldout = held if m.trainable else ()  # training leaves them out
             if m.trainable:
@@ -183,11 +202,36 @@ class Restorer:
                                 "(%+.2f dB); check the result, or use --method auto or cubic", m.name,
                                 ho["psnr_gain_db"])
             m.config.heldout = ho
+            ax = self._axial(m, xn, ctx) if c == 0 and self.check in ("axial", "both") else None
+            m.config.axial = ax
             m.config.normalizer = norm.to_dict()
             if not self.quality:
-                self.quality = {"degradation": deg.summary() if deg is not None else None, "heldout": ho}
+                self.quality = {"degradation": deg.summary() if deg is not None else None, "heldout": ho,
+                                "axial": ax}
             self.methods[c] = m
         return self
+
+    def _axial(self, m: Method, xn: np.ndarray, ctx: RunContext) -> dict[str, Any] | None:
+        """The axial check of the fitted ``m`` on ``xn`` (auto: its chosen method's, reused when auto ran it)."""
+        shown = getattr(m, "chosen", None) or m
+        done = getattr(m, "axial_results", {}).get(shown.name)
+        if done is not None:
+            return done
+        why = axial_unavailable(xn.shape[0])
+        if why:
+            log.info("%s", why)
+            return {"skipped": why}
+        ctx.send(StageEvent("train", f"axial check: training {shown.name} on every other plane"))
+        t0 = time.perf_counter()
+        user_sigma = psf_axial_sigma(self.user_psf) if self.user_psf is not None else None
+        try:
+            res = axial_check(xn, self.factor, thin_restorer(shown.name, shown.config, shown.psf, shown.degradation,
+                                                              ctx), user_sigma_px=user_sigma)
+        except IsoappError as exc:  # e.g. twice the factor is beyond what the method accepts
+            res = {"skipped": f"no axial check: {exc}"}
+            log.info("%s", res["skipped"])
+        self.train_seconds += time.perf_counter() - t0
+        return res
 
     # ------------------------------------------------------------------ save / load
     def save(self, directory: str | Path) -> Path:
@@ -224,7 +268,7 @@ class Restorer:
             m.psf = m.degradation.psf()
         if not self.quality and m.config.degradation:
             self.quality = {"degradation": Degradation.model_validate(m.config.degradation).summary(),
-                            "heldout": m.config.heldout}
+                            "heldout": m.config.heldout, "axial": m.config.axial}
         return m
 
     def method_for(self, c: int, n_ch: int) -> Method:
@@ -251,8 +295,11 @@ class Restorer:
             norm = self.normalizer(zyx.with_data(x))
             self.ctx.send(StageEvent("restore", f"restoring {volume.name} {tag}".strip()))
             t0 = time.perf_counter()
-            y = m.predict(norm.before(x), self.ctx)
+            xn = norm.before(x)
+            y = m.predict(xn, self.ctx)
             self.predict_seconds += time.perf_counter() - t0
+            if (t, c) == (0, 0):
+                self._consistency(m, xn, y)
             outs[(t, c)] = norm.after(y)
         first = outs[(0, 0)]
         if volume.axes == "ZYX":
@@ -267,6 +314,15 @@ class Restorer:
         return Volume(data, axes=volume.axes, voxel_size=m0.output_voxel_size(volume.voxel_size), path=None,
                       name=f"{volume.name}_{m0.name}",
                       metadata={"method": m0.name, "factor": self.factor, "source": str(volume.path or "")})
+
+    def _consistency(self, m: Method, xn: np.ndarray, y: np.ndarray) -> None:
+        """The data-consistency report of channel 0's restoration ``y`` of ``xn`` (normalised), into :attr:`quality`."""
+        if m.degradation is None or y.shape[0] == xn.shape[0]:
+            return
+        sigma = psf_axial_sigma(self.user_psf) if self.user_psf is not None else None
+        deg = m.degradation.model_copy(update={"factor": self.factor})
+        rep, self.residual = consistency(xn, y, deg, sigma_px=sigma, residual_map=self.keep_residual)
+        self.quality["consistency"] = rep
 
     def predict_to(self, volume: Volume, output: str | Path, **kwargs: Any):
         """Restore ``volume`` block by block into ``output`` (see :func:`isoapp.run.blockwise.restore_blockwise`)."""

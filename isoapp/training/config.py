@@ -81,6 +81,8 @@ class RunConfig(BaseModel):
     degradation: dict[str, Any] | None = Field(None, description="the stack's blur and noise model "
                                                "(isoapp.physics.degradation.Degradation) the model was trained with")
     heldout: dict[str, Any] | None = Field(None, description="held-out lateral-plane check (isoapp.quality.heldout)")
+    axial: dict[str, Any] | None = Field(None, description="axial check against withheld recorded planes "
+                                         "(isoapp.quality.axial)")
     preset_note: str = Field("", description="how the preset departs from the method's paper")
     normalizer: dict[str, float] | None = Field(None, description="the frozen intensity normaliser (lo, hi) of "
                                                 "the stack the model was trained on, from a bounded sample")

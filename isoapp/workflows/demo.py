@@ -71,7 +71,8 @@ def run_demo(out_dir: str | Path = "isoapp-demo", *, method: str = "isonet", pre
                "noise": DEMO_NOISE, "true_axial_sigma_px": float((ph.params["sigma_z"] ** 2
                                                                    - ph.params["sigma_iso"] ** 2) ** 0.5),
                "gain_over_linear_db": results[method]["psnr"] - results["linear"]["psnr"],
-               "heldout": infos[method].get("heldout"), "degradation": infos[method].get("degradation"),
+               "heldout": infos[method].get("heldout"), "axial": infos[method].get("axial"),
+               "consistency": infos[method].get("consistency"), "degradation": infos[method].get("degradation"),
                "methods": results, "seconds": round(time.perf_counter() - t0, 1),
                "files": {k: str(v) for k, v in files.items()}}
     from ..data.io.atomic import atomic_path

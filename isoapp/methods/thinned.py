@@ -1,0 +1,48 @@
+"""The same method and preset, trained on the kept planes of a thinned stack: the axial check's sub-run.
+
+:func:`isoapp.quality.axial.axial_check` withholds every other recorded plane and asks for a
+restoration of the rest at twice the factor; :func:`thin_restorer` gives it one that trains the
+method exactly as the real run does (preset, training overrides, parameters, seed, device, the
+user's PSF), with the stack's degradation model at factor ``2F`` (the blur and noise are
+physical and do not change with the plane spacing). Nothing of the withheld planes reaches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..physics.degradation import Degradation
+from ..training.config import RunConfig
+from ..training.context import RunContext
+from .base import build_config, get_method
+
+log = logging.getLogger(__name__)
+
+
+def thin_restorer(method: str, config: RunConfig, psf: np.ndarray | None, degradation: Degradation | None,
+                  ctx: RunContext, params: dict[str, Any] | None = None) -> Callable[[np.ndarray, float], np.ndarray]:
+    """``restore_thin(kept, factor)``: train ``method`` as ``config`` says on ``kept`` at ``factor``, restore it."""
+
+    def restore_thin(kept: np.ndarray, factor: float) -> np.ndarray:
+        cls = get_method(method)
+        c = config
+        ratio = factor / c.factor
+        vs = (c.voxel_size[0] * ratio, c.voxel_size[1], c.voxel_size[2])
+        deg = degradation.model_copy(update={"factor": factor}) if degradation is not None else None
+        cfg = build_config(method, preset=c.preset, factor=factor, voxel_size=vs, psf=c.psf.model_dump(),
+                           train=c.train_overrides, params=c.params if params is None else params, seed=c.seed,
+                           device=c.device, input_name=c.input_name, input_shape=tuple(kept.shape),
+                           degradation=deg.model_dump() if deg is not None else None)
+        m = cls(cfg, psf=psf if cls.uses_psf else None, degradation=deg)
+        sub = RunContext(device=ctx.device, amp=ctx.amp, seed=c.seed, emit=ctx.emit, should_stop=ctx.should_stop)
+        if m.trainable:
+            log.info("axial check: training %s on %d kept planes at factor %g", method, kept.shape[0], factor)
+            m.fit(kept, sub)
+        m.fitted = True
+        return m.predict(kept, sub)
+
+    return restore_thin
