@@ -104,10 +104,14 @@ def check_degradation(deg: dict[str, Any], factor: float, where: str) -> None:
 
 
 def check_checkpoint_step(step: Any, steps: int, where: str) -> int:
-    """The step a checkpoint says it reached: an integer in ``[0, steps]``, else a one-line ModelError."""
+    """The step a checkpoint says it reached: an integer in ``[0, MAX_STEPS]``, else a one-line ModelError.
+
+    A step beyond this run's ``steps`` is legitimate (a run resumed with fewer steps is already
+    done): it is capped at ``steps``.
+    """
     if hasattr(step, "item") and getattr(step, "ndim", 1) == 0:  # a 0-d tensor or array
         step = step.item()
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= steps:
-        raise ModelError(f"the checkpoint {where} says it reached step {step!r}, outside 0..{steps}; it was altered "
-                         "or belongs to another run: delete that file, then run again")
-    return int(step)
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEPS:
+        raise ModelError(f"the checkpoint {where} says it reached step {step!r}, outside 0..{MAX_STEPS}; it was "
+                         "altered or belongs to another run: delete that file, then run again")
+    return min(int(step), int(steps))
