@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,28 @@ import numpy as np
 from ..physics.degradation import Degradation
 from ..training.config import RunConfig
 from ..training.context import RunContext
+from ..training.events import Event, EventCallback, PreviewEvent, ProgressEvent, StageEvent
 from .base import build_config, get_method
 
 log = logging.getLogger(__name__)
+
+
+AXIAL_STAGE = "axial check"
+
+
+def check_events(emit: EventCallback) -> EventCallback:
+    """Relay the sub-run's events as the check's own: its progress under the stage ``axial check`` without
+    losses (its loss curve and its previews are not the run's, so a viewer does not mix them in)."""
+
+    def relay(ev: Event) -> None:
+        if isinstance(ev, ProgressEvent):
+            emit(replace(ev, stage=AXIAL_STAGE, loss=None, val_loss=None))
+        elif isinstance(ev, StageEvent):
+            emit(StageEvent(AXIAL_STAGE, f"axial check: {ev.description or ev.stage}"))
+        elif not isinstance(ev, PreviewEvent):
+            emit(ev)
+
+    return relay
 
 
 def thin_restorer(method: str, config: RunConfig, psf: np.ndarray | None, degradation: Degradation | None,
@@ -38,7 +58,8 @@ def thin_restorer(method: str, config: RunConfig, psf: np.ndarray | None, degrad
                            device=c.device, input_name=c.input_name, input_shape=tuple(kept.shape),
                            degradation=deg.model_dump() if deg is not None else None)
         m = cls(cfg, psf=psf if cls.uses_psf else None, degradation=deg)
-        sub = RunContext(device=ctx.device, amp=ctx.amp, seed=c.seed, emit=ctx.emit, should_stop=ctx.should_stop)
+        sub = RunContext(device=ctx.device, amp=ctx.amp, seed=c.seed, emit=check_events(ctx.emit),
+                         should_stop=ctx.should_stop)
         if m.trainable:
             log.info("axial check: training %s on %d kept planes at factor %g", method, kept.shape[0], factor)
             m.fit(kept, sub)
