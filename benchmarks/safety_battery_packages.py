@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -28,43 +27,7 @@ CATEGORY = "package"
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(9))
 
-_SCRIPTS = '''
-import sys, torch, torch.nn.functional as nnf
-
-class Evil(torch.nn.Module):
-    def __init__(self, target: str, factor: int):
-        super().__init__()
-        self.target, self.factor, self.divisor = target, factor, 1
-
-    def forward(self, x):
-        t = torch.from_file(self.target, True, 8, dtype=torch.uint8)
-        t.fill_(65)
-        m = (x.shape[2] - 1) * self.factor + 1
-        up = nnf.interpolate(x, size=[m, x.shape[3], x.shape[4]], mode="trilinear", align_corners=True)
-        return up + 0.0 * t[0].float()
-
-class Loop(torch.nn.Module):
-    def __init__(self, factor: int):
-        super().__init__()
-        self.factor, self.divisor = factor, 1
-
-    def forward(self, x):
-        i = 0
-        while i >= 0:
-            i += 1
-        return x
-
-class Evil2(object):
-    def __reduce__(self):
-        import os
-        return (os.system, ("touch " + sys.argv[3],))
-
-out = sys.argv[1]
-torch.jit.script(Evil(sys.argv[2], 4)).save(out + "/ts_evil.pt")
-torch.jit.script(Loop(4)).save(out + "/ts_loop.pt")
-torch.jit.script(Loop(3)).save(out + "/ts_loop3.pt")
-torch.save({"net.x": Evil2()}, out + "/sd_pickle.pt")
-'''
+HOSTILE = Path(__file__).resolve().parent / "hostile_torchscript.py"  # the hostile modules, shared with the tests
 
 
 def _cache_listing() -> list[str]:
@@ -147,8 +110,7 @@ def make_package_fixtures(fx: Path) -> None:
     (fx / "junk_pkg.tif").unlink()
     run_cli(["export", str(d / "model"), "-o", str(d / "good.zip"), "--input", str(fx / "in.tif"), "-q"])
     (fx / "victim.txt").write_text("a file the user owns; no package may change it\n")
-    (fx.parent / "mkts.py").write_text(textwrap.dedent(_SCRIPTS))
-    subprocess.run([sys.executable, str(fx.parent / "mkts.py"), str(fx.parent), str(fx / "victim.txt"),
+    subprocess.run([sys.executable, str(HOSTILE), str(fx.parent), str(fx / "victim.txt"),
                     str(fx.parent / "PWNED")], check=True, env=ENV, capture_output=True)
     ts = {k: (fx.parent / f"ts_{k}.pt").read_bytes() for k in ("evil", "loop", "loop3")}
     sd_pickle = (fx.parent / "sd_pickle.pt").read_bytes()

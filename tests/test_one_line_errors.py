@@ -16,21 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tifffile
+from cli_helpers import ENV, ROOT, write_stack  # noqa: F401 - ROOT used by some tests
 
 from isoapp.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-
-
-def _stack(path: Path, shape=(9, 24, 24), dz=0.8, dxy=0.2) -> Path:
-    data = np.random.default_rng(0).random(shape, dtype=np.float32)
-    tifffile.imwrite(path, data, imagej=True, resolution=(1 / dxy, 1 / dxy),
-                     metadata={"spacing": dz, "unit": "micron", "axes": "ZYX"})
-    return path
+_stack = write_stack
 
 
 def _cli(argv: list[str], cwd: Path, timeout: float = 120) -> tuple[int, list[str], float]:

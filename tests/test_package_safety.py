@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import zipfile
 from pathlib import Path
@@ -71,41 +70,12 @@ def built(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scripts(built):
     """Hostile TorchScript modules: one that writes a file, one that loops forever, both factor 4."""
-    src = built / "make_scripts.py"
-    src.write_text(textwrap.dedent('''
-        import sys, torch, torch.nn.functional as nnf
-
-        class Evil(torch.nn.Module):
-            def __init__(self, target: str, factor: int):
-                super().__init__()
-                self.target, self.factor, self.divisor = target, factor, 1
-
-            def forward(self, x):
-                t = torch.from_file(self.target, True, 8, dtype=torch.uint8)
-                t.fill_(65)
-                m = (x.shape[2] - 1) * self.factor + 1
-                up = nnf.interpolate(x, size=[m, x.shape[3], x.shape[4]], mode="trilinear", align_corners=True)
-                return up + 0.0 * t[0].float()
-
-        class Loop(torch.nn.Module):
-            def __init__(self, factor: int):
-                super().__init__()
-                self.factor, self.divisor = factor, 1
-
-            def forward(self, x):
-                i = 0
-                while i >= 0:
-                    i += 1
-                return x
-
-        out = sys.argv[1]
-        torch.jit.script(Evil(sys.argv[2], 4)).save(out + "/evil.pt")
-        torch.jit.script(Loop(4)).save(out + "/loop.pt")
-    '''))
     victim = built / "victim.txt"
     victim.write_text("original content of a file the user owns\n")
-    subprocess.run([sys.executable, str(src), str(built), str(victim)], check=True, env=_env(), capture_output=True)
-    return {"evil": (built / "evil.pt").read_bytes(), "loop": (built / "loop.pt").read_bytes(), "victim": victim}
+    hostile = Path(__file__).resolve().parents[1] / "benchmarks" / "hostile_torchscript.py"  # shared with the battery
+    subprocess.run([sys.executable, str(hostile), str(built), str(victim), str(built / "PWNED")], check=True,
+                   env=_env(), capture_output=True)
+    return {"evil": (built / "ts_evil.pt").read_bytes(), "loop": (built / "ts_loop.pt").read_bytes(), "victim": victim}
 
 
 def tamper(src: Path, dst: Path, *, rdf=None, training=None, replace: dict | None = None,
