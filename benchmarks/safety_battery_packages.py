@@ -11,7 +11,6 @@ create ``PWNED``; a fetched URL would add to ``~/.cache/bioimageio`` (checked af
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import signal
@@ -20,52 +19,19 @@ import sys
 import zipfile
 from pathlib import Path
 
-import yaml
+from hostile_packages import tamper
 from safety_battery_cases import ENV, Case, run_cli
 
 CATEGORY = "package"
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(9))
 
-HOSTILE = Path(__file__).resolve().parent / "hostile_torchscript.py"  # the hostile modules, shared with the tests
+HOSTILE = Path(__file__).resolve().parent / "hostile_packages.py"  # hostile modules and tamper(), shared with the tests
 
 
 def _cache_listing() -> list[str]:
     d = Path.home() / ".cache" / "bioimageio"
     return sorted(str(p) for p in d.rglob("*")) if d.is_dir() else []
-
-
-def tamper(src: Path, dst: Path, *, rdf=None, training=None, replace: dict | None = None, drop: tuple = (),
-           rdf_text: str | None = None, rehash: bool = True, extra: list | None = None) -> None:
-    """Copy the package ``src`` to ``dst`` with edits; sha256 sums in rdf.yaml are recomputed."""
-    with zipfile.ZipFile(src) as z:
-        files = {n: z.read(n) for n in z.namelist()}
-    if training is not None:
-        info = json.loads(files["training.json"])
-        training(info)
-        files["training.json"] = json.dumps(info).encode()
-    files.update(replace or {})
-    for n in drop:
-        files.pop(n, None)
-    doc = yaml.safe_load(files["rdf.yaml"])
-    if rdf is not None:
-        rdf(doc)
-    if rehash:
-        stack = [doc]
-        while stack:
-            o = stack.pop()
-            if isinstance(o, dict):
-                if isinstance(o.get("source"), str) and o["source"] in files and "sha256" in o:
-                    o["sha256"] = hashlib.sha256(files[o["source"]]).hexdigest()
-                stack.extend(o.values())
-            elif isinstance(o, list):
-                stack.extend(o)
-    files["rdf.yaml"] = (rdf_text if rdf_text is not None else yaml.safe_dump(doc, sort_keys=False)).encode()
-    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
-        for n, b in files.items():
-            z.writestr(n, b)
-        for info, b in extra or []:
-            z.writestr(info, b)
 
 
 def _no_state_dict(doc: dict) -> None:

@@ -7,7 +7,7 @@ exit code 2, one ``isoapp: error:`` line, no traceback; files outside the output
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+
+HOSTILE = Path(__file__).resolve().parents[1] / "benchmarks" / "hostile_packages.py"  # shared with the battery
+_spec = importlib.util.spec_from_file_location("hostile_packages", HOSTILE)
+_hostile = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_hostile)
+tamper = _hostile.tamper
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,42 +78,12 @@ def scripts(built):
     """Hostile TorchScript modules: one that writes a file, one that loops forever, both factor 4."""
     victim = built / "victim.txt"
     victim.write_text("original content of a file the user owns\n")
-    hostile = Path(__file__).resolve().parents[1] / "benchmarks" / "hostile_torchscript.py"  # shared with the battery
+    hostile = HOSTILE
     subprocess.run([sys.executable, str(hostile), str(built), str(victim), str(built / "PWNED")], check=True,
                    env=_env(), capture_output=True)
     return {"evil": (built / "ts_evil.pt").read_bytes(), "loop": (built / "ts_loop.pt").read_bytes(), "victim": victim}
 
 
-def tamper(src: Path, dst: Path, *, rdf=None, training=None, replace: dict | None = None,
-           rdf_text: str | None = None, rehash: bool = True, extra: list | None = None) -> Path:
-    """Copy the package with edits, keeping valid sha256 sums (unless ``rehash`` is False)."""
-    with zipfile.ZipFile(src) as z:
-        files = {n: z.read(n) for n in z.namelist()}
-    if training is not None:
-        info = json.loads(files["training.json"])
-        training(info)
-        files["training.json"] = json.dumps(info).encode()
-    files.update(replace or {})
-    doc = yaml.safe_load(files["rdf.yaml"])
-    if rdf is not None:
-        rdf(doc)
-    if rehash:
-        stack = [doc]
-        while stack:
-            o = stack.pop()
-            if isinstance(o, dict):
-                if isinstance(o.get("source"), str) and o["source"] in files and "sha256" in o:
-                    o["sha256"] = hashlib.sha256(files[o["source"]]).hexdigest()
-                stack.extend(o.values())
-            elif isinstance(o, list):
-                stack.extend(o)
-    files["rdf.yaml"] = (rdf_text if rdf_text is not None else yaml.safe_dump(doc, sort_keys=False)).encode()
-    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
-        for n, b in files.items():
-            z.writestr(n, b)
-        for info, b in extra or []:
-            z.writestr(info, b)
-    return dst
 
 
 def restore_with(built: Path, package: Path, *extra: str, **kw) -> subprocess.CompletedProcess:

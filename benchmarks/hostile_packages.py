@@ -1,17 +1,22 @@
-"""Hostile TorchScript and pickles for the package-safety tests and battery (issue 28).
+"""Hostile TorchScript, pickles and tampered packages for the package-safety tests and battery (issue 28).
 
 ``python hostile_torchscript.py OUT VICTIM PWNED`` writes into OUT: ``ts_evil.pt`` (its forward
 overwrites 8 bytes of VICTIM), ``ts_loop.pt`` and ``ts_loop3.pt`` (forward never returns; factor 4
 and 3) and ``sd_pickle.pt`` (a state dict whose unpickling would run ``touch PWNED``). Nothing here
-is imported by isoapp.
+is imported by isoapp; :func:`tamper` copies a package with edits, its sha256 sums kept valid.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+import zipfile
+from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
+import yaml
 
 
 class Evil(torch.nn.Module):
@@ -50,6 +55,40 @@ class Evil2:
         import os
 
         return (os.system, ("touch " + sys.argv[3],))
+
+
+def tamper(src: Path, dst: Path, *, rdf=None, training=None, replace: dict | None = None, drop: tuple = (),
+           rdf_text: str | None = None, rehash: bool = True, extra: list | None = None) -> Path:
+    """Copy the package ``src`` to ``dst`` with edits; sha256 sums in rdf.yaml are recomputed."""
+    with zipfile.ZipFile(src) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    if training is not None:
+        info = json.loads(files["training.json"])
+        training(info)
+        files["training.json"] = json.dumps(info).encode()
+    files.update(replace or {})
+    for n in drop:
+        files.pop(n, None)
+    doc = yaml.safe_load(files["rdf.yaml"])
+    if rdf is not None:
+        rdf(doc)
+    if rehash:
+        stack = [doc]
+        while stack:
+            o = stack.pop()
+            if isinstance(o, dict):
+                if isinstance(o.get("source"), str) and o["source"] in files and "sha256" in o:
+                    o["sha256"] = hashlib.sha256(files[o["source"]]).hexdigest()
+                stack.extend(o.values())
+            elif isinstance(o, list):
+                stack.extend(o)
+    files["rdf.yaml"] = (rdf_text if rdf_text is not None else yaml.safe_dump(doc, sort_keys=False)).encode()
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, b in files.items():
+            z.writestr(n, b)
+        for info, b in extra or []:
+            z.writestr(info, b)
+    return dst
 
 
 if __name__ == "__main__":
