@@ -21,7 +21,7 @@ def test_peak_rises_with_a_real_allocation_in_a_fresh_process():
     code = textwrap.dedent("""
         import json
         import numpy as np
-        from isoapp import memory
+        from isoapp.core import memory
         before = memory.peak_rss_bytes()
         a = np.ones(200 * 2**20, np.uint8)   # np.ones touches every page: 200 MB resident
         during = memory.current_rss_bytes()
