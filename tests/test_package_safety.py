@@ -341,8 +341,11 @@ def test_parse_json_limits():
     assert parse_json('{"a": [1, 2]}', "x.json") == {"a": [1, 2]}
     with pytest.raises(ModelError, match="nests deeper"):
         parse_json("[" * 100 + "]" * 100, "x.json")
-    with pytest.raises(ModelError, match="not valid JSON"):
+    with pytest.raises(ModelError, match="nests deeper"):  # refused before parsing: no C-stack overflow
         parse_json("[" * 100_000 + "]" * 100_000, "x.json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        parse_json('{"a": [1, 2}', "x.json")
+    assert parse_json('{"a": "[[[[[[[[[[", "b": "\\"[["}', "x.json")["a"] == "[" * 10  # brackets in strings
     with pytest.raises(ModelError, match="MiB"):
         parse_json(io.StringIO(" " * (5 * 2**20)).getvalue(), "x.json")
 

@@ -24,6 +24,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
+
 from ...core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ def parse_json(text: str | bytes, where: str) -> Any:
     if len(text) > MAX_TEXT_BYTES:
         raise ModelError(f"{where} is {len(text) / 2**20:.1f} MiB, over the {MAX_TEXT_BYTES // 2**20} MiB isoapp reads "
                          "for model metadata; it is not an isoapp model file: export the model again")
+    _check_text_depth(text, where)  # before parsing: a deep nest can overflow the C stack, not only recursion
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
@@ -55,6 +58,18 @@ def parse_json(text: str | bytes, where: str) -> Any:
                          "again") from None
     _check_depth(data, where)
     return data
+
+
+_JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
+
+
+def _check_text_depth(text: str | bytes, where: str) -> None:
+    """Refuse JSON whose brackets nest deeper than :data:`MAX_DEPTH`, counted on the text (strings removed)."""
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
+    b = np.frombuffer(_JSON_STRING.sub(b'""', raw), np.uint8)
+    if b.size and int(np.cumsum(np.isin(b, (91, 123)).astype(np.int64) - np.isin(b, (93, 125))).max()) > MAX_DEPTH:
+        raise ModelError(f"{where} nests deeper than {MAX_DEPTH} levels; it is not an isoapp model file: export "
+                         "the model again")
 
 
 def _check_depth(data: Any, where: str) -> None:
