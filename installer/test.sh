@@ -4,6 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export QT_QPA_PLATFORM=offscreen
+# a crash prints every thread's Python stack (CI once got SIGSEGV at the very end of the suite)
+export PYTHONFAULTHANDLER=1
 PY=${PYTHON:-python3}
 $PY -m pytest -q -p no:cacheprovider "$@" tests
 rc=$?
