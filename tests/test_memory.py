@@ -90,3 +90,32 @@ def test_memory_module_does_not_import_resource_at_module_level():
     src = open(memory.__file__).read()
     top = [ln for ln in src.splitlines() if ln.startswith(("import ", "from "))]
     assert not any("resource" in ln for ln in top)
+
+
+_FAULTS = textwrap.dedent("""
+    import json, resource, sys
+    import torch
+    from isoapp.core import memory
+    tuned = memory.keep_freed_memory() if sys.argv[1] == "keep" else None
+    for _ in range(3):  # warm-up: the heap grows once
+        torch.ones(2**23, dtype=torch.float64)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):  # a 64 MiB tensor allocated, written and freed, as a network layer's output is
+        torch.ones(2**23, dtype=torch.float64)
+    print(json.dumps({"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_freed_buffers_are_reused_instead_of_faulted_in_again():
+    """Each fresh 64 MiB torch buffer costs 16 384 page faults from a new mmap (numpy's own buffers
+    ask for huge pages, torch's do not); with freed memory kept for reuse it costs almost none (the
+    restore benchmark's system time fell from 100 s to 3 s)."""
+    def faults(mode: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    plain, kept = faults("plain"), faults("keep")
+    assert kept["tuned"] is True
+    assert plain["faults"] >= 20 * 16384 * 0.9, plain  # every buffer page-faulted in again
+    assert kept["faults"] < 0.1 * plain["faults"], (plain, kept)

@@ -115,6 +115,9 @@ def run_app(path: str | None = None, debug: bool = False) -> int:
             lg.addHandler(handler)
         lg.setLevel(logging.DEBUG if debug else logging.INFO)
     sys.excepthook = _excepthook
+    from ..core.memory import keep_freed_memory
+
+    keep_freed_memory()  # restoration's large buffers are reused, not page-faulted in again
     window = create_main_window()
     window.show()
     if path:

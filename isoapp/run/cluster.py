@@ -147,6 +147,9 @@ def _worker_source(path: str, dataset: str | None, lead: tuple[int, ...]) -> Any
 def run_block_task(payloads: dict[str, dict[str, bytes]], digest: str, path: str, dataset: str | None,
                    norm: dict[str, float], block: Block, sink: Any, convert: Any, device: str) -> int:
     """One task: restore ``block`` on this worker and write it; returns the block's index."""
+    from ..core.memory import keep_freed_memory
+
+    keep_freed_memory()  # once per worker process
     m = _worker_model(payloads[digest], digest)
     data = _worker_source(path, dataset, block.lead)
     ctx = RunContext(device=device, seed=0)
