@@ -223,6 +223,9 @@ class Auto(Method):
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
         return self._need().predict(vol, ctx)
 
+    def predict_region(self, vol: np.ndarray, ctx: RunContext, crop) -> np.ndarray:
+        return self._need().predict_region(vol, ctx, crop)
+
     def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
         return self._need().restore_sampled(samples, ctx)
 

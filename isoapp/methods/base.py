@@ -148,6 +148,15 @@ class Method(ABC):
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
         """Restore ``vol`` (ZYX, normalised) onto the output grid."""
 
+    def predict_region(self, vol: np.ndarray, ctx: RunContext, crop: tuple[slice, ...] | None) -> np.ndarray:
+        """The ``crop`` (slices of the output grid) of :meth:`predict`; block-wise runs call this.
+
+        Methods that can skip work outside the crop override it (plane-wise nets skip the lateral
+        halo across each pass); the result must equal ``predict(vol)[crop]``.
+        """
+        out = self.predict(vol, ctx)
+        return out if crop is None else out[tuple(crop)]
+
     def restore_sampled(self, samples: np.ndarray, ctx: RunContext) -> np.ndarray | None:
         """Restore ``(N, m, W)`` axial planes sampled every ``F`` rows onto ``output_length(m, F)`` rows.
 

@@ -50,7 +50,7 @@ class PlaneWiseMethod(Method):
 
         align = int(getattr(self.inference_net, "divisor", 1))
         r = self.halo() + align
-        return BlockGeometry(halo_z=-(-r // max(int(self.factor), 1)) + 2, halo_yx=r, align=align)
+        return BlockGeometry(halo_z=-(-r // max(int(self.factor), 1)) + 2, halo_yx=r, align=align, planewise=True)
 
     def _restore_planes(self, planes: np.ndarray, ctx: RunContext) -> np.ndarray:
         """Restore ``(N, Z, W)`` axial planes of the z-interpolated stack (z along rows)."""
@@ -63,6 +63,10 @@ class PlaneWiseMethod(Method):
         return self._restore_planes(upsample(samples, self.factor, axis=1, order=1), ctx)
 
     def predict(self, vol: np.ndarray, ctx: RunContext, slab: int = 32) -> np.ndarray:
-        up = upsample(vol, self.factor, axis=0, order=1)
-        return restore_axial_planes(lambda p: self._restore_planes(p, ctx), up, fusion=self.params.fusion,
-                                    slab=slab, progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))
+        return self.predict_region(vol, ctx, None, slab=slab)
+
+    def predict_region(self, vol: np.ndarray, ctx: RunContext, crop, slab: int = 32) -> np.ndarray:
+        """Only the ``crop`` of the output: the xz pass skips the rows, the yz pass the columns outside it."""
+        return restore_axial_planes(lambda p: self._restore_planes(p, ctx), vol, self.factor, fusion=self.params.fusion,
+                                    slab=slab, crop=crop,
+                                    progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))

@@ -130,12 +130,66 @@ def _lateral_source(r: tuple[int, int], n: int, geom: BlockGeometry) -> tuple[tu
     return (a, b), (r[0] - a, r[1] - a)
 
 
-def block_memory_bytes(block: Sequence[int], factor: float, geom: BlockGeometry) -> int:
-    """A conservative estimate of the memory one block needs (float32 copies of the z-interpolated block)."""
-    z = block[0] + 2 * (geom.halo_z + 1) * factor
-    yx = [b + 2 * geom.halo_yx for b in block[1:]]
-    vox = z * yx[0] * yx[1]
-    return int(vox * 4 * 6)  # interpolated block, result, plane slabs and their copies, network activations
+def _halo_out(n_out: int, block: int, halo: float) -> float:
+    """Halo voxels a block of ``block`` reads along an axis of ``n_out`` (none where one block spans it)."""
+    return 0.0 if block >= n_out else 2.0 * halo
+
+
+def block_memory_bytes(block: Sequence[int], factor: float, geom: BlockGeometry,
+                       out_shape: Sequence[int] | None = None) -> int:
+    """A conservative estimate of the memory one block needs, in bytes.
+
+    Plane-wise methods hold the input block with its halo (read, normalised: two float32 copies on
+    the input grid), the float32 result and its converted copy, and one slab of interpolated planes
+    with the network's activations (about 24 float32 copies of 32 planes). Other methods hold
+    about six float32 copies of the whole z-interpolated block with its halo.
+    """
+    shape = out_shape or (math.inf,) * 3
+    zh = block[0] + _halo_out(shape[0], block[0], (geom.halo_z + 1) * factor)
+    yh, xh = (b + _halo_out(n, b, geom.halo_yx) for b, n in zip(block[1:], shape[1:], strict=True))
+    if not geom.planewise:
+        return int(zh * yh * xh * 4 * 6)
+    slab = 32 * zh * max(yh, xh) * 4 * 24
+    return int(2 * (zh / factor) * yh * xh * 4 + 2 * math.prod(block) * 4 + slab)
+
+
+def block_work(block: Sequence[int], factor: float, geom: BlockGeometry, out_shape: Sequence[int]) -> float:
+    """Voxels computed per output voxel of a block (1.0: no halo), from the halo each pass reads."""
+    zc, yc, xc = (min(b, n) for b, n in zip(block, out_shape, strict=True))
+    zh = zc + _halo_out(out_shape[0], block[0], (geom.halo_z + 1) * factor)
+    yh, xh = (c + _halo_out(n, b, geom.halo_yx) for c, b, n in zip((yc, xc), block[1:], out_shape[1:], strict=True))
+    if geom.planewise:  # the xz pass reads the x halo, the yz pass the y halo
+        return zh * (yc * xh + yh * xc) / (2.0 * zc * yc * xc)
+    return zh * yh * xh / (zc * yc * xc)
+
+
+def choose_block(out_shape: Sequence[int], factor: float, geom: BlockGeometry, budget_bytes: int,
+                 chunk: Sequence[int] = DEFAULT_CHUNK) -> tuple[int, int, int]:
+    """The block (output voxels, multiples of the chunks) with the least halo work that fits ``budget_bytes``.
+
+    The halo makes small blocks compute far more than their output (z halo above all: the
+    network's receptive field counted on the output grid); larger blocks waste less but need
+    more memory. Candidates are chunk multiples up to the stack's extent; among those whose
+    :func:`block_memory_bytes` fits the budget, the one with the least :func:`block_work` wins
+    (the larger on ties). Nothing fits: the smallest candidate.
+    """
+    def options(n: int, c: int) -> list[int]:
+        top = -(-n // c) * c
+        vals = {top} | {c * k for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if c * k < top}
+        return sorted(vals)
+
+    chunk = tuple(max(1, min(int(c), int(n))) for c, n in zip(chunk, out_shape, strict=True))
+    best, best_key = None, None
+    for bz in options(out_shape[0], chunk[0]):
+        for by in options(out_shape[1], chunk[1]):
+            for bx in options(out_shape[2], chunk[2]):
+                b = (bz, by, bx)
+                if block_memory_bytes(b, factor, geom, out_shape) > budget_bytes:
+                    continue
+                key = (round(block_work(b, factor, geom, out_shape), 3), -math.prod(b))
+                if best_key is None or key < best_key:
+                    best, best_key = b, key
+    return best or tuple(chunk)
 
 
 def predict_block(method: Any, data: Any, norm: Normalizer, block: Block, ctx: RunContext,
@@ -147,9 +201,8 @@ def predict_block(method: Any, data: Any, norm: Normalizer, block: Block, ctx: R
         raise InputError(f"{block.describe()}: the input holds NaN or Inf there; replace them (e.g. Process > Math > "
                          "NaN Background in Fiji) and resume")
     x = norm.before(raw)
-    y = method.predict(x, ctx)
     crop = tuple(slice(a, b) for a, b in block.crop)
-    return convert(norm.after(y[crop]))
+    return convert(norm.after(method.predict_region(x, ctx, crop)))
 
 
 # ---------------------------------------------------------------------------- the manifest

@@ -27,13 +27,14 @@ from ..data.io.registry import blockwise_formats, describe_blockwise
 from ..data.io.sinks import SinkSpec
 from ..training.events import StageEvent
 from .blocks import (
-    DEFAULT_BLOCK,
     DEFAULT_CHUNK,
     BlockGeometry,
     BlockRun,
     Manifest,
     block_memory_bytes,
+    block_work,
     check_resume,
+    choose_block,
     model_digest,
     plan_blocks,
     run_local,
@@ -66,6 +67,18 @@ def _zyx(volume: Volume, lead: tuple[int, ...]) -> Volume:
     if not lead:
         return volume
     return volume.channel(lead[-1], lead[0] if len(lead) == 2 else 0)
+
+
+#: the memory blocks may use when the user gives no --block-size (per process; less where less is
+#: free): with the interpreter, torch and the store (about 0.5 GB) a run stays within 2 GB of RSS
+BLOCK_BUDGET_BYTES = 2**30
+
+
+def block_budget(workers: int = 1) -> int:
+    """Bytes one block may use: ``BLOCK_BUDGET_BYTES``, or half the available memory if that is less."""
+    from ..core.memory import available_bytes
+
+    return int(min(BLOCK_BUDGET_BYTES, 0.5 * available_bytes()) // max(1, workers))
 
 
 def check_block_memory(block: tuple[int, int, int], factor: float, geom: BlockGeometry, workers: int = 1) -> None:
@@ -157,8 +170,14 @@ def _run(restorer, volume, out, fmt, dtype, block, chunk, work_dir, resume, clie
                               "in memory")
     geom = BlockGeometry(max(g.halo_z for g in geoms.values()), max(g.halo_yx for g in geoms.values()),
                          int(np.lcm.reduce([g.align for g in geoms.values()])))
-    block = tuple(block or DEFAULT_BLOCK)
-    check_block_memory(block, F, geom, n_workers if client is not None and n_workers > 1 else 1)
+    n_proc = n_workers if client is not None and n_workers > 1 else 1
+    out_zyx = methods[leads[0]].output_shape(volume.spatial_shape)
+    if block is None:
+        block = choose_block(out_zyx, F, geom, block_budget(n_proc), chunk or DEFAULT_CHUNK)
+        log.info("blocks of %d x %d x %d output voxels (from %.2f GiB of memory per block): %.2f voxels computed "
+                 "per output voxel", *block, block_budget(n_proc) / 2**30, block_work(block, F, geom, out_zyx))
+    block = tuple(block)
+    check_block_memory(block, F, geom, n_proc)
     blocks, chunks = plan_blocks(volume.spatial_shape, F, geom, block, chunk or DEFAULT_CHUNK,
                                  volume.shape[:-3] if volume.axes != "ZYX" else ())
     restorer.ctx.send(StageEvent("blocks", f"statistics of {volume.name} from a bounded sample"))

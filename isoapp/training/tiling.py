@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..core.errors import Cancelled
+from ..physics.forward import output_length, upsample
 from .device import autocast, to_device
 
 log = logging.getLogger(__name__)
@@ -263,34 +264,49 @@ def receptive_field(net: torch.nn.Module, ndim: int, size: int = 96, device: str
         size *= 2
 
 
-def restore_axial_planes(restore_planes: Callable[[np.ndarray], np.ndarray], up: np.ndarray, *,
+def restore_axial_planes(restore_planes: Callable[[np.ndarray], np.ndarray], vol: np.ndarray, factor: float, *,
                          fusion: str = "geometric", slab: int = 32,
+                         crop: Sequence[slice] | None = None,
                          progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Restore every xz and yz plane of a z-interpolated stack with a plane-wise network and fuse.
+    """Restore every xz and yz plane of a stack, interpolated along z by ``factor``, and fuse.
 
-    ``restore_planes`` maps ``(N, Z', W)`` planes (z along rows) to restored planes of the same
-    shape. The xz result is written first, then each slab of yz planes is fused into it in place
-    (geometric mean of the non-negative parts, or the arithmetic mean), so memory stays at two
-    volumes. Used by IsoNet and Self-Net.
+    ``restore_planes`` maps ``(N, Z', W)`` planes (z along rows) of the z-interpolated stack to
+    restored planes of the same shape. Each slab of planes is interpolated when it is needed (linear
+    interpolation along z is independent per column, so a slab equals that part of the whole
+    interpolated stack): memory stays at the input, the result and one slab. The xz result is written
+    first, then each slab of yz planes is fused into it in place (geometric mean of the non-negative
+    parts, or the arithmetic mean). Used by IsoNet and Self-Net.
+
+    ``crop`` (three slices of the output grid) returns only that region. A block-wise run reads a
+    halo on every side, but an xz plane needs context only along its own axes (z and x): the xz
+    pass then restores only the rows ``y`` inside the crop, the yz pass only the columns ``x``
+    inside it, which removes the lateral halo across each pass. Every kept voxel is computed from
+    the same whole plane as without ``crop``.
     """
-    _, ny, nx = up.shape
-    out = np.empty_like(up)
-    total = ny + nx
-    for y0 in range(0, ny, slab):  # xz planes: (Y, Z', X)
-        planes = np.ascontiguousarray(up[:, y0:y0 + slab, :].transpose(1, 0, 2))
-        out[:, y0:y0 + slab, :] = restore_planes(planes).transpose(1, 0, 2)
+    out_shape = (output_length(vol.shape[0], factor),) + tuple(vol.shape[1:])
+    (z0, z1, _), (y0, y1, _), (x0, x1, _) = ((s.indices(n)) for s, n in
+                                             zip(crop or (slice(None),) * 3, out_shape, strict=True))
+    out = np.empty((z1 - z0, y1 - y0, x1 - x0), np.float32)
+    total = (y1 - y0) + (x1 - x0)
+    for y in range(y0, y1, slab):  # xz planes: (Y, Z', X)
+        ye = min(y + slab, y1)
+        up = upsample(vol[:, y:ye, :], factor, axis=0, order=1)
+        planes = np.ascontiguousarray(up.transpose(1, 0, 2))
+        out[:, y - y0:ye - y0, :] = restore_planes(planes)[:, z0:z1, x0:x1].transpose(1, 0, 2)
         if progress is not None:
-            progress(min(y0 + slab, ny), total)
-    for x0 in range(0, nx, slab):  # yz planes: (X, Z', Y)
-        planes = np.ascontiguousarray(up[:, :, x0:x0 + slab].transpose(2, 0, 1))
-        b = restore_planes(planes).transpose(1, 2, 0)
-        a = out[:, :, x0:x0 + slab]
+            progress(ye - y0, total)
+    for x in range(x0, x1, slab):  # yz planes: (X, Z', Y)
+        xe = min(x + slab, x1)
+        up = upsample(vol[:, :, x:xe], factor, axis=0, order=1)
+        planes = np.ascontiguousarray(up.transpose(2, 0, 1))
+        b = restore_planes(planes)[:, z0:z1, y0:y1].transpose(1, 2, 0)
+        a = out[:, :, x - x0:xe - x0]
         if fusion == "geometric":
-            out[:, :, x0:x0 + slab] = np.sqrt(np.clip(a, 0, None) * np.clip(b, 0, None))
+            out[:, :, x - x0:xe - x0] = np.sqrt(np.clip(a, 0, None) * np.clip(b, 0, None))
         else:
-            out[:, :, x0:x0 + slab] = 0.5 * (a + b)
+            out[:, :, x - x0:xe - x0] = 0.5 * (a + b)
         if progress is not None:
-            progress(ny + min(x0 + slab, nx), total)
+            progress((y1 - y0) + xe - x0, total)
     return out
 
 
@@ -306,3 +322,6 @@ class BlockGeometry:
     halo_z: int
     halo_yx: int
     align: int = 1
+    #: True for plane-wise methods (:func:`restore_axial_planes`): each pass needs the lateral halo
+    #: only across its own planes, and the z-interpolated block is never held whole
+    planewise: bool = False
