@@ -26,6 +26,13 @@ the method predicts at their positions:
    withheld planes, and SSIM of the fitted prediction. Gains over linear and cubic are the mean
    per-plane differences, with their standard error over planes.
 
+4. **Bounded memory.** The thinned restoration covers the output grid of the stack it is given
+   (``F`` times the region's voxels), and linear and cubic interpolation need as much again,
+   cubic in float64. So the check works on a lateral window of at most ``CHECK_OUTPUT_BYTES``
+   of float32 output, over all planes, where the overview holds the most signal
+   (:func:`isoapp.data.io.lazy.training_region`): on a large stack the check samples one region
+   rather than growing with the stack (about ten copies of that window, about 1.3 GB at most).
+
 The check needs at least ``MIN_KEPT`` kept planes (``2 * MIN_KEPT - 1`` planes in all); a thinner
 stack gets one line saying why (:func:`axial_unavailable`).
 """
@@ -47,6 +54,11 @@ log = logging.getLogger(__name__)
 MIN_KEPT = 4
 REBLUR_PLANES = (0.0, 0.25, 0.5, 0.75, 1.0)
 BORDER_XY = 4
+#: float32 bytes of the thinned restoration's output the check may hold: with the interpolations
+#: and their float64 spline (about ten such copies) the check stays near 1.3 GB, inside the 2 GB a
+#: block-wise run may use; 128 MiB still scores ``nz / 2`` planes of a window of about
+#: ``sqrt(8 Mi / (F nz))`` pixels (e.g. 360 x 360 for 128 planes at F 4).
+CHECK_OUTPUT_BYTES = 128 * 2**20
 
 RestoreThin = Callable[[np.ndarray, float], np.ndarray]
 
@@ -145,13 +157,16 @@ def axial_check(vol: np.ndarray, factor: float, restore_thin: RestoreThin, *,
         ``ssim_gain``), the absolute figures, ``n_planes`` withheld, the spacing ratio and the
         re-blur chosen for each (``reblur_planes``: in acquired planes).
     """
+    from ..data.io.lazy import training_region
     from ..physics.forward import upsample
 
     interpolate = interpolate or (lambda a, f, o: upsample(a, f, axis=0, order=o))
-    vol = np.asarray(vol, np.float32)
     why = axial_unavailable(vol.shape[0])
     if why:
         return {"skipped": why}
+    window = training_region(vol, int(CHECK_OUTPUT_BYTES / max(float(factor), 1.0)), min_lateral=32,
+                             purpose="the axial check's window")
+    vol = np.asarray(vol[(slice(None),) + tuple(window[1:])], np.float32)
     kept, held = split_planes(vol.shape[0])
     thin = np.ascontiguousarray(vol[kept])
     f2 = 2.0 * float(factor)
@@ -164,8 +179,9 @@ def axial_check(vol: np.ndarray, factor: float, restore_thin: RestoreThin, *,
     dr = float(ref.max() - ref.min()) or 1.0
     sigmas = [s * float(factor) for s in REBLUR_PLANES]
     restored = np.asarray(restore_thin(thin, f2), np.float32)
-    if restored.shape[0] != n_out:
-        raise ValueError(f"the thinned restoration has {restored.shape[0]} planes, expected {n_out}")
+    if restored.shape != (n_out,) + thin.shape[1:]:
+        raise ValueError(f"the thinned restoration has shape {restored.shape} (planes, rows, columns), expected "
+                         f"{(n_out,) + thin.shape[1:]}")
     method_sigmas = sigmas + ([float(user_sigma_px)] if user_sigma_px else [])
     pm, sm, sig_m = _best(restored, positions, ref, method_sigmas, dr, crop)
     pl, sl, sig_l = _best(interpolate(thin, f2, 1), positions, ref, sigmas, dr, crop)
@@ -174,6 +190,7 @@ def axial_check(vol: np.ndarray, factor: float, restore_thin: RestoreThin, *,
     margin, se_c = _mean_se(pm - pc)
     ssim_gain, ssim_se = _mean_se(sm - sl)
     res = {"n_planes": int(len(held)), "spacing_ratio": 2, "kept_planes": int(len(kept)),
+           "window_yx": [int(window[1].start), int(window[1].stop), int(window[2].start), int(window[2].stop)],
            "psnr_method": round(float(pm.mean()), 3), "psnr_interp": round(float(pl.mean()), 3),
            "psnr_cubic": round(float(pc.mean()), 3), "psnr_gain_db": round(gain, 3), "psnr_gain_se_db": round(se, 3),
            "cubic_margin_db": round(margin, 3), "cubic_margin_se_db": round(se_c, 3),

@@ -126,7 +126,8 @@ def _overview(data: Any, max_planes: int = 16, step_xy: int = 8) -> tuple[np.nda
     return acc / len(zs), step_xy
 
 
-def training_region(data: Any, budget_bytes: int = TRAIN_BUDGET_BYTES, *, min_lateral: int = 64) -> tuple:
+def training_region(data: Any, budget_bytes: int = TRAIN_BUDGET_BYTES, *, min_lateral: int = 64,
+                    purpose: str = "the method's training region") -> tuple:
     """The box (slices) of a ZYX array a method trains on: all of it if it fits ``budget_bytes``.
 
     Otherwise the lateral window (all z planes, or a centred run of planes when even a
@@ -153,7 +154,8 @@ def training_region(data: Any, budget_bytes: int = TRAIN_BUDGET_BYTES, *, min_la
     y0 = min(int(iy) * step, ny - wy)
     x0 = min(int(ix) * step, nx - wx)
     box = (slice(z0, z0 + z_len), slice(y0, y0 + wy), slice(x0, x0 + wx))
-    log.info("the stack (%d x %d x %d) exceeds the method's training region of %d MiB (float32): training on the "
-             "region z %d:%d, y %d:%d, x %d:%d, where the overview holds the most signal", nz, ny, nx, budget_bytes // 2**20,
+    log.info("the stack (%d x %d x %d) exceeds %s of %d MiB (float32): using the "
+             "region z %d:%d, y %d:%d, x %d:%d, where the overview holds the most signal", nz, ny, nx, purpose,
+             budget_bytes // 2**20,
              z0, z0 + z_len, y0, y0 + wy, x0, x0 + wx)
     return box
