@@ -149,11 +149,7 @@ class Method(ABC):
         """Restore ``vol`` (ZYX, normalised) onto the output grid."""
 
     def predict_region(self, vol: np.ndarray, ctx: RunContext, crop: tuple[slice, ...] | None) -> np.ndarray:
-        """The ``crop`` (slices of the output grid) of :meth:`predict`; block-wise runs call this.
-
-        Methods that can skip work outside the crop override it (plane-wise nets skip the lateral
-        halo across each pass); the result must equal ``predict(vol)[crop]``.
-        """
+        """``predict(vol)[crop]`` (block-wise runs); plane-wise nets override it to skip work outside the crop."""
         out = self.predict(vol, ctx)
         return out if crop is None else out[tuple(crop)]
 
