@@ -7,6 +7,7 @@ way. Subclasses provide the network (:attr:`inference_net`) and ``params.tile`` 
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import numpy as np
@@ -17,6 +18,8 @@ from ..training.context import RunContext
 from ..training.events import ProgressEvent
 from ..training.tiling import predict_tiled, receptive_field, restore_axial_planes
 from .base import Method
+
+log = logging.getLogger(__name__)
 
 
 class PlaneWiseMethod(Method):
@@ -66,7 +69,24 @@ class PlaneWiseMethod(Method):
         return self.predict_region(vol, ctx, None, slab=slab)
 
     def predict_region(self, vol: np.ndarray, ctx: RunContext, crop, slab: int = 32) -> np.ndarray:
-        """Only the ``crop`` of the output: the xz pass skips the rows, the yz pass the columns outside it."""
+        """Only the ``crop`` of the output: the xz pass skips the rows, the yz pass the columns outside it.
+
+        On CUDA (whole planes, no ``tile``) interpolation, both passes and fusion run on the device
+        (:mod:`isoapp.training.planes_device`); a block too large for the GPU falls back to the host
+        path, which tiles planes and halves tiles on out-of-memory errors.
+        """
+        if ctx.device.type == "cuda" and self.params.tile is None:
+            from ..training.planes_device import restore_axial_planes_device
+
+            net = self.inference_net.to(ctx.device).eval()
+            try:
+                return restore_axial_planes_device(
+                    net, vol, self.factor, device=ctx.device, amp=ctx.use_amp, divisor=getattr(net, "divisor", 1),
+                    fusion=self.params.fusion, crop=crop, should_stop=ctx.should_stop,
+                    progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                log.warning("the block does not fit on the GPU whole; restoring its planes in tiles")
         return restore_axial_planes(lambda p: self._restore_planes(p, ctx), vol, self.factor, fusion=self.params.fusion,
                                     slab=slab, crop=crop,
                                     progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))
