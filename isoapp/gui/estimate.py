@@ -77,8 +77,18 @@ def work_scale(cfg: RunConfig, cls) -> tuple[float, float]:
     return area / max(area0, 1) * width, width
 
 
-def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measured: dict | None = None) -> Estimate:
-    """Estimate a run of ``cfg`` (method class ``cls``) on a stack of ``shape`` on ``device``."""
+#: the self-checks a run makes (the GUI runs the Restorer's default, both): the axial one trains the
+#: method a second time, with the same steps, on every other plane (isoapp.run.restorer.CHECKS)
+AXIAL_CHECKS = ("axial", "both")
+
+
+def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measured: dict | None = None,
+             check: str = "both") -> Estimate:
+    """Estimate a run of ``cfg`` (method class ``cls``) on a stack of ``shape`` on ``device``.
+
+    With the axial check (``check`` axial or both) a trainable method trains twice: the second run
+    has the same steps on half the planes, and its steps cost what the first run's cost.
+    """
     nz, ny, nx = shape[-3:]
     n_vol = 1
     for s in shape[:-3]:
@@ -89,6 +99,8 @@ def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measur
     train_scale, restore_scale = work_scale(cfg, cls)
     n_train = int(shape[-4]) if len(shape) >= 4 else 1  # one model per channel; time points reuse it
     loops = int(round(cfg.train.steps * tm.loops_per_step)) * n_train if cls.trainable else 0
+    if cls.trainable and check in AXIAL_CHECKS:
+        loops += int(round(cfg.train.steps * tm.loops_per_step))  # the axial check's run (channel 0 only)
     train_s = loops * tm.s_per_step * train_scale * speed
     restore_s = out_vox * tm.s_per_voxel * restore_scale * speed
     is_measured = False
@@ -109,7 +121,8 @@ def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measur
     return Estimate(train_s, restore_s, int(ram), int(gpu), is_measured, loops)
 
 
-def estimate_auto(cfg: RunConfig, shape: tuple[int, ...], *, device: str, timings: dict) -> Estimate:
+def estimate_auto(cfg: RunConfig, shape: tuple[int, ...], *, device: str, timings: dict,
+                  check: str = "both") -> Estimate:
     """``auto``'s estimate: its candidates' own estimates added up (each from this machine's measured
     speed of that method, preset and device when known), as auto trains them one after the other
     with its training settings; the restore as the slowest candidate's. Its training loops are the
@@ -122,7 +135,7 @@ def estimate_auto(cfg: RunConfig, shape: tuple[int, ...], *, device: str, timing
         cls = get_method(name)
         c = build_config(name, preset=cfg.preset, factor=cfg.factor, voxel_size=cfg.voxel_size,
                          train=cfg.train_overrides)
-        parts.append(estimate(c, shape, cls=cls, device=device,
+        parts.append(estimate(c, shape, cls=cls, device=device, check=check,
                               measured=timings.get(timing_key(name, cfg.preset, device))))
     return Estimate(sum(e.train_s for e in parts), max(e.restore_s for e in parts),
                     max(e.ram_bytes for e in parts), max(e.gpu_bytes for e in parts),

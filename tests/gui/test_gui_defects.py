@@ -134,7 +134,9 @@ def test_estimates_come_from_the_method_time_models():
     assert ot.train_s > 60, ot  # was "train 0 s" for 146 s
     sn = est("selfnet")
     cfg = build_config("selfnet", preset="fast", factor=4.0, voxel_size=(0.8, 0.2, 0.2))
-    assert sn.train_loops == 2 * cfg.train.steps  # both stages of every epoch
+    assert sn.train_loops == 2 * 2 * cfg.train.steps  # both stages of every epoch, and again for the axial check
+    only = estimate(cfg, shape, cls=get_method("selfnet"), device="cpu", check="lateral")
+    assert only.train_loops == 2 * cfg.train.steps and only.train_s == pytest.approx(sn.train_s / 2)
     # the whole-run ETA covers every stage still to come, and follows the measured speed
     clock = RunClock(sn, start=0.0)
     per_loop = sn.train_s / sn.train_loops
