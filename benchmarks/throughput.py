@@ -43,12 +43,13 @@ REPO = HERE.parent
 FACTOR = 4.0
 
 
-def run_wait4(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+def run_wait4(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
     """Run ``cmd``; return its wall time, user/system CPU seconds and peak RSS (``os.wait4``); raise on failure."""
     import threading
 
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # cwd: not a checkout, since ``python -m`` puts the working directory before PYTHONPATH
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
 
     bufs: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda s=s, k=k: bufs.__setitem__(k, s.read()))
@@ -81,10 +82,11 @@ def flop_per_output_voxel(model_dir: Path, plane_shape: tuple[int, int]) -> floa
 
     m = load_model(model_dir)
     net = m.inference_net.eval()
-    x = torch.zeros((1, 1) + tuple(plane_shape))
+    d = int(getattr(net, "divisor", 1))
+    x = torch.zeros((1, 1) + tuple(-(-s // d) * d for s in plane_shape))  # padded as prediction pads
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         net(x)
-    return 2.0 * fc.get_total_flops() / float(np.prod(plane_shape))
+    return float(fc.get_total_flops()) / float(np.prod(plane_shape))  # FlopCounterMode counts 2 per multiply-add
 
 
 def conv_throughput(seconds: float = 3.0) -> dict[str, float]:
@@ -122,7 +124,7 @@ def main() -> None:
     here_env = env_for(REPO, args.threads)
     if not stack.exists():
         subprocess.run([py, str(HERE / "large_stack.py"), str(stack), "--shape", *map(str, args.shape)],
-                       env=here_env, check=True)
+                       env=here_env, check=True, cwd=out)
     models: dict[str, Path] = {}
     for name in args.methods:
         if name in ("linear", "cubic"):
@@ -131,7 +133,7 @@ def main() -> None:
         if not (mdir / "config.json").exists():
             subprocess.run([py, "-m", "isoapp", "train", str(stack), "--method", name, "--save-model", str(mdir),
                             "--steps", str(args.steps), "--device", args.device, "--overwrite", "-q"],
-                           env=here_env, check=True)
+                           env=here_env, check=True, cwd=out)
         models[name] = mdir
     trees = [("this", REPO)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     nz, ny, nx = args.shape
@@ -146,7 +148,7 @@ def main() -> None:
             cmd += ["--model", str(models[name])] if name in models else ["--method", name]
             if args.block_size:
                 cmd += ["--block-size", *map(str, args.block_size)]
-            r = run_wait4(cmd, env_for(tree, args.threads))
+            r = run_wait4(cmd, env_for(tree, args.threads), out)
             r.pop("stdout")
             r.update(method=name, code=label, output_voxels=out_vox,
                      mvoxel_per_s=round(out_vox / r["wall_s"] / 1e6, 3))
