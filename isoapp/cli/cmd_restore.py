@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--in-memory", action="store_true", help="restore the whole stack in memory")
     b.add_argument("--block-size", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="block edges in output voxels (default: the shape with the least halo work within "
-                        "1 GiB per block, or half the free memory if less); smaller blocks need less memory")
+                        "512 MiB per block, or half the free memory if less); smaller blocks need less memory")
     b.add_argument("--workers", type=int, metavar="N", help="run the blocks on a local Dask cluster of N processes")
     b.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the blocks on an existing Dask cluster (e.g. tcp://10.0.0.1:8786); the workers must "

@@ -130,6 +130,11 @@ def _lateral_source(r: tuple[int, int], n: int, geom: BlockGeometry) -> tuple[tu
     return (a, b), (r[0] - a, r[1] - a)
 
 
+#: a plane-wise network's activations at once: on the CPU 256 Ki input voxels per batch (isoapp.methods.planewise)
+#: times up to 64 channels, float32, about four layers alive; CUDA batches live on the GPU
+PLANEWISE_ACTIVATIONS = 2**18 * 64 * 4 * 4
+
+
 def _halo_out(n_out: int, block: int, halo: float) -> float:
     """Halo voxels a block of ``block`` reads along an axis of ``n_out`` (none where one block spans it)."""
     return 0.0 if block >= n_out else 2.0 * halo
@@ -140,17 +145,18 @@ def block_memory_bytes(block: Sequence[int], factor: float, geom: BlockGeometry,
     """A conservative estimate of the memory one block needs, in bytes.
 
     Plane-wise methods hold the input block with its halo (read, normalised: two float32 copies on
-    the input grid), the float32 result and its converted copy, and one slab of interpolated planes
-    with the network's activations (about 24 float32 copies of 32 planes). Other methods hold
-    about six float32 copies of the whole z-interpolated block with its halo.
+    the input grid), the float32 result and its converted copy, one slab of 32 interpolated planes
+    (interpolated, transposed, restored: three copies) and the network's activations, which the
+    batch bounds (``PLANEWISE_ACTIVATIONS``). Other methods hold about six float32 copies of the
+    whole z-interpolated block with its halo.
     """
     shape = out_shape or (math.inf,) * 3
     zh = block[0] + _halo_out(shape[0], block[0], (geom.halo_z + 1) * factor)
     yh, xh = (b + _halo_out(n, b, geom.halo_yx) for b, n in zip(block[1:], shape[1:], strict=True))
     if not geom.planewise:
         return int(zh * yh * xh * 4 * 6)
-    slab = 32 * zh * max(yh, xh) * 4 * 24
-    return int(2 * (zh / factor) * yh * xh * 4 + 2 * math.prod(block) * 4 + slab)
+    slab = 32 * zh * max(yh, xh) * 4 * 3
+    return int(2 * (zh / factor) * yh * xh * 4 + 2 * math.prod(block) * 4 + slab + PLANEWISE_ACTIVATIONS)
 
 
 def block_work(block: Sequence[int], factor: float, geom: BlockGeometry, out_shape: Sequence[int]) -> float:

@@ -69,9 +69,12 @@ def _zyx(volume: Volume, lead: tuple[int, ...]) -> Volume:
     return volume.channel(lead[-1], lead[0] if len(lead) == 2 else 0)
 
 
-#: the memory blocks may use when the user gives no --block-size (per process; less where less is
-#: free): with the interpreter, torch and the store (about 0.5 GB) a run stays within 2 GB of RSS
-BLOCK_BUDGET_BYTES = 2**30
+#: the estimated memory (isoapp.run.blocks.block_memory_bytes) blocks may use when the user gives no
+#: --block-size (per process; less where less is free). Measured on 512 x 2048 x 2048 at F 4 (IsoNet
+#: fast, 2 cores): 512 MiB picks 256^3 blocks, 1.43 GB peak RSS at 0.90 Mvoxel/s; 1 GiB picked
+#: 768 x 256 x 256, 2.96 GB at 0.93 Mvoxel/s (freed memory, up to 1 GiB, stays with the process:
+#: isoapp.core.memory.keep_freed_memory). The run's target is 2 GB of RSS whatever the stack.
+BLOCK_BUDGET_BYTES = 2**29
 
 
 def block_budget(workers: int = 1) -> int:
@@ -169,7 +172,8 @@ def _run(restorer, volume, out, fmt, dtype, block, chunk, work_dir, resume, clie
                               f"restore this stack with {', '.join(able[:-1])} or {able[-1]}, or crop it to fit "
                               "in memory")
     geom = BlockGeometry(max(g.halo_z for g in geoms.values()), max(g.halo_yx for g in geoms.values()),
-                         int(np.lcm.reduce([g.align for g in geoms.values()])))
+                         int(np.lcm.reduce([g.align for g in geoms.values()])),
+                         planewise=all(g.planewise for g in geoms.values()))
     n_proc = n_workers if client is not None and n_workers > 1 else 1
     out_zyx = methods[leads[0]].output_shape(volume.spatial_shape)
     if block is None:
