@@ -100,6 +100,13 @@ def check_block_memory(block: tuple[int, int, int], factor: float, geom: BlockGe
                           + (" or fewer --workers" if workers > 1 else ""))
 
 
+def merged_geometry(geoms: list[BlockGeometry]) -> BlockGeometry:
+    """One geometry for the models of all channels: the largest halos, a common alignment, and
+    plane-wise only if every model is (the block chooser's memory and work estimates depend on it)."""
+    return BlockGeometry(max(g.halo_z for g in geoms), max(g.halo_yx for g in geoms),
+                         int(np.lcm.reduce([g.align for g in geoms])), planewise=all(g.planewise for g in geoms))
+
+
 def restore_blockwise(restorer: Any, volume: Volume, output: str | Path, *, dtype: str = "float32",
                       fmt: str | None = None, block: tuple[int, int, int] | None = None,
                       chunk: tuple[int, int, int] | None = None, work_dir: str | Path | None = None,
@@ -171,9 +178,7 @@ def _run(restorer, volume, out, fmt, dtype, block, chunk, work_dir, resume, clie
             raise ConfigError(f"{m.label or m.name} cannot restore block by block (it has whole-volume steps); "
                               f"restore this stack with {', '.join(able[:-1])} or {able[-1]}, or crop it to fit "
                               "in memory")
-    geom = BlockGeometry(max(g.halo_z for g in geoms.values()), max(g.halo_yx for g in geoms.values()),
-                         int(np.lcm.reduce([g.align for g in geoms.values()])),
-                         planewise=all(g.planewise for g in geoms.values()))
+    geom = merged_geometry(list(geoms.values()))
     n_proc = n_workers if client is not None and n_workers > 1 else 1
     out_zyx = methods[leads[0]].output_shape(volume.spatial_shape)
     if block is None:
