@@ -69,6 +69,12 @@ def test_train_command_then_restore_with_the_model(tmp_path, capsys):
     np.testing.assert_allclose(read_volume(tmp_path / "o.tif").data, a, rtol=0, atol=1e-3)
     assert main(["train", str(src), "--save-model", str(tmp_path / "m2"), "--method", "linear"]) == 2
     assert "does not train" in capsys.readouterr().err
+    # the default run made both self-checks; --check lateral skips the axial one's second training
+    assert "psnr_gain_db" in (cfg.get("axial") or {}) and cfg.get("heldout")
+    assert main(["train", str(src), "--save-model", str(tmp_path / "m3"), "--method", "isonet", "--steps", "3",
+                 "--device", "cpu", "--check", "lateral", "-q"]) == 0
+    cfg3 = json.loads((tmp_path / "m3" / "config.json").read_text())
+    assert cfg3.get("axial") is None and cfg3.get("heldout")
 
 
 @pytest.mark.parametrize("budget", [2**30, 64 * 64 * 13 * 4 // 3])

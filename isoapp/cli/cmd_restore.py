@@ -16,7 +16,7 @@ from .checkpoints import (
     remove_checkpoints,
     with_resume_hint,
 )
-from .options import add_method_options, add_psf_options, parse_params, psf_spec
+from .options import add_check_option, add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
 from .summary import quality_lines, write_residual_map
 
@@ -59,11 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-seconds", type=float, metavar="S",
                    help="checkpoint at least every S seconds of training (default 30; 0: by steps only)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    p.add_argument("--check", choices=("both", "axial", "lateral", "none"), default=None,
-                   help="self-checks after training (default both): axial trains the method again on every other "
-                        "recorded plane and scores it against the withheld ones (about twice the training time; "
-                        "does not trust the estimated blur); lateral scores held-out lateral planes degraded by "
-                        "the estimated model (cheap, optimistic); none skips both")
+    add_check_option(p)
     p.add_argument("--residual-map", metavar="FILE",
                    help="write the data-consistency residual (recorded planes minus the restored stack put through "
                         "the degradation model, in noise sigmas, on the input grid) to FILE (in-memory runs)")

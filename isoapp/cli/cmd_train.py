@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..core.errors import ConfigError, OutputError
-from .options import add_method_options, add_psf_options, parse_params, psf_spec
+from .options import add_check_option, add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
 
 
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="memory for the region the method trains on (default 384)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --save-model")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_check_option(p)
     add_method_options(p)
     p.set_defaults(func=run)
 
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         r = Restorer(args.method, preset=args.preset, factor=args.factor, voxel_size=args.voxel_size,
                      psf=psf_spec(args), steps=args.steps,
                      device=args.device, seed=args.seed, params=parse_params(args.param), emit=progress,
-                     train_budget_bytes=int(args.train_budget_mb * 2**20)).fit(vol)
+                     train_budget_bytes=int(args.train_budget_mb * 2**20),
+                     **({"check": args.check} if args.check else {})).fit(vol)
     finally:
         progress.close()
     r.save(out)

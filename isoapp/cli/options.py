@@ -81,3 +81,12 @@ def psf_spec(args: argparse.Namespace) -> dict:
     if getattr(args, "psf_fwhm", None):
         return build("gaussian", fwhm_um=args.psf_fwhm)
     return build("nyquist" if getattr(args, "psf_nyquist", False) else "auto")
+
+
+def add_check_option(p: argparse.ArgumentParser) -> None:
+    """``--check``: which self-checks follow training (``restore`` and ``train``)."""
+    p.add_argument("--check", choices=("both", "axial", "lateral", "none"), default=None,
+                   help="self-checks after training (default both): axial trains the method again on every other "
+                        "recorded plane and scores it against the withheld ones (about twice the training time; "
+                        "does not trust the estimated blur); lateral scores held-out lateral planes degraded by "
+                        "the estimated model (cheap, optimistic); none skips both")
