@@ -76,6 +76,19 @@ def _silence_stdout() -> None:
         pass
 
 
+def entry() -> int:
+    """The ``isoapp`` console script and ``python -m isoapp``: :func:`main` in a process of its own.
+
+    Only here does the process's allocator keep freed memory for reuse (large buffers are then not
+    page-faulted in again: about 30x less system time in a restore; :func:`isoapp.core.memory.keep_freed_memory`);
+    ``main`` called inside another program (or a test) leaves that program's allocator alone.
+    """
+    from ..core.memory import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``isoapp`` console script.
 
@@ -91,9 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     debug = getattr(args, "debug", False)
     setup_logging(debug, getattr(args, "quiet", False))
-    from ..core.memory import keep_freed_memory
-
-    keep_freed_memory()  # large buffers are reused rather than page-faulted in again (10x less system time)
     old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     install()
     try:
@@ -141,4 +151,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry())
