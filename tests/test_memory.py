@@ -100,7 +100,7 @@ _FAULTS = textwrap.dedent("""
     for _ in range(3):  # warm-up: the heap grows once
         torch.ones(2**23, dtype=torch.float64)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):  # a 64 MiB tensor allocated, written and freed, as a network layer's output is
+    for _ in range(40):  # a 64 MiB tensor allocated, written and freed, as a network layer's output is
         torch.ones(2**23, dtype=torch.float64)
     print(json.dumps({"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """)
@@ -117,5 +117,6 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again():
 
     plain, kept = faults("plain"), faults("keep")
     assert kept["tuned"] is True
-    assert plain["faults"] >= 20 * 16384 * 0.9, plain  # every buffer page-faulted in again
-    assert kept["faults"] < 0.1 * plain["faults"], (plain, kept)
+    assert plain["faults"] >= 40 * 16384 * 0.9, plain  # every buffer page-faulted in again
+    # kept: 0 alone, 65 536 (the heap growing by four buffers, once) inside the full suite
+    assert kept["faults"] < 0.25 * plain["faults"], (plain, kept)
