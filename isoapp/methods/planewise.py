@@ -88,6 +88,7 @@ class PlaneWiseMethod(Method):
         (:mod:`isoapp.training.planes_device`); a block too large for the GPU falls back to the host
         path, which tiles planes and halves tiles on out-of-memory errors.
         """
+        progress = lambda i, n: ctx.send(ProgressEvent("restore", i, n))  # noqa: E731
         if ctx.device.type == "cuda" and self.params.tile is None:
             from ..training.planes_device import restore_axial_planes_device
 
@@ -95,11 +96,9 @@ class PlaneWiseMethod(Method):
             try:
                 return restore_axial_planes_device(
                     net, vol, self.factor, device=ctx.device, amp=ctx.use_amp, divisor=getattr(net, "divisor", 1),
-                    fusion=self.params.fusion, crop=crop, should_stop=ctx.should_stop,
-                    progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))
+                    fusion=self.params.fusion, crop=crop, should_stop=ctx.should_stop, progress=progress)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 log.warning("the block does not fit on the GPU whole; restoring its planes in tiles")
         return restore_axial_planes(lambda p: self._restore_planes(p, ctx), vol, self.factor, fusion=self.params.fusion,
-                                    slab=slab, crop=crop,
-                                    progress=lambda i, n: ctx.send(ProgressEvent("restore", i, n)))
+                                    slab=slab, crop=crop, progress=progress)

@@ -19,11 +19,9 @@ import numpy as np
 import torch
 
 from ..core.errors import Cancelled
-from ..physics.forward import output_length
+from ..physics.forward import _EPS, output_length
 from .device import autocast, to_device
-from .tiling import _pad_to
-
-_EPS = 1e-9  # as isoapp.physics.forward.sample_along: positions within it of a plane take that plane
+from .tiling import _pad_to, crop_ranges
 
 
 def _interp_weights(nz: int, factor: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -51,8 +49,7 @@ def restore_axial_planes_device(net: Callable[[torch.Tensor], torch.Tensor], vol
     device = torch.device(device)
     nz, ny, nx = vol.shape
     m = output_length(nz, factor)
-    (z0, z1, _), (y0, y1, _), (x0, x1, _) = ((s.indices(n)) for s, n in
-                                             zip(crop or (slice(None),) * 3, (m, ny, nx), strict=True))
+    (z0, z1), (y0, y1), (x0, x1) = crop_ranges(crop, (m, ny, nx))
     if batch_voxels is None:
         batch_voxels = 2**22 if device.type == "cuda" else 2**20
     v = to_device(torch.from_numpy(np.ascontiguousarray(vol, np.float32)), device)

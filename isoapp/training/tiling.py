@@ -264,6 +264,11 @@ def receptive_field(net: torch.nn.Module, ndim: int, size: int = 96, device: str
         size *= 2
 
 
+def crop_ranges(crop: Sequence[slice] | None, shape: Sequence[int]) -> list[tuple[int, int]]:
+    """``(start, stop)`` per axis of ``crop`` (slices, None: everything) within ``shape``."""
+    return [s.indices(n)[:2] for s, n in zip(crop or (slice(None),) * len(shape), shape, strict=True)]
+
+
 def restore_axial_planes(restore_planes: Callable[[np.ndarray], np.ndarray], vol: np.ndarray, factor: float, *,
                          fusion: str = "geometric", slab: int = 32,
                          crop: Sequence[slice] | None = None,
@@ -283,9 +288,7 @@ def restore_axial_planes(restore_planes: Callable[[np.ndarray], np.ndarray], vol
     inside it, which removes the lateral halo across each pass. Every kept voxel is computed from
     the same whole plane as without ``crop``.
     """
-    out_shape = (output_length(vol.shape[0], factor),) + tuple(vol.shape[1:])
-    (z0, z1, _), (y0, y1, _), (x0, x1, _) = ((s.indices(n)) for s, n in
-                                             zip(crop or (slice(None),) * 3, out_shape, strict=True))
+    (z0, z1), (y0, y1), (x0, x1) = crop_ranges(crop, (output_length(vol.shape[0], factor),) + tuple(vol.shape[1:]))
     out = np.empty((z1 - z0, y1 - y0, x1 - x0), np.float32)
     total = (y1 - y0) + (x1 - x0)
     for y in range(y0, y1, slab):  # xz planes: (Y, Z', X)
