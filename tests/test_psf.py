@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -189,3 +190,33 @@ def test_isonet_kernels_modes():
     assert np.abs(back - full_p).max() < 0.02 * full.max()
     with pytest.raises(ConfigError):
         isonet_kernels(psf, "half")  # type: ignore[arg-type]
+
+
+def test_an_off_centre_bead_is_centred_with_a_warning(caplog):
+    a = np.zeros((15, 15, 15), np.float32)
+    a[5, 9, 6] = 1.0  # 2, -2 and 1 voxels off the centre (7, 7, 7)
+    a = ndimage.gaussian_filter(a, 1.0)
+    with caplog.at_level(logging.WARNING, logger="isoapp.physics.psf"):
+        out = prepare_psf(a, background=0)
+    assert "off the centre" in caplog.text
+    assert np.allclose(ndimage.center_of_mass(out), 7.0, atol=0.1)
+
+
+def test_a_psf_file_of_another_voxel_size_is_resampled_with_a_note(tmp_path, caplog):
+    from isoapp.core.volume import Volume
+    from isoapp.data.io import write_volume
+    from isoapp.run.resolve import resolve_psf
+    from isoapp.training.config import PSFSpec
+
+    z = np.exp(-0.5 * (np.arange(-10, 11) / 2.0) ** 2)
+    yx = np.exp(-0.5 * (np.arange(-5, 6) / 1.0) ** 2)
+    arr = (z[:, None, None] * yx[None, :, None] * yx[None, None, :]).astype(np.float32)
+    path = tmp_path / "psf.tif"
+    write_volume(Volume(arr, axes="ZYX", voxel_size=(0.1, 0.05, 0.05), name="psf"), path)
+    with caplog.at_level(logging.INFO, logger="isoapp.run.resolve"):
+        out = resolve_psf(PSFSpec(kind="file", path=str(path)), (0.4, 0.1, 0.1), 4.0)
+    assert "resampled it to the stack's grid" in caplog.text
+    # sigma 2 planes of 0.1 µm = 0.2 µm = 2 pixels of the stack's 0.1 µm lateral grid
+    prof = out.sum(axis=(1, 2))
+    c = len(prof) // 2
+    assert np.sqrt((prof * (np.arange(len(prof)) - c) ** 2).sum()) == pytest.approx(2.0, rel=0.1)

@@ -158,6 +158,10 @@ def prepare_psf(array: np.ndarray, *, background: str | float = "auto") -> np.nd
         raise InputError("the PSF is all zero after background subtraction; is it the right file?")
     a /= total
     centre = (np.asarray(a.shape) - 1) / 2.0
+    off = centre - centre_of_mass(a)
+    if np.max(np.abs(off)) > 1.0:
+        log.warning("the PSF's bead sits %s voxels (z, y, x) off the centre of its image; centred it (check that "
+                    "the image holds one bead)", ", ".join(f"{-v:+.1f}" for v in off))
     for _ in range(2):  # spline shifts are not exactly mass preserving; a second pass refines
         shift = centre - centre_of_mass(a)
         if np.max(np.abs(shift)) < 1e-3:

@@ -95,6 +95,9 @@ def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np
         else:
             log.warning("the PSF file %s has no calibration; assuming the stack's voxel size", spec.path)
             cal = (dz, dy, dx)
+        if not np.allclose(cal, voxel_size, rtol=0.01):
+            log.info("the PSF file %s has voxel size %s µm and the stack %s µm: resampled it to the stack's grid",
+                     spec.path, "x".join(f"{v:.4g}" for v in cal), "x".join(f"{v:.4g}" for v in voxel_size))
         out = psfmod.resample_psf_isotropic(arr, cal)  # isotropic at the PSF's own x pixel
         if abs(cal[2] - dxy) > 0.01 * dxy:
             from scipy import ndimage
