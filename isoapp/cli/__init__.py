@@ -19,7 +19,7 @@ import traceback
 
 from ..core.errors import Cancelled, IsoappError
 
-COMMANDS = ["info", "phantom", "degrade", "metrics", "train", "restore", "export", "demo", "bench", "fiji", "gui"]
+COMMANDS = ["info", "phantom", "degrade", "psf", "metrics", "train", "restore", "export", "demo", "bench", "fiji", "gui"]
 
 
 def build_parser() -> argparse.ArgumentParser:
