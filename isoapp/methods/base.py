@@ -170,11 +170,8 @@ class Method(ABC):
         return np.ascontiguousarray(out.transpose(1, 0, 2))
 
     def heldout_planes(self, vol: np.ndarray) -> tuple[int, ...]:
-        """The lateral planes (z indices of ``vol``) the held-out check restores and training leaves out.
-
-        Spread over the stack, or (``heldout_slab``) one slab that leaves a run of
-        :meth:`train_depth` planes to train on; empty (no check, said in the log) when there is no room.
-        """
+        """The lateral planes (z indices of ``vol``) the held-out check restores and training leaves out: spread
+        over the stack, or (``heldout_slab``) one slab leaving :meth:`train_depth` planes to train on; empty: no room."""
         if not self.heldout_slab:
             return tuple(choose_heldout(vol.shape[0]))
         try:
@@ -224,6 +221,10 @@ class Method(ABC):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for net in self.nets.values() for p in net.parameters())
+
+    def consistency_forward(self, out: np.ndarray, n_in: int) -> np.ndarray | None:
+        """The ``n_in`` planes this method's own 3D-PSF model predicts from ``out`` (None: use the axial model)."""
+        return None
 
     def report(self) -> dict[str, Any]:
         """Method-specific figures for ``bench`` and logs (e.g. the FWHM of a learned PSF)."""

@@ -46,7 +46,7 @@ def _zsum(a: np.ndarray, step: float) -> np.ndarray:
 
 
 def consistency(vol: np.ndarray, out: np.ndarray, degradation: Degradation, *, sigma_px: float | None = None,
-                residual_map: bool = False) -> tuple[dict[str, Any], np.ndarray | None]:
+                pred: np.ndarray | None = None, residual_map: bool = False) -> tuple[dict[str, Any], np.ndarray | None]:
     """The restoration ``out`` against the recorded ``vol`` through the forward model.
 
     Parameters
@@ -59,6 +59,10 @@ def consistency(vol: np.ndarray, out: np.ndarray, degradation: Degradation, *, s
         The stack's model: factor, axial blur (``axial_sigma_px``) and noise variance.
     sigma_px
         Axial blur to use instead of the model's (the user's PSF beyond the lateral one).
+    pred
+        The recorded planes the method's own forward model predicts from ``out`` (a method that
+        deconvolved with a full 3D PSF: :meth:`isoapp.methods.base.Method.consistency_forward`);
+        used instead of the axial model.
     residual_map
         Also return the residual in noise sigmas, on the input grid (float32, ZYX).
 
@@ -73,7 +77,8 @@ def consistency(vol: np.ndarray, out: np.ndarray, degradation: Degradation, *, s
     y = np.asarray(out, np.float32)
     F = float(degradation.factor)
     sigma = degradation.axial_sigma_px if sigma_px is None else float(sigma_px)
-    pred = forward(y, F, sigma, x.shape[0])
+    own = pred is not None
+    pred = forward(y, F, sigma, x.shape[0]) if pred is None else np.asarray(pred, np.float32)
     var = np.asarray(degradation.noise_var(pred), np.float32)
     med = float(np.median(var))
     if not degradation.has_noise or med <= 0:
@@ -96,7 +101,8 @@ def consistency(vol: np.ndarray, out: np.ndarray, degradation: Degradation, *, s
            "sum_z_change_pct": round(change, 2), "sum_z_column_p95_pct": round(float(np.percentile(rel, 95)), 2),
            "below_background_frac": round(float((depth > 3).mean()), 5),
            "below_background_min_sigma": round(float(-depth.max()), 2), "axial_sigma_px": round(float(sigma), 3),
-           "blur": "user PSF" if sigma_px is not None else f"degradation model ({degradation.blur_source})",
+           "blur": ("method's 3D PSF" if own else "user PSF" if sigma_px is not None
+                    else f"degradation model ({degradation.blur_source})"),
            "far_above_1": overall > CHI2_WARN}
     log.info("data consistency: chi2/N %.2f (worst plane %d: %.2f), %.2f%% of voxels beyond 3 sigma, sum along z "
              "%+.1f%%, %.3f%% of the output below the background by > 3 sigma", overall, res["chi2_worst_plane"],

@@ -321,7 +321,8 @@ class Restorer:
             return
         sigma = psf_axial_sigma(self.user_psf) if self.user_psf is not None else None
         deg = m.degradation.model_copy(update={"factor": self.factor})
-        rep, self.residual = consistency(xn, y, deg, sigma_px=sigma, residual_map=self.keep_residual)
+        rep, self.residual = consistency(xn, y, deg, sigma_px=sigma, pred=m.consistency_forward(y, xn.shape[0]),
+                                         residual_map=self.keep_residual)
         self.quality["consistency"] = rep
 
     def predict_to(self, volume: Volume, output: str | Path, **kwargs: Any):
