@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..core.errors import ConfigError, InputError
 from ..physics.kernels import model_kernel
 from ..quality.axial import axial_check, axial_unavailable
+from ..quality.haze import widefield_evidence
 from ..quality.heldout import evaluate
 from ..training.context import RunContext
 from .base import Method, TimeModel, build_config, get_method, register
@@ -54,6 +55,8 @@ class AutoParams(BaseModel):
     criterion: Literal["axial", "lateral"] = Field("axial", description="judge candidates by the axial check "
                                                    "(withheld recorded planes; a second training each) or the "
                                                    "lateral check (planes degraded by the estimated model)")
+    widefield: bool = Field(True, description="with a widefield 3D PSF given (file or optics) and haze in the "
+                            "stack's planes, deconvolve with it (deconv) instead of training the candidates")
     min_gain_db: float = Field(0.1, ge=0.0, description="a candidate must beat both linear and cubic interpolation "
                                "on held-out planes by this many dB, and by twice the check's standard error, to be "
                                "kept (0.1 dB: smaller PSNR differences are invisible and not worth a trained model)")
@@ -114,6 +117,8 @@ class Auto(Method):
         if self.degradation is None or self.psf is None:
             raise InputError("auto needs the stack's degradation model (its blur and noise); pass --psf-fwhm or "
                              "--psf, or choose a method")
+        if self._widefield(vol):
+            return
         planes = vol[list(ctx.heldout)]
         kernel = model_kernel(self.psf)
         budget, t0 = self.params.budget_s, time.perf_counter()
@@ -190,6 +195,27 @@ class Auto(Method):
                            f"{need_l:.2f} and {need_c:.2f} dB): cubic interpolation is used")
         log.info("auto: %s", self.reason)
 
+    def _widefield(self, vol: np.ndarray) -> bool:
+        """Choose ``deconv`` for a widefield stack whose 3D PSF the user gave (:mod:`isoapp.quality.haze`).
+
+        No network that learns from the lateral planes can remove their haze, and neither check can
+        judge a deconvolution (docs/QUALITY.md), so the physics decides: the data-consistency report
+        of the result (chi2/N through the PSF) then says whether it fits the recorded planes.
+        """
+        if not self.params.widefield or self.degradation.blur_source not in ("file", "optical"):
+            return False
+        ev = widefield_evidence(vol, self.config.factor, self.psf, self.degradation)
+        log.info("auto: widefield check: %s", ev["reason"])
+        if not ev["applies"]:
+            self.trials.append({"method": "deconv", "widefield": ev, "skipped": ev["reason"]})
+            return False
+        self.trials.append({"method": "deconv", "widefield": ev})
+        self.chosen = self._candidate("deconv")
+        self.reason = (f"{_short(self.chosen)}: {ev['reason']}; networks trained on the lateral planes cannot remove "
+                       "the haze they carry too")
+        log.info("auto: %s", self.reason)
+        return True
+
     def _lateral_clear(self, ho: dict[str, Any]) -> bool:
         """The lateral check's bar: above linear and cubic by ``min_gain_db`` and twice its SE."""
         return (ho["psnr_gain_db"] > max(self.params.min_gain_db, 2.0 * ho["psnr_gain_se_db"])
@@ -231,6 +257,9 @@ class Auto(Method):
 
     def block_geometry(self):
         return self._need().block_geometry()
+
+    def consistency_forward(self, out: np.ndarray, n_in: int) -> np.ndarray | None:
+        return self._need().consistency_forward(out, n_in)
 
     def parameter_count(self) -> int:
         return self.chosen.parameter_count() if self.chosen is not None else 0

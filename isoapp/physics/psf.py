@@ -237,6 +237,13 @@ def psf_core_fwhm(psf: np.ndarray) -> tuple[float, ...]:
     return tuple(out)
 
 
+def psf_axial_sigma(psf_iso: np.ndarray) -> float:
+    """The axial blur beyond the lateral one of a 3D PSF (Gaussian sigma, lateral pixels), from its core's FWHMs."""
+    fz, fy, fx = psf_core_fwhm(psf_iso)
+    sz, sxy = fwhm_to_sigma(fz), fwhm_to_sigma(0.5 * (fy + fx))
+    return float(np.sqrt(max(sz * sz - sxy * sxy, 0.0)))
+
+
 def resample_psf_isotropic(
     psf: np.ndarray, voxel_size: Sequence[float], *, order: int = 3
 ) -> np.ndarray:

@@ -15,6 +15,7 @@ from ..core.errors import ConfigError, InputError
 from ..core.volume import Volume
 from ..physics import psf as psfmod
 from ..physics.degradation import Degradation, estimate_degradation
+from ..physics.psf import psf_axial_sigma
 from ..training.config import MAX_FACTOR, PSFSpec, check_factor
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,6 @@ def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np
     if spec.kind == "nyquist":
         log.info("assuming a Nyquist-sampled Gaussian PSF with FWHM %.3g x %.3g x %.3g µm (z, y, x)", *fwhm)
     return psfmod.gaussian_psf_from_fwhm(fwhm, iso)
-
-
-def psf_axial_sigma(psf_iso: np.ndarray) -> float:
-    """The axial blur beyond the lateral one of a 3D PSF (Gaussian sigma, lateral pixels), from its core's FWHMs."""
-    fz, fy, fx = psfmod.psf_core_fwhm(psf_iso)
-    sz, sxy = psfmod.fwhm_to_sigma(fz), psfmod.fwhm_to_sigma(0.5 * (fy + fx))
-    return float(np.sqrt(max(sz * sz - sxy * sxy, 0.0)))
 
 
 def resolve_degradation(xn: np.ndarray, spec: PSFSpec, psf_iso: np.ndarray | None, factor: float,
