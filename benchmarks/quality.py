@@ -499,7 +499,7 @@ def main(argv=None) -> int:
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     else:
-        base = QUICK_METHODS if args.quick else ISOAPP_METHODS + ("isonet:truepsf", "csbdeep")
+        base = QUICK_METHODS if args.quick else ISOAPP_METHODS + ("isonet:truepsf", "deconv:optics", "rl:optics", "csbdeep")
         methods = [m for m in base if m.partition(":")[0] in avail or m == "csbdeep"]
     if "csbdeep" in methods and not peer_available():
         log.warning("peer venv %s missing (run benchmarks/peer_setup.sh): skipping csbdeep", PEER_VENV)

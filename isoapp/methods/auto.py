@@ -258,8 +258,8 @@ class Auto(Method):
     def block_geometry(self):
         return self._need().block_geometry()
 
-    def consistency_forward(self, out: np.ndarray, n_in: int) -> np.ndarray | None:
-        return self._need().consistency_forward(out, n_in)
+    def model_planes(self, out: np.ndarray, positions: np.ndarray) -> np.ndarray | None:
+        return self._need().model_planes(out, positions)
 
     def parameter_count(self) -> int:
         return self.chosen.parameter_count() if self.chosen is not None else 0

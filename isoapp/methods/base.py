@@ -222,9 +222,9 @@ class Method(ABC):
     def parameter_count(self) -> int:
         return sum(p.numel() for net in self.nets.values() for p in net.parameters())
 
-    def consistency_forward(self, out: np.ndarray, n_in: int) -> np.ndarray | None:
-        """The ``n_in`` planes this method's own 3D-PSF model predicts from ``out`` (None: use the axial model)."""
-        return None
+    def model_planes(self, out: np.ndarray, positions: np.ndarray) -> np.ndarray | None:
+        """Recorded planes at output-grid ``positions`` that this method's own 3D-PSF model predicts from ``out``."""
+        return None  # the checks then re-blur ``out`` along z (a laterally deconvolved output needs the PSF)
 
     def report(self) -> dict[str, Any]:
         """Method-specific figures for ``bench`` and logs (e.g. the FWHM of a learned PSF)."""

@@ -175,7 +175,7 @@ def sampled_rl(y: np.ndarray, psf: np.ndarray, factor: float, *, gain: float, of
                stage: str = "deconvolve") -> tuple[np.ndarray, dict]:
     """Richardson–Lucy for ``y = S(H u)`` (see the module docstring); returns ``u`` on the output grid and a report.
 
-    The report's ``planes`` are ``S H u`` (the recorded planes the result predicts, normalised units).
+    The report's ``model`` is ``(SampledModel, H u on the padded grid, shift)``: what the result predicts.
 
     Parameters
     ----------
@@ -238,8 +238,7 @@ def sampled_rl(y: np.ndarray, psf: np.ndarray, factor: float, *, gain: float, of
     if held is not None:
         u = best_u
     out = (model.crop(u) - shift).cpu().numpy().astype(np.float32)
-    planes = (model.sample(model.conv(u)) - shift).cpu().numpy().astype(np.float32)
-    report = {"planes": planes, "iterations": done, "stopped": reason, "chi2_per_n": round(hist[done], 4),
+    report = {"model": (model, model.conv(u).cpu().numpy(), shift), "iterations": done, "stopped": reason, "chi2_per_n": round(hist[done], 4),
               "chi2_first": round(hist[0], 4), "shift": round(shift, 5)}
     if val:
         report["heldout_deviance"] = [round(v - val[0], 6) for v in val]
@@ -281,13 +280,16 @@ class Deconv(Method):
         dz, dy, dx = self.config.voxel_size
         return psf_on_output_grid(self.psf, (dz / self.factor) / (0.5 * (dy + dx)))
 
-    def consistency_forward(self, out: np.ndarray, n_in: int) -> np.ndarray | None:
-        """``S H u`` of the last deconvolution when ``out`` is its result: the PSF-blurred field, plus the light
-        from beyond the field that the deconvolution estimated (its padding), at the recorded planes."""
+    def model_planes(self, out: np.ndarray, positions: np.ndarray) -> np.ndarray | None:
+        """``H u`` of the last deconvolution at output-grid ``positions`` when ``out`` is its result: the PSF-blurred
+        field plus the light from beyond it that the deconvolution estimated (its padding), as recorded planes."""
         last = getattr(self, "_last", None)
-        if last is None or last[0].shape != out.shape or last[1].shape[0] != n_in or not np.array_equal(last[0], out):
+        if last is None or last[0].shape != out.shape or not np.array_equal(last[0], out):
             return None
-        return last[1]
+        model, blurred, shift = last[1:]
+        pos = model.hz + np.asarray(positions, np.float64)
+        planes = sample_along(blurred, pos, axis=0, order=1)
+        return (planes[(slice(None),) + model.field] - shift).astype(np.float32)
 
     def predict(self, vol: np.ndarray, ctx: RunContext) -> np.ndarray:
         psf = self.output_psf()
@@ -303,7 +305,7 @@ class Deconv(Method):
         out, rep = sampled_rl(vol, psf, self.factor, gain=gain, offset=offset,
                               max_iterations=self.params.max_iterations, stop=self.params.stop,
                               chi2_target=self.params.chi2_target, seed=self.params.seed, ctx=ctx)
-        self._last = (out, rep.pop("planes"))
+        self._last = (out, *rep.pop("model"))
         self._report = {**rep, "psf_shape": list(psf.shape)}
         log.info("deconv: %d iterations, stopped by %s, chi2/N %.3f (first %.3f)", rep["iterations"], rep["stopped"],
                  rep["chi2_per_n"], rep["chi2_first"])

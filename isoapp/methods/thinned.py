@@ -64,6 +64,7 @@ def thin_restorer(method: str, config: RunConfig, psf: np.ndarray | None, degrad
             log.info("axial check: training %s on %d kept planes at factor %g", method, kept.shape[0], factor)
             m.fit(kept, sub)
         m.fitted = True
+        restore_thin.method = m  # the axial check asks it for its own model's planes (Method.model_planes)
         return m.predict(kept, sub)
 
     return restore_thin

@@ -61,7 +61,7 @@ def consistency(vol: np.ndarray, out: np.ndarray, degradation: Degradation, *, s
         Axial blur to use instead of the model's (the user's PSF beyond the lateral one).
     pred
         The recorded planes the method's own forward model predicts from ``out`` (a method that
-        deconvolved with a full 3D PSF: :meth:`isoapp.methods.base.Method.consistency_forward`);
+        deconvolved with a full 3D PSF: :meth:`isoapp.methods.base.Method.model_planes`);
         used instead of the axial model.
     residual_map
         Also return the residual in noise sigmas, on the input grid (float32, ZYX).

@@ -321,7 +321,7 @@ class Restorer:
             return
         sigma = psf_axial_sigma(self.user_psf) if self.user_psf is not None else None
         deg = m.degradation.model_copy(update={"factor": self.factor})
-        rep, self.residual = consistency(xn, y, deg, sigma_px=sigma, pred=m.consistency_forward(y, xn.shape[0]),
+        rep, self.residual = consistency(xn, y, deg, sigma_px=sigma, pred=m.model_planes(y, np.arange(xn.shape[0]) * self.factor),
                                          residual_map=self.keep_residual)
         self.quality["consistency"] = rep
 
