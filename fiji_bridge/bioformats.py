@@ -95,6 +95,37 @@ def ome_physical_sizes(meta: Any, series: int = 0) -> tuple[float | None, float 
             _um(meta.getPixelsPhysicalSizeX(series)))
 
 
+def ome_optics(meta: Any, series: int = 0) -> dict[str, Any]:
+    """What the OME metadata says of the microscope (first channel), as isoapp's ``optics_from_metadata`` takes it."""
+    units = jvm.jclass("ome.units.UNITS")
+    out: dict[str, Any] = {}
+
+    def get(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception:  # absent in this file's metadata (Bio-Formats raises for missing indices)
+            return None
+
+    oid = get(meta.getObjectiveSettingsID, series)
+    ri = get(meta.getObjectiveSettingsRefractiveIndex, series)
+    out["refractive_index"] = float(ri.doubleValue()) if ri is not None else None
+    for i in range(int(get(meta.getInstrumentCount) or 0)):
+        for j in range(int(get(meta.getObjectiveCount, i) or 0)):
+            if oid is not None and str(get(meta.getObjectiveID, i, j)) == str(oid):
+                na = get(meta.getObjectiveLensNA, i, j)
+                out["lens_na"] = float(na.doubleValue()) if na is not None else None
+                imm = get(meta.getObjectiveImmersion, i, j)
+                out["immersion"] = str(imm) if imm is not None else None
+    mode = get(meta.getChannelAcquisitionMode, series, 0)
+    out["acquisition_mode"] = str(mode) if mode is not None else None
+    for key, fn in (("emission_um", meta.getChannelEmissionWavelength),
+                    ("excitation_um", meta.getChannelExcitationWavelength)):
+        q = get(fn, series, 0)
+        v = q.value(units.MICROMETER) if q is not None else None
+        out[key] = float(v.doubleValue()) if v is not None else None
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def list_series(path: str | Path) -> list[tuple[int, str, tuple[int, ...], str]]:
     """The series of a Bio-Formats file as ``(index, name, (T, C, Z, Y, X), pixel type)``, without pixels."""
     path = Path(path)
@@ -181,6 +212,7 @@ class BioFormatsFile:
             "series_count": int(r.getSeriesCount()), "dimension_order": str(r.getDimensionOrder()),
             "files": [str(f) for f in r.getUsedFiles()], "dataset": str(self.series) if r.getSeriesCount() > 1 else None,
             "ome_physical_size_zyx_um": ome_physical_sizes(self.meta, self.series),
+            "optics": ome_optics(self.meta, self.series) or None,
         }
         if any(channels):
             meta["channel_names"] = channels

@@ -57,7 +57,8 @@ def parse_params(items: list[str]) -> dict:
 
 OPTICS_HELP = ("KIND,na=NA,wavelength=UM[,n=INDEX][,excitation=UM][,sheet_na=NA][,pinhole=AU]: the diffraction PSF "
                "of an ideal objective; KIND is widefield, confocal, two-photon or light-sheet, wavelengths in µm, "
-               "e.g. widefield,na=1.0,wavelength=0.52,n=1.33")
+               "e.g. widefield,na=1.0,wavelength=0.52,n=1.33; or 'metadata': the mode, objective NA, immersion "
+               "and emission wavelength the file's OME metadata gives")
 
 
 def add_psf_options(p: argparse.ArgumentParser) -> None:

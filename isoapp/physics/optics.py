@@ -54,12 +54,51 @@ MAX_HALF = 64
 N_THETA = 400
 
 
+#: OME acquisition modes -> PSF kind (OME's AcquisitionMode enumeration)
+OME_MODES = {"WideField": "widefield", "LaserScanningConfocalMicroscopy": "confocal",
+             "SpinningDiskConfocal": "confocal", "SlitScanConfocal": "confocal",
+             "MultiPhotonMicroscopy": "two-photon", "SPIM": "light-sheet", "LightSheet": "light-sheet"}
+#: refractive index of OME's immersion media where the file does not give one
+IMMERSION_INDEX = {"Oil": 1.515, "Water": 1.333, "WaterDipping": 1.333, "Glycerol": 1.47, "Air": 1.0}
+
+
+def optics_from_metadata(md: dict | None, name: str = "the stack") -> dict:
+    """An optics spec (``parse_optics``'s dict) from the microscope metadata a reader found (OME / Bio-Formats).
+
+    ``md`` holds what the file said: ``acquisition_mode`` (OME enumeration), ``lens_na``,
+    ``refractive_index``, ``immersion``, ``emission_um``, ``excitation_um``. ConfigError, saying what
+    is missing and what to give instead, when the file does not say enough for a PSF.
+    """
+    md = md or {}
+    example = "give --psf-optics widefield,na=...,wavelength=...,n=... instead"
+    kind = OME_MODES.get(str(md.get("acquisition_mode") or ""))
+    missing = [w for w, ok in (("the acquisition mode (widefield, confocal, ...)", kind),
+                               ("the objective's NA", md.get("lens_na")), ("the emission wavelength", md.get("emission_um")))
+               if not ok]
+    if missing:
+        raise ConfigError(f"{name}'s metadata does not give {', '.join(missing)}; {example}")
+    if kind == "light-sheet":
+        raise ConfigError(f"{name}'s metadata says light-sheet but no sheet NA; give --psf-optics "
+                          "light-sheet,na=...,wavelength=...,sheet_na=...")
+    n = md.get("refractive_index") or IMMERSION_INDEX.get(str(md.get("immersion") or ""))
+    if not n:
+        raise ConfigError(f"{name}'s metadata does not give the immersion medium or its refractive index; {example}")
+    optics = {"kind": kind, "na": float(md["lens_na"]), "wavelength_um": float(md["emission_um"]),
+              "refractive_index": float(n)}
+    if kind in ("confocal", "two-photon") and md.get("excitation_um"):
+        optics["excitation_wavelength_um"] = float(md["excitation_um"])
+    _check(kind, optics["na"], optics["wavelength_um"], optics["refractive_index"], None)
+    return optics
+
+
 def parse_optics(text: str, what: str = "the optics") -> dict:
     """``"KIND,na=..,wavelength=..[,n=..]..."`` as :func:`optical_psf` keyword arguments (with ``kind``).
 
     ConfigError, naming ``what`` (e.g. ``--psf-optics``), saying what is wrong and giving an example.
     """
     kind, *pairs = [t.strip() for t in str(text).split(",")]
+    if kind == "metadata" and not pairs:
+        return {"kind": "metadata"}  # read from the file when the run opens it (optics_from_metadata)
     example = f"e.g. {kind if kind in KINDS else 'widefield'},na=1.0,wavelength=0.52,n=1.33"
     if kind not in KINDS:
         raise ConfigError(f"{what} starts with the microscope kind ({', '.join(KINDS)}), got {kind!r}; {example}")

@@ -68,6 +68,18 @@ def sizing_factor(volume: Volume, factor: float | None = None, voxel_size: Seque
     return min(max(f, 1.0), MAX_FACTOR) if np.isfinite(f) else 1.0
 
 
+def optics_from_file(spec: PSFSpec, volume: Volume) -> PSFSpec:
+    """``--psf-optics metadata``: the spec with the optics the file's metadata gives (one line when it gives too few)."""
+    if spec.kind != "optical" or (spec.optics or {}).get("kind") != "metadata":
+        return spec
+    from ..physics.optics import optics_from_metadata
+
+    optics = optics_from_metadata(volume.metadata.get("optics"), volume.name or "the stack")
+    log.info("optics from %s's metadata: %s", volume.name or "the stack",
+             ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in optics.items()))
+    return PSFSpec(kind="optical", optics=optics)
+
+
 def resolve_psf(spec: PSFSpec, voxel_size: Sequence[float], factor: float) -> np.ndarray | None:
     """A 3D PSF on the isotropic grid of the lateral pixel size, from ``spec``; None for ``auto``.
 

@@ -33,7 +33,7 @@ from ..quality.heldout import evaluate
 from ..training.config import PSFSpec, validated
 from ..training.context import RunContext
 from ..training.events import EventCallback, StageEvent, ignore_events
-from .resolve import psf_axial_sigma, resolve_degradation, resolve_factor, resolve_psf
+from .resolve import optics_from_file, psf_axial_sigma, resolve_degradation, resolve_factor, resolve_psf
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,14 @@ class Restorer:
                                  f"stack needs {F:g}; pass --factor {cfg.factor:g} if that is right, or train a new "
                                  "model")
             self.factor = F
+            self.spec = optics_from_file(self.spec, volume)
             self.user_psf = resolve_psf(self.spec, volume.voxel_size, F)
             for m in self.methods.values():
                 if self.user_psf is not None and m.uses_psf:
                     m.psf = self.user_psf
             return
         self.factor = resolve_factor(volume, self.factor_arg)
+        self.spec = optics_from_file(self.spec, volume)
         self.user_psf = resolve_psf(self.spec, volume.voxel_size, self.factor)
         if self.user_psf is not None and self.user_psf.ndim != 3:
             raise InputError(f"the PSF must be 3D (Z, Y, X), got shape {self.user_psf.shape}")

@@ -261,6 +261,9 @@ def _ome_calibration(xml: str, index: int, path: Path) -> tuple[tuple, str, dict
             rescale = _parse_rescale(line.split("=", 1)[1])
             if rescale:
                 meta["rescale"] = rescale
+    optics = _ome_optics(ome, image)
+    if optics:
+        meta["optics"] = optics
     pixels = image.pixels
     sizes: list[float | None] = []
     for ax in "zyx":
@@ -275,6 +278,30 @@ def _ome_calibration(xml: str, index: int, path: Path) -> tuple[tuple, str, dict
         scale = _OME_UNIT_UM[unit] if unit in _OME_UNIT_UM else _unit_scale(unit, path)
         sizes.append(None if scale is None else tidy(float(value) * scale))
     return tuple(sizes), "ome-tiff", meta
+
+
+def _ome_optics(ome: Any, image: Any) -> dict:
+    """What OME-XML says of the microscope (first channel): the raw values ``optics_from_metadata`` takes."""
+    out: dict = {}
+    settings = image.objective_settings
+    if settings is not None:
+        out["refractive_index"] = settings.refractive_index
+        for inst in ome.instruments:
+            for obj in inst.objectives:
+                if obj.id == settings.id:
+                    out["lens_na"] = obj.lens_na
+                    out["immersion"] = getattr(obj.immersion, "value", None)
+    channels = image.pixels.channels
+    if channels:
+        ch = channels[0]
+        out["acquisition_mode"] = getattr(ch.acquisition_mode, "value", None)
+        for key, attr in (("emission_um", "emission_wavelength"), ("excitation_um", "excitation_wavelength")):
+            value = getattr(ch, attr)
+            unit = getattr(getattr(ch, f"{attr}_unit"), "value", None) or "nm"
+            scale = {"nm": 1e-3, "µm": 1.0, "um": 1.0}.get(unit)
+            if value is not None and scale is not None:
+                out[key] = float(value) * scale
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _lazy_data(tif: Any, series: Any, index: int, path: Path) -> Any:
