@@ -52,26 +52,18 @@ def doctor_text(fiji_dir: str | None) -> str:
     return fmt(report) if fmt is not None else "\n".join(f"{k}: {v}" for k, v in report.items())
 
 
-def add_display_range(path, vol: Volume) -> tuple[float, float] | None:
+def add_display_range(path, vol: Volume, levels: tuple[float, float] | None = None) -> tuple[float, float] | None:
     """Write the stack's display range into an ImageJ TIFF's description (``min=``/``max=``).
 
     ImageJ otherwise takes a float (or 16-bit) stack's display range from its first slice, so a
-    restored stack whose first slice is dim opened saturated. The range is isoapp's Auto contrast
-    (0.5-99.8th percentiles) of a bounded, strided sample of the whole stack. None when not written
-    (not an ImageJ TIFF, or 8-bit).
+    restored stack whose first slice is dim opened saturated. The range is ``levels`` (one range
+    for stacks compared side by side) or isoapp's Auto contrast (0.5-99.8th percentiles) of a
+    bounded, strided sample of the whole stack. None when not written (not an ImageJ TIFF, or 8-bit).
     """
-    import tifffile
+    from ..data.levels import auto_levels, write_display_range
 
-    from .view_tools import auto_levels
-
-    with tifffile.TiffFile(path) as tif:
-        if not tif.is_imagej or tif.pages[0].dtype == np.uint8:
-            return None
-        desc = tif.pages[0].description
-    lo, hi = auto_levels(np.asarray(vol.data))
-    lines = [ln for ln in desc.splitlines() if ln and not ln.startswith(("min=", "max="))]
-    tifffile.tiffcomment(path, comment="\n".join([*lines, f"min={lo!r}", f"max={hi!r}", ""]).encode("ascii"))
-    return lo, hi
+    lo, hi = levels if levels is not None else auto_levels(np.asarray(vol.data))
+    return (lo, hi) if write_display_range(path, lo, hi) else None
 
 
 class FijiActions(QObject):
@@ -168,15 +160,17 @@ class FijiActions(QObject):
             raise IsoappError(f"there is no {what} to send to Fiji")
         return vol
 
-    def _send(self, vol: Volume, extra_macro: str = "") -> Any:
-        """Write ``vol`` once as a calibrated ImageJ TIFF and show it in the lasting ImageJ/Fiji."""
+    def _send(self, vol: Volume, extra_macro: str = "", levels: tuple[float, float] | None = None) -> Any:
+        """Write ``vol`` once as a calibrated ImageJ TIFF and show it in the lasting ImageJ/Fiji (``levels``: its
+        display range, shared with the stacks it is compared with; default its own auto contrast)."""
         from ..data.io import write_volume
 
         handoff = self.get_handoff()
         path, new = handoff.file_for(self.result_key(vol), vol.name)
         if new:
             write_volume(vol, path)
-            add_display_range(path, vol)
+        if new or levels is not None:
+            add_display_range(path, vol, levels)
         proc = handoff.show(path, extra_macro)
         self.last_sent = path
         dz, dy, dx = vol.voxel_size
@@ -212,10 +206,13 @@ class FijiActions(QObject):
                 raise IsoappError("Compare with deconvolution needs a Richardson–Lucy result: run the "
                                   "'Richardson–Lucy deconvolution' method here first, or install DeconvolutionLab2 "
                                   "in Fiji. Nothing was sent.")
-        for vol in (inp, rl, res):
-            if vol is not None:
-                self._send(vol)
-        self._send(res, 'run("Tile");')
+        from ..data.levels import joint_levels
+
+        shown = [v for v in (inp, rl, res) if v is not None]
+        levels = joint_levels(*(np.asarray(v.data) for v in shown))  # one display range: comparable at a glance
+        for vol in shown:
+            self._send(vol, levels=levels)
+        self._send(res, 'run("Tile");', levels=levels)
         msg = "compared " + ", ".join(v.name for v in (inp, rl, res) if v is not None) + f" in {handoff.launcher.kind}"
         self.sent.emit(msg)
         if rl is None:

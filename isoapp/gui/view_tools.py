@@ -13,13 +13,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QWidget
 
+from ..data.levels import AUTO_PERCENTILES, STATS_SAMPLE, auto_levels, stats_sample  # noqa: F401 - re-exported
+
 LUTS = ("gray", "fire", "viridis", "magma", "inferno", "green", "magenta", "cyan", "red", "blue", "yellow")
 #: colours of a channel composite, in channel order (Fiji's default composite colours)
 COMPOSITE_COLORS = ("green", "magenta", "cyan", "red", "blue", "yellow")
-AUTO_PERCENTILES = (0.5, 99.8)
-#: about how many voxels auto contrast and the histogram look at (a strided subsample): enough for
-#: the 99.8th percentile (~500 voxels above it), and a few ms in the GUI thread at any stack size
-STATS_SAMPLE = 250_000
 _RGB = {"gray": (1, 1, 1), "green": (0, 1, 0), "magenta": (1, 0, 1), "cyan": (0, 1, 1), "red": (1, 0, 0),
         "blue": (0, 0, 1), "yellow": (1, 1, 0)}
 
@@ -35,30 +33,6 @@ def lookup_table(name: str, gamma: float = 1.0) -> np.ndarray:
         cmap = pg.colormap.get(name)
         return (np.asarray(cmap.map(ramp, mode="float"))[:, :3] * 255).astype(np.uint8)
     return (rgb * 255).astype(np.uint8)
-
-
-def stats_sample(data: np.ndarray, n: int = STATS_SAMPLE) -> np.ndarray:
-    """About ``n`` finite values of ``data``, evenly strided (a view where ``data`` is contiguous)."""
-    a = np.asarray(data)
-    if a.size > n:
-        if a.flags.c_contiguous:
-            a = a.reshape(-1)[:: -(-a.size // n)]
-        else:
-            step = max(1, int(np.ceil((a.size / n) ** (1 / max(a.ndim, 1)))))
-            a = a[(slice(None, None, step),) * a.ndim]
-    a = a.ravel()
-    return a[np.isfinite(a)] if a.dtype.kind == "f" else a
-
-
-def auto_levels(data: np.ndarray, percentiles: tuple[float, float] = AUTO_PERCENTILES) -> tuple[float, float]:
-    """Display range from percentiles of (a subsample of) ``data``."""
-    sample = stats_sample(data)
-    if sample.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
-    if hi <= lo:
-        hi = lo + max(abs(lo) * 1e-3, 1e-6)
-    return lo, hi
 
 
 def nice_length(span: float) -> float:

@@ -149,5 +149,46 @@ def test_snt_and_compare_check_prerequisites_before_sending(tmp_path, monkeypatc
         dialogs.reset_hooks()
 
 
+def test_compare_with_deconvolution_sends_all_three_with_one_display_range(tmp_path, monkeypatch):
+    """Input, Richardson–Lucy and the result go to ImageJ with the same min/max, so their brightness compares
+    (a recorder stands in for the launch: the files are real ImageJ TIFFs)."""
+    import numpy as np
+    import tifffile
+    from gui_helpers import write_stack
+
+    from fiji_bridge.external import Handoff, Launcher
+    from isoapp.core.volume import Volume
+    from isoapp.gui import create_main_window
+    from isoapp.gui.settings import AppSettings
+
+    monkeypatch.setenv("DISPLAY", os.environ.get("DISPLAY", ":0"))
+
+    class Done:
+        def poll(self):
+            return 0
+
+    w = create_main_window(AppSettings.at_path(tmp_path / "s.ini"))
+    try:
+        w.open_path(write_stack(tmp_path / "s.tif"))
+        data = np.asarray(w.input.data, np.float32)
+        for label, scale in (("Richardson–Lucy deconvolution", 3.0), ("Isotropic deconvolution (3D PSF)", 5.0)):
+            w.compare.results[label] = Volume(data * scale, "ZYX", w.input.voxel_size, name=label.split()[0])
+            w.compare.result_box.addItem(label)
+        w.compare.result_box.setCurrentIndex(w.compare.result_box.count() - 1)
+        w.fiji.handoff = Handoff(Launcher(["imagej"], "imagej"), folder=tmp_path / "handoff",
+                                 popen=lambda argv, **kw: Done())
+        w.fiji.get_handoff = lambda: w.fiji.handoff
+        w.fiji.actions["deconv"].trigger()
+        ranges = set()
+        for f in (tmp_path / "handoff").iterdir():
+            with tifffile.TiffFile(f) as tif:
+                ranges.add(tuple(ln for ln in tif.pages[0].description.splitlines() if ln.startswith(("min=", "max="))))
+        assert len(list((tmp_path / "handoff").iterdir())) == 3 and len(ranges) == 1, ranges
+        lo, hi = (float(v.split("=")[1]) for v in ranges.pop())
+        assert hi > 3.0 * float(np.percentile(data, 99.8))  # the range spans the brightest stack, not the input's
+    finally:
+        w.close()
+
+
 if __name__ == "__main__":
     globals()[f"scenario_{sys.argv[1]}"]()
