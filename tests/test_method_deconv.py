@@ -136,3 +136,24 @@ def test_deconv_without_a_psf_uses_the_estimated_blur_and_says_so(tmp_path):
                         "--method", "deconv", "--check", "none"], capture_output=True, text=True, env=ENV, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "no 3D PSF given" in p.stderr and (tmp_path / "out.tif").exists()
+
+
+def test_also_rl_writes_richardson_lucy_beside_the_result_with_one_display_range(tmp_path):
+    import tifffile
+
+    src = write_stack(tmp_path / "in.tif")
+    out, rl = tmp_path / "out.tif", tmp_path / "rl.tif"
+    p = subprocess.run([sys.executable, "-m", "isoapp", "restore", str(src), "-o", str(out), "--method", "deconv",
+                        "--psf-fwhm", "1.6", "0.4", "0.4", "--check", "none", "--also-rl", str(rl)],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == 0, p.stderr
+    ranges = []
+    for f in (out, rl):
+        with tifffile.TiffFile(f) as tif:
+            assert tif.series[0].shape == (33, 24, 24)
+            ranges.append([ln for ln in tif.pages[0].description.splitlines() if ln.startswith(("min=", "max="))])
+    assert ranges[0] == ranges[1] and len(ranges[0]) == 2
+    p = subprocess.run([sys.executable, "-m", "isoapp", "restore", str(src), "-o", str(tmp_path / "b.zarr"),
+                        "--method", "linear", "--blockwise", "--also-rl", str(tmp_path / "rl2.tif")],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "--also-rl needs an in-memory run" in p.stderr

@@ -18,7 +18,7 @@ from .checkpoints import (
 )
 from .options import add_check_option, add_method_options, add_psf_options, parse_params, psf_spec
 from .progress import TqdmProgress
-from .summary import quality_lines, write_residual_map
+from .summary import quality_lines, write_residual_map, write_rl_beside
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint at least every S seconds of training (default 30; 0: by steps only)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_check_option(p)
+    p.add_argument("--also-rl", metavar="FILE",
+                   help="also write Richardson-Lucy deconvolution with the same PSF (the rl method, same preset) to "
+                        "FILE, to hold beside the result; ImageJ TIFFs of both get one display range")
     p.add_argument("--residual-map", metavar="FILE",
                    help="write the data-consistency residual (recorded planes minus the restored stack put through "
                         "the degradation model, in noise sigmas, on the input grid) to FILE (in-memory runs)")
@@ -218,6 +221,11 @@ def _run_unlocked(args: argparse.Namespace) -> int:
         output_format(args.residual_map)
         outputs.append(PlannedOutput(Path(args.residual_map).expanduser().absolute(), "--residual-map", "volume",
                                      4 * int(vol.nbytes // max(vol.dtype.itemsize, 1))))
+    if getattr(args, "also_rl", None):
+        if blockwise:
+            raise ConfigError("--also-rl needs an in-memory run; drop --blockwise/--workers/--block-size, or --also-rl")
+        output_format(args.also_rl)
+        outputs.append(PlannedOutput(Path(args.also_rl).expanduser().absolute(), "--also-rl", "volume", size))
     if args.save_model:
         outputs.append(PlannedOutput(Path(args.save_model), "--save-model", "folder"))
     if work_dir is not None:
@@ -252,6 +260,8 @@ def _run_unlocked(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite, conversion=conv)
         if args.residual_map:
             write_residual_map(args, res, vol)
+        if getattr(args, "also_rl", None):
+            write_rl_beside(args, vol, res, path, restorer_options(args, None, progress, lambda: False))
     except IsoappError as exc:
         raise with_resume_hint(exc, args, work_dir) from exc
     if default_wd and work_dir is not None and work_dir.is_dir():

@@ -57,3 +57,21 @@ def write_residual_map(args: argparse.Namespace, res, vol) -> None:
     write_volume(Volume(res.residual, axes="ZYX", voxel_size=vol.voxel_size, name="residual"), args.residual_map,
                  overwrite=args.overwrite)
     log.info("wrote the data-consistency residual map to %s", args.residual_map)
+
+
+def write_rl_beside(args: argparse.Namespace, vol, res, out_path, options: dict) -> None:
+    """``--also-rl FILE``: Richardson–Lucy with the run's PSF and preset, written beside the result with one display range."""
+    import numpy as np
+
+    from ..data.io import write_volume
+    from ..data.levels import joint_levels, write_display_range
+    from ..run.restore import restore
+
+    options = {**options, "params": None, "steps": None, "check": "none", "work_dir": None, "resume": False}
+    rl = restore(vol, "rl", **options)
+    path = write_volume(rl.volume, args.also_rl, dtype=args.dtype, inputs=[args.input], overwrite=args.overwrite)
+    lo, hi = joint_levels(np.asarray(res.volume.data), np.asarray(rl.volume.data))
+    if args.dtype == "float32" and all(write_display_range(p, lo, hi) for p in (out_path, path)):
+        log.info("wrote Richardson-Lucy with the same PSF to %s; both files show %.4g to %.4g", path, lo, hi)
+    else:
+        log.info("wrote Richardson-Lucy with the same PSF to %s", path)

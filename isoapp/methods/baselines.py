@@ -91,6 +91,10 @@ def richardson_lucy(img: np.ndarray, psf: np.ndarray, iterations: int, ctx: RunC
     pads = [(min(s // 2, n - 1), min(s // 2, n - 1)) for s, n in zip(psf.shape, img.shape, strict=True)]
     x = np.pad(np.clip(img, 0, None).astype(np.float32), pads, mode="reflect")
     obs = torch.from_numpy(x).to(device)
+    if any(k > n for k, n in zip(psf.shape, obs.shape, strict=True)):  # a PSF wider than the padded stack: its core
+        cut = tuple(slice((k - min(k, n - 1 + n % 2)) // 2, (k - min(k, n - 1 + n % 2)) // 2 + min(k, n - 1 + n % 2))
+                    for k, n in zip(psf.shape, obs.shape, strict=True))
+        psf = psf[cut] / psf[cut].sum()
     otf = _centered_otf(psf.astype(np.float32), obs.shape, device)
     est = torch.full_like(obs, float(obs.mean()) + eps)
     for i in range(iterations):
