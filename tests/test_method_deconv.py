@@ -78,10 +78,10 @@ def _gain(c, out: np.ndarray, lin: np.ndarray) -> float:
     return score(out) - score(lin)
 
 
-# Measured (CPU, 1 thread, seeds 0 / 1): deconv +4.05 / +4.21 dB over linear, chi2/N 0.95 / 1.04; Richardson–Lucy
-# with the same PSF on the input grid (rl) +3.28 / +3.08; deconv with its sampling moved by F/2 (a forward model that
-# does not match the acquisition) +3.12 / +2.86; with the PSF's central plane only (no axial blur in the model)
-# -2.07 / -2.67. The bar sits between deconv and the broken sampling.
+# Measured (CPU, 1 thread, seeds 0 / 1, the acquisition basis along z): deconv +4.20 / +4.38 dB over linear, chi2/N
+# 0.95 / 1.05; Richardson–Lucy with the same PSF on the input grid (rl) +3.28 / +3.08; deconv with its sampling moved
+# by F/2 (a forward model that does not match the acquisition) +3.25 / +3.02; with the PSF's central plane only (no
+# axial blur in the model) +0.46 / +0.26. The bar sits between deconv and the broken sampling.
 GAIN_BAR_DB = 3.6
 
 
