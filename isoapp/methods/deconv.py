@@ -281,11 +281,12 @@ def sampled_rl(y: np.ndarray, psf: np.ndarray, factor: float, *, gain: float, of
 # ----------------------------------------------------------------------------- the method
 @register
 class Deconv(Method):
-    """Richardson–Lucy on the output grid through the sampled 3D forward model, stopped at the noise."""
+    """Richardson–Lucy on the output grid through the sampled 3D forward model, stopped on held-out voxels."""
 
     name = "deconv"
     description = ("isotropic deconvolution with the 3D PSF through the acquisition model (Richardson–Lucy, "
-                   "stopped when the recorded planes are reproduced within their noise); for widefield stacks")
+                   "stopped where held-out recorded voxels are predicted best); for widefield stacks: give the PSF "
+                   "(a bead file or the optics), or it deconvolves the estimated axial blur only")
     Params = DeconvParams
     trainable = False
     uses_psf = True
