@@ -197,6 +197,7 @@ class MethodPanel(PsfFieldsMixin, QWidget):
             self._sync_factor()
             for sb, v in zip(self.fwhm, (2 * dz, 2 * dy, 2 * dx), strict=True):
                 sb.setValue(v)
+            self.fill_optics(volume.metadata)
         self._changed()
 
     def _blank_factor(self, blank: bool) -> None:

@@ -8,6 +8,7 @@ CLI and napari do.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from PySide6.QtWidgets import (
@@ -28,6 +29,8 @@ from PySide6.QtWidgets import (
 from ..data.io import registry
 from ..run.resolve import psf_spec
 from . import dialogs
+
+log = logging.getLogger(__name__)
 
 PSF_KINDS = (("auto", "Estimate from the stack"), ("gaussian", "Gaussian FWHM"),
              ("optical", "Microscope model"), ("file", "Measured PSF file"),
@@ -116,6 +119,29 @@ class PsfFieldsMixin:
         lay.addWidget(self.psf_kind)
         lay.addWidget(self.psf_stack)
         return box
+
+    def fill_optics(self, metadata: dict) -> dict | None:
+        """Fill the Microscope model fields from a stack's OME metadata (``metadata['optics']``) when it gives
+        enough for a PSF; returns the optics used, or None (the fields keep the user's values)."""
+        from ..core.errors import ConfigError
+        from ..physics.optics import optics_from_metadata
+
+        if not metadata.get("optics"):
+            return None
+        try:
+            optics = optics_from_metadata(metadata["optics"])
+        except ConfigError as exc:
+            log.info("the stack's metadata names some optics but not enough for a PSF: %s", exc)
+            return None
+        self.optics_kind.setCurrentText(optics["kind"])
+        self.na.setValue(optics["na"])
+        self.wavelength.setValue(optics["wavelength_um"])
+        self.ri.setValue(optics["refractive_index"])
+        self.excitation.setValue(optics.get("excitation_wavelength_um", 0.0))
+        log.info("Microscope model filled from the file's metadata: %s, NA %g, emission %g µm, n %g (choose "
+                 "'Microscope model' as the PSF to use it)", optics["kind"], optics["na"], optics["wavelength_um"],
+                 optics["refractive_index"])
+        return optics
 
     def _optics_rows(self, kind: str) -> None:
         """Show only the optics fields this kind of microscope uses."""
