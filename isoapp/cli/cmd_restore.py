@@ -164,13 +164,9 @@ def wants_blockwise(args: argparse.Namespace, vol, fmt: str) -> bool:
     if args.blockwise or args.workers or args.scheduler or args.block_size:
         return True
     from ..core.memory import available_bytes
-    from ..physics.forward import output_length
-    from ..run.resolve import sizing_factor
+    from ..run.restore import in_memory_need
 
-    n_in = vol.nbytes
-    shape = list(vol.shape)
-    shape[-3] = output_length(shape[-3], sizing_factor(vol, args.factor, args.voxel_size))
-    need = n_in + 3 * 4 * int(math.prod(shape))  # the stack, the result and the working copies in float32
+    need = in_memory_need(vol, args.factor, args.voxel_size)
     if need <= 0.5 * available_bytes():
         return False
     from ..data.io.registry import blockwise_formats, describe_blockwise
@@ -300,8 +296,6 @@ def report(args: argparse.Namespace, path, shape, voxel_size, train_s: float, re
 
 def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress) -> int:
     """Train on a bounded region (or load --model), then restore block by block into the output."""
-    from ..run.restorer import Restorer
-
     if args.block_size:  # before any training: a block size that cannot fit in memory
         from ..run.blockwise import check_block_memory
         from ..run.resolve import sizing_factor
@@ -313,22 +307,20 @@ def _run_blockwise(args, vol, method, out, work_dir, default_wd, progress) -> in
         import shutil
 
         shutil.rmtree(work_dir / "blocks")
-    budget = {"train_budget_bytes": int(args.train_budget_mb * 2**20)} if args.train_budget_mb else {}
+    from ..run.restore import restore_to_file
+
     with guarded_run(args, work_dir, progress) as stop:
-        r = Restorer.open(method, model_dir=args.model, trust_torchscript=args.trust_torchscript,
-                          **restorer_options(args, work_dir, progress, stop.should_stop), **budget)
-        vol = r.validate(vol)
-        res = r.ensure_fitted(vol, args.save_model).predict_to(
-            vol, out, dtype=args.dtype, block=tuple(args.block_size) if args.block_size else None,
-            work_dir=work_dir / "blocks", resume=args.resume, workers=args.workers, scheduler=args.scheduler,
-            keep_work_dir=True)
+        res = restore_to_file(vol, out, method, dtype=args.dtype, model_dir=args.model, save_model=args.save_model,
+                              trust_torchscript=args.trust_torchscript,
+                              block=tuple(args.block_size) if args.block_size else None, workers=args.workers,
+                              scheduler=args.scheduler,
+                              train_budget_bytes=int(args.train_budget_mb * 2**20) if args.train_budget_mb else None,
+                              **restorer_options(args, work_dir, progress, stop.should_stop))
     if default_wd and work_dir.is_dir():
         remove_checkpoints(work_dir)
-    from ..core.memory import peak_rss_bytes
-
     run = res.run
     rate = round(run.voxels / run.seconds, 1) if run.seconds > 0 and run.computed else None
     detail = (f"{run.total} blocks: {run.computed} restored, {run.skipped} done before; restore {run.seconds:.1f} s"
               + (f", {rate / 1e6:.2f} Mvoxel/s" if rate else ""))
-    return report(args, res.path, res.shape, res.voxel_size, r.train_seconds, run.seconds, peak_rss_bytes(),
+    return report(args, res.path, res.shape, res.voxel_size, res.train_seconds, run.seconds, res.peak_rss_bytes,
                   res.info, detail, voxels_per_s=rate)

@@ -13,8 +13,15 @@ STATS_SAMPLE = 250_000
 
 
 def stats_sample(data: np.ndarray, n: int = STATS_SAMPLE) -> np.ndarray:
-    """About ``n`` finite values of ``data``, evenly strided (a view where ``data`` is contiguous)."""
-    a = np.asarray(data)
+    """About ``n`` finite values of ``data``, evenly strided (a view where ``data`` is contiguous).
+
+    A lazy stack read plane by plane (:class:`isoapp.quality.planes.PlaneReader`) gives its own
+    sample from a few planes instead of being read whole.
+    """
+    if hasattr(data, "stats_sample"):
+        a = np.asarray(data.stats_sample(n))
+    else:
+        a = np.asarray(data)
     if a.size > n:
         if a.flags.c_contiguous:
             a = a.reshape(-1)[:: -(-a.size // n)]

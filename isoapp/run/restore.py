@@ -122,3 +122,67 @@ def restore(
              out.shape)
     return RestoreResult(out, [r.methods[c] for c in sorted(r.methods)], r.train_seconds, r.predict_seconds,
                          peak_rss_bytes(), peak_cuda, info, residual=r.residual)
+
+
+def in_memory_need(volume: Volume, factor: float | None = None, voxel_size: Sequence[float] | None = None) -> int:
+    """Bytes an in-memory restoration of ``volume`` takes: the stack, its float32 result and two working copies.
+
+    Above half the free memory, the CLI and the GUI restore block by block into a file instead.
+    """
+    import math
+
+    from ..physics.forward import output_length
+    from .resolve import sizing_factor
+
+    shape = list(volume.shape)
+    shape[-3] = output_length(shape[-3], sizing_factor(volume, factor, voxel_size))
+    return int(volume.nbytes) + 3 * 4 * int(math.prod(shape))
+
+
+def fits_in_memory(volume: Volume, factor: float | None = None, voxel_size: Sequence[float] | None = None,
+                   limit_bytes: int | None = None) -> bool:
+    """Whether :func:`in_memory_need` is within ``limit_bytes`` (default: half the free memory)."""
+    from ..core.memory import available_bytes
+
+    limit = limit_bytes if limit_bytes is not None else available_bytes() // 2
+    return in_memory_need(volume, factor, voxel_size) <= limit
+
+
+@dataclass
+class FileRestoreResult:
+    """A block-wise restoration written to a file: where, its grid, and what it took."""
+
+    path: Path
+    shape: tuple[int, ...]
+    voxel_size: tuple[float, float, float]
+    train_seconds: float
+    restore_seconds: float
+    peak_rss_bytes: int
+    info: dict[str, Any]
+    run: Any  # the block run's counts and time (isoapp.run.blocks.BlockRun)
+
+
+def restore_to_file(volume: Volume, output: str | Path, method: str | None = None, *, dtype: str = "float32",
+                    model_dir: str | Path | None = None, save_model: str | Path | None = None,
+                    trust_torchscript: bool = False, block: tuple[int, int, int] | None = None,
+                    blocks_dir: str | Path | None = None, workers: int | None = None, scheduler: str | None = None,
+                    train_budget_bytes: int | None = None, **options: Any) -> FileRestoreResult:
+    """Train on a bounded region of a (lazy) ``volume``, or load ``model_dir``, then restore block by block.
+
+    The block-wise counterpart of :func:`restore`, for stacks larger than memory; the CLI's
+    ``--blockwise`` runs and the GUI's large stacks both come here. ``options`` are
+    :func:`restore`'s (``preset``, ``factor``, ``work_dir``, ``resume``, ``emit``, ``should_stop``...);
+    ``resume`` also skips the blocks a cancelled run finished (their manifest is in ``blocks_dir``,
+    default ``work_dir/blocks``). See :func:`isoapp.run.blockwise.restore_blockwise` for the output.
+    """
+    budget = {"train_budget_bytes": int(train_budget_bytes)} if train_budget_bytes else {}
+    r = Restorer.open(method, model_dir=model_dir, trust_torchscript=trust_torchscript, **options, **budget)
+    volume = r.validate(volume)
+    work = options.get("work_dir")
+    if blocks_dir is None and work is not None:
+        blocks_dir = Path(work) / "blocks"
+    res = r.ensure_fitted(volume, save_model).predict_to(
+        volume, output, dtype=dtype, block=block, work_dir=blocks_dir, resume=bool(options.get("resume")),
+        workers=workers, scheduler=scheduler, keep_work_dir=True)
+    return FileRestoreResult(res.path, tuple(res.shape), tuple(res.voxel_size), r.train_seconds, res.run.seconds,
+                             peak_rss_bytes(), res.info, res.run)

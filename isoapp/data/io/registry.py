@@ -262,6 +262,17 @@ def describe_blockwise() -> str:
     return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else "".join(items)
 
 
+def blockwise_extensions() -> tuple[str, ...]:
+    """The extensions block-wise restoration writes (``.zarr``, ``.ome.tif``, ``.tif``...)."""
+    return tuple(e for f in writable() if f.blockwise for e in f.extensions)
+
+
+def blockwise_filter() -> str:
+    """The GUI's save-dialog filter for a block-wise run's output, OME-Zarr first."""
+    fmts = sorted((f for f in writable() if f.extensions and f.blockwise), key=lambda f: f.name != "ome-zarr")
+    return ";;".join(f"{f.title} (*{f.extensions[0]})" for f in fmts)
+
+
 def _patterns(exts: Iterable[str]) -> str:
     exts = list(dict.fromkeys(exts))
     kept = [e for e in exts if not any(o != e and e.endswith(o) for o in exts)]  # *.tif covers *.ome.tif
