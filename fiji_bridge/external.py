@@ -134,6 +134,14 @@ class Handoff:
                 f"else open({macro_string(Path(path).resolve())}); {extra_macro}")
         return self.launch(["-eval", code])
 
+    def show_virtual(self, path: str | os.PathLike, extra_macro: str = "") -> subprocess.Popen:
+        """Open a TIFF larger than memory as an ImageJ virtual stack (planes read as they are shown)."""
+        title = Path(path).name
+        code = (f"if (isOpen({macro_string(title)})) selectWindow({macro_string(title)}); "
+                f"else run(\"TIFF Virtual Stack...\", \"open=[\" + {macro_string(Path(path).resolve())} + \"]\"); "
+                f"{extra_macro}")
+        return self.launch(["-eval", code])
+
     def launch(self, args: Sequence[str]) -> subprocess.Popen:
         """Run the launcher with ``args``, detached: it outlives isoapp.
 

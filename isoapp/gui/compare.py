@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from ..core.volume import Volume
 from ..data.normalize import NORM_PERCENTILES
 from ..physics.forward import upsample
+from ..quality.planes import channel_view
 from .orthoview import OrthoView
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,11 @@ class ComparePanel(QWidget):
                 self.stack.setCurrentWidget(self.empty)
                 return
             res_vols = [self.results[k] for k in labels]
+            if any(v.is_lazy for v in res_vols):
+                self.empty.setText("The uncertainty view compares whole results in memory; these results stay in "
+                                   "their files.\nCompare them side by side, or open a cropped stack.")
+                self.stack.setCurrentWidget(self.empty)
+                return
             maps = [disagreement([np.asarray(v.channel(c, t).data) for v in res_vols])
                     for t in range(res.n_timepoints) for c in range(res.n_channels)]
             data = maps[0] if res.axes == "ZYX" else np.stack(maps).reshape(res.shape)
@@ -265,15 +271,15 @@ class ComparePanel(QWidget):
             return
         mode = self.mode.currentText()
         c, t = self.single.channel.currentData() or (0, 0)
-        before = np.asarray(self.before.channel(c, t).data)
+        before = channel_view(self.before, c, t)
         if mode == "Wipe":
             self.single.title.setText("<b>Wipe: before (left) | restored (right)</b>")
             self.single.data = before
-            self.single.set_wipe(np.asarray(res.channel(c, t).data), self.wipe.value() / 100)
+            self.single.set_wipe(channel_view(res, c, t), self.wipe.value() / 100)
         elif mode == "Toggle":
             show = self.toggle.isChecked()
             self.single.title.setText("<b>Restored</b>" if show else "<b>Before (interpolated input)</b>")
-            self.single.data = np.asarray(res.channel(c, t).data) if show else before
+            self.single.data = channel_view(res, c, t) if show else before
             self.single.set_wipe(None)
 
     # ------------------------------------------------------------------ metrics
@@ -296,6 +302,9 @@ class ComparePanel(QWidget):
         if rows and all(v.shape != ref.shape for _, v in rows):
             raise InputError(f"the reference {ref.name} has shape {ref.shape} but the restored stacks have "
                              f"{rows[0][1].shape}; load a ground truth on the output grid (z step dz/F)")
+        if any(v.is_lazy for _, v in rows) or ref.is_lazy:
+            raise InputError("metrics against a reference need the stacks in memory, and these stay in their "
+                             "files; compute them on a crop with `isoapp metrics`")
         for label, vol in rows:
             if vol.shape == ref.shape:
                 self.metrics[label] = compute_metrics(np.asarray(ref.data, np.float32),

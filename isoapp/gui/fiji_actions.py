@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QMenu, QWidget
 
 from ..core.errors import IsoappError
 from ..core.volume import Volume
+from ..quality.planes import channel_view
 from . import dialogs
 from .settings import AppSettings
 
@@ -148,6 +149,9 @@ class FijiActions(QObject):
     def result_key(vol: Volume) -> str:
         """Identifies a result's pixels and calibration, so a second send finds the first window."""
         h = hashlib.sha1(f"{vol.name}|{vol.shape}|{vol.voxel_size}|{vol.dtype}".encode())
+        if vol.is_lazy:  # a stack in its file: the file and its time identify it
+            h.update(f"{vol.path}|{vol.path.stat().st_mtime_ns if vol.path else ''}".encode())
+            return h.hexdigest()
         data = np.asarray(vol.data)
         step = max(1, data.size // 65536)
         h.update(np.ascontiguousarray(data.reshape(-1)[::step]).tobytes())
@@ -166,6 +170,8 @@ class FijiActions(QObject):
         from ..data.io import write_volume
 
         handoff = self.get_handoff()
+        if vol.is_lazy:  # too large to copy into a TIFF: ImageJ reads the file itself, plane by plane
+            return self._send_file(handoff, vol, extra_macro)
         path, new = handoff.file_for(self.result_key(vol), vol.name)
         if new:
             write_volume(vol, path)
@@ -175,6 +181,20 @@ class FijiActions(QObject):
         self.last_sent = path
         dz, dy, dx = vol.voxel_size
         msg = f"sent {vol.name} to {handoff.launcher.kind} ({dz:g} x {dy:g} x {dx:g} µm)"
+        log.info("%s", msg)
+        self.sent.emit(msg)
+        return proc
+
+    def _send_file(self, handoff: Any, vol: Volume, extra_macro: str) -> Any:
+        """A stack left in its file goes to ImageJ as a virtual stack of that file (TIFF), never copied."""
+        path = vol.path
+        if path is None or not path.name.lower().endswith((".tif", ".tiff")):
+            raise IsoappError(f"{vol.name} is too large to copy for ImageJ and stays in {path}; open it in Fiji "
+                              "with File > Import > HDF5/N5/Zarr/OME-NGFF (or Bio-Formats, virtual stack), or "
+                              "restore into a .tif to send it from here")
+        proc = handoff.show_virtual(path, extra_macro)
+        self.last_sent = path
+        msg = f"sent {vol.name} to {handoff.launcher.kind} as a virtual stack of {path.name}"
         log.info("%s", msg)
         self.sent.emit(msg)
         return proc
@@ -209,7 +229,7 @@ class FijiActions(QObject):
         from ..data.levels import joint_levels
 
         shown = [v for v in (inp, rl, res) if v is not None]
-        levels = joint_levels(*(np.asarray(v.data) for v in shown))  # one display range: comparable at a glance
+        levels = joint_levels(*(channel_view(v) if v.is_lazy else np.asarray(v.data) for v in shown))  # one display range: comparable at a glance
         for vol in shown:
             self._send(vol, levels=levels)
         self._send(res, 'run("Tile");', levels=levels)

@@ -264,7 +264,8 @@ class MainWindow(RunMixin, QMainWindow):
             dialogs.show_error(self, "Open", "A run is in progress; cancel it before opening another stack.")
             return False
         try:
-            volume, dataset = opening.load_volume(self, path, dataset, self.fiji.connect_session)
+            volume, dataset = opening.load_volume(self, path, dataset, self.fiji.connect_session,
+                                                  self.settings.memory_limit_bytes)
         except Exception as exc:  # noqa: BLE001
             dialogs.report_exception(self, f"Cannot open {Path(path).name}", exc)
             return False

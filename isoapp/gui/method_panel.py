@@ -286,7 +286,15 @@ class MethodPanel(PsfFieldsMixin, QWidget):
         if self.effective_factor() <= 1.0:
             return ("The factor is 1: this stack looks isotropic. Type the voxel size (z step) above, or "
                     "untick the factor's 'auto' and type it.")
-        if get_method(self.method_id()).uses_psf and self.psf_kind.currentData() == "file":
+        m = get_method(self.method_id())
+        if self.volume.is_lazy and not (m.block_capable or m.name == "auto"):
+            from ..methods.base import block_methods, method_label
+
+            able = ", ".join(method_label(n) for n in block_methods())
+            return (f"{m.label or m.name} restores a stack in memory, and this one is too large for that: choose "
+                    f"Auto or one that restores block by block ({able}), or raise Settings > Restore in memory "
+                    "up to.")
+        if m.uses_psf and self.psf_kind.currentData() == "file":
             from pathlib import Path
 
             path = self.psf_path.text().strip()

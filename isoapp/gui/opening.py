@@ -74,8 +74,13 @@ def is_writable(path: str | Path) -> bool:
 
 
 def load_volume(parent: QWidget | None, path: str | Path, dataset: str | None = None,
-                fiji_session: Callable[[], Any] | None = None) -> tuple[Volume | None, str | None]:
+                fiji_session: Callable[[], Any] | None = None,
+                limit_bytes: int | None = None) -> tuple[Volume | None, str | None]:
     """Read ``path``; returns ``(volume, dataset)`` or ``(None, None)`` when the user cancelled a chooser.
+
+    A stack whose in-memory restoration would need more than ``limit_bytes`` (default: half the
+    free memory, as in the CLI) stays in its file: the volume is lazy, the viewer reads the planes
+    it shows and a run restores it block by block into a file.
 
     Raises
     ------
@@ -115,7 +120,19 @@ def load_volume(parent: QWidget | None, path: str | Path, dataset: str | None = 
                     return None, None
                 dataset = str(found[labels.index(choice)][0])
         log.info("reading %s with Bio-Formats", p.name)
-    return read_volume(p, dataset=dataset), dataset
+    return open_bounded(p, dataset, limit_bytes), dataset
+
+
+def open_bounded(path: Path, dataset: str | None, limit_bytes: int | None) -> Volume:
+    """The stack in memory when its restoration fits ``limit_bytes``, else left lazy in its file."""
+    from ..run.restore import fits_in_memory, in_memory_need
+
+    vol = read_volume(path, dataset=dataset, lazy=True)
+    if fits_in_memory(vol, limit_bytes=limit_bytes):
+        return vol.load()
+    log.info("%s: restoring it in memory would need %.0f MiB; it stays in its file (the views read the planes "
+             "they show) and a run restores it block by block into a file", vol.name, in_memory_need(vol) / 2**20)
+    return vol
 
 
 def describe(volume: Volume) -> str:
@@ -133,7 +150,8 @@ def describe(volume: Volume) -> str:
         *([("Channels", ", ".join(n or "?" for n in md["channel_names"]))] if md.get("channel_names") else []),
         ("Voxel (z, y, x)", f"{dz:g} x {dy:g} x {dx:g} µm"),
         ("Anisotropy", f"{volume.anisotropy:.3g} (dz/dxy)"),
-        ("Memory", f"{mem:.1f} MiB" if mem < 1024 else f"{mem / 1024:.2f} GiB"),
+        ("Memory", (f"{mem:.1f} MiB" if mem < 1024 else f"{mem / 1024:.2f} GiB")
+         + (" (read from the file as shown; restored block by block)" if volume.is_lazy else "")),
     ]
     html = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows)
     warn = ("" if md.get("calibrated", True) else

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.volume import Volume
+from ..quality.planes import channel_view, viewable
 from .view_display import DisplayMixin, status_text
 from .view_tools import (
     AUTO_PERCENTILES,
@@ -214,13 +215,13 @@ class OrthoView(DisplayMixin, QWidget):
             return
         c, t = self.channel.currentData() or (0, 0)
         if c < 0:  # composite: every channel with its own colour and auto contrast
-            chans = [np.asarray(vol.channel(i, t).data) for i in range(vol.n_channels)]
+            chans = [channel_view(vol, i, t) for i in range(vol.n_channels)]
             self.composite = [(a, auto_levels(a), lookup_table(COMPOSITE_COLORS[i % len(COMPOSITE_COLORS)]))
                               for i, a in enumerate(chans)]
             self.data = chans[0]
         else:
             self.composite = None
-            self.data = np.asarray(vol.channel(c, t).data)
+            self.data = channel_view(vol, c, t)  # in memory: the array; too large: planes read when shown
         self.contrast.setEnabled(self.composite is None)
         self._mip = None
         self.voxel = tuple(float(v) for v in vol.voxel_size)
@@ -242,7 +243,7 @@ class OrthoView(DisplayMixin, QWidget):
         """Show ``other`` (same ZYX shape) right of ``fraction`` of the width; ``None`` ends the wipe."""
         if other is not None and self.data is not None and np.shape(other) != self.data.shape:
             raise ValueError(f"wipe volume shape {np.shape(other)} differs from {self.data.shape}")
-        self._wipe = None if other is None else np.asarray(other)
+        self._wipe = None if other is None else viewable(other)
         self._wipe_fraction = float(np.clip(fraction, 0.0, 1.0))
         self._mip = None
         self._update_images()

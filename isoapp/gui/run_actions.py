@@ -16,9 +16,12 @@ import numpy as np
 from PySide6.QtCore import QTimer
 
 from ..core.errors import InputError, IsoappError
+from ..data.io import registry
+from ..data.levels import stats_sample
 from ..data.normalize import NORM_PERCENTILES
 from ..methods import get_method, method_label
 from ..physics.forward import upsample
+from ..quality.planes import channel_view, interpolated_view
 from . import dialogs, runs
 from .estimate import RunClock, timing_key
 from .report_panel import result_label
@@ -54,16 +57,47 @@ class RunMixin:
         self.run_button.setToolTip(problem or ("train the method on this stack, then restore it" if trains
                                                else "restore this stack with the chosen method"))
 
+    def _preview_range(self) -> tuple[float, float]:
+        """The normalisation of the previews: the input's percentiles (of a sample when it stays in its file)."""
+        data = channel_view(self.input, 0, 0)
+        lo, hi = np.percentile(stats_sample(data) if self.input.is_lazy else data, NORM_PERCENTILES)
+        return float(lo), float(hi)
+
     def _preview_inputs(self, factor: float, y: int, x: int) -> dict[str, np.ndarray]:
-        data = np.asarray(self.input.channel(0, 0).data, np.float32)
-        lo, hi = np.percentile(data, NORM_PERCENTILES)
+        data = channel_view(self.input, 0, 0)
+        lo, hi = self._preview_range()
         scale = 1.0 / max(hi - lo, 1e-12)
-        return {"xz": (upsample(data[:, y, :], factor, axis=0) - lo) * scale,
-                "yz": (upsample(data[:, :, x], factor, axis=0) - lo) * scale}
+        return {"xz": (upsample(np.asarray(data[:, y, :], np.float32), factor, axis=0) - lo) * scale,
+                "yz": (upsample(np.asarray(data[:, :, x], np.float32), factor, axis=0) - lo) * scale}
+
+    def ask_block_output(self) -> str | None:
+        """Where a block-wise run writes (OME-Zarr or OME-TIFF); None when the user cancelled."""
+        start = str(Path(self.settings.last_dir) / f"{self.input.name}_iso.zarr")
+        path = dialogs.save_file(self, "Restore block by block into", start, registry.blockwise_filter())
+        if not path:
+            return None
+        p = Path(path)
+        if not p.name.lower().endswith(registry.blockwise_extensions()):
+            p = p.with_name(p.name + ".zarr")
+        return str(p)
+
+    def _check_block_output(self, output: str) -> None:
+        """Refuse the input itself, an unwritable folder or too little disk, before any training."""
+        from ..data.io.safety import PlannedOutput, check_outputs
+        from ..run.restore import in_memory_need
+
+        out = Path(output).expanduser().absolute()
+        size = in_memory_need(self.input) // 3  # about the float32 result (of the stack and its copies)
+        check_outputs([PlannedOutput(out, "the output", "volume", size, zarr=out.suffix.lower() == ".zarr")],
+                      [("the input", self.input.path)], overwrite=True)
 
     # ------------------------------------------------------------------ start / resume
-    def start_run(self, resume: bool = False) -> None:
-        """Start the run (or resume the cancelled one) in the background."""
+    def start_run(self, resume: bool = False, output: str | None = None) -> None:
+        """Start the run (or resume the cancelled one) in the background.
+
+        A stack left in its file (too large for memory), or a given ``output``, is restored block by
+        block into ``output`` (asked for when not given); otherwise the result stays in memory.
+        """
         if self.input is None:
             raise InputError("open a stack first (File > Open)")
         if self.runner.is_running():
@@ -79,6 +113,18 @@ class RunMixin:
             if problem:
                 raise IsoappError(problem)
             opts = self.method_panel.options()
+            if output is None and self.input.is_lazy:
+                output = self.ask_block_output()
+                if output is None:
+                    return
+            if output is not None:
+                self._check_block_output(output)
+                opts["output"] = str(Path(output).expanduser().absolute())
+                # an 8/16-bit stack keeps its type and intensity units (a float32 copy of a 20 GB uint16
+                # stack would take 40 GB more); float stacks stay float32
+                opts["dtype"] = self.input.dtype.name if self.input.dtype.name in ("uint8", "uint16") else "float32"
+                if self.settings.scheduler:
+                    opts["scheduler"] = self.settings.scheduler
             self.settings.work_root.mkdir(parents=True, exist_ok=True)
             work = tempfile.mkdtemp(prefix=f"{self.input.name}-{opts['method']}-", dir=self.settings.work_root)
             opts.update(work_dir=work, resume=False)
@@ -100,8 +146,9 @@ class RunMixin:
         dz, dy, dx = opts.get("voxel_size") or self.input.voxel_size
         est = self.method_panel.estimate()
         trains = get_method(opts["method"]).trainable
+        to_file = bool(opts.get("output"))  # the estimate is of an in-memory run; blocks report their own ETA
         self.progress.start((dz / factor, dy, dx), self._preview_inputs(factor, y, x), where, keep_history=resume,
-                            clock=RunClock(est) if est is not None else None, live=trains)
+                            clock=RunClock(est) if est is not None and not to_file else None, live=trains)
         self.report.clear()
         self.last_run = {"options": {k: v for k, v in opts.items() if k not in ("resume", "preview_position")}}
         worker = RestoreWorker(self.input, opts)
@@ -161,6 +208,9 @@ class RunMixin:
         self.last_run = None
 
     def _run_finished(self, result) -> None:
+        if not hasattr(result, "volume"):  # a block-wise run: the result is in its file
+            self._file_run_finished(result)
+            return
         vol = result.volume
         factor = float(result.info.get("factor", self.input.anisotropy))
         self._discard_checkpoint()
@@ -180,17 +230,38 @@ class RunMixin:
         self.statusBar().showMessage(text, 15000)
         self.run_finished.emit(result)
 
+    def _file_run_finished(self, result) -> None:
+        """Open the written result lazily and show it beside the input interpolated plane by plane."""
+        from ..data.io import read_volume
+
+        self._discard_checkpoint()
+        vol = read_volume(result.path, lazy=True)
+        factor = float(result.info.get("factor", self.input.anisotropy))
+        label = result_label(result.info, vol.name)
+        self.compare.add_result(label, vol, factor, interpolated_view(self.input, factor) if self.input.is_lazy
+                                else None)
+        self.results_info[label] = dict(result.info)
+        self.report.show_info(result.info, label)
+        self._show_result_preview(vol, label)
+        self.tabs.setCurrentWidget(self.compare_tab)
+        run = result.run
+        text = (f"Done: {label}, {vol.shape} in {result.path.name}, trained {result.train_seconds:.1f} s, "
+                f"{run.total} blocks ({run.skipped} done before) in {run.seconds:.1f} s")
+        self.progress.finish(text)
+        self.statusBar().showMessage(text, 15000)
+        self.run_finished.emit(result)
+
     def _show_result_preview(self, vol, label: str) -> None:
         """The live previews end on the kept result (after auto: the chosen method, not the last trained)."""
         y, x = getattr(self, "_preview_yx", (None, None))
         if y is None or self.progress.images["in_xz"].image is None:
             return
-        data = np.asarray(self.input.channel(0, 0).data, np.float32)
-        lo, hi = np.percentile(data, NORM_PERCENTILES)  # the inputs' normalisation (_preview_inputs)
-        res = np.asarray(vol.channel(0, 0).data, np.float32)
+        lo, hi = self._preview_range()  # the inputs' normalisation (_preview_inputs)
+        res = channel_view(vol, 0, 0)
         y, x = min(y, res.shape[1] - 1), min(x, res.shape[2] - 1)
         scale = 1.0 / max(hi - lo, 1e-12)
-        self.progress.show_result(label, {"xz": (res[:, y, :] - lo) * scale, "yz": (res[:, :, x] - lo) * scale})
+        self.progress.show_result(label, {"xz": (np.asarray(res[:, y, :], np.float32) - lo) * scale,
+                                          "yz": (np.asarray(res[:, :, x], np.float32) - lo) * scale})
 
     def _run_failed(self, message: str, details: str) -> None:
         self._discard_checkpoint()

@@ -109,6 +109,32 @@ class AppSettings:
     def method_state(self, value: dict) -> None:
         self.set_json("method_panel", value)
 
+    @property
+    def memory_limit_mb(self) -> int:
+        """Stacks whose in-memory restoration needs more than this are viewed from the file and restored
+        block by block (0: half the free memory, the CLI's rule)."""
+        try:
+            return max(0, int(float(self.get_str("large/memory_limit_mb", "0") or 0)))
+        except ValueError:
+            return 0
+
+    @memory_limit_mb.setter
+    def memory_limit_mb(self, value: int) -> None:
+        self.set_str("large/memory_limit_mb", str(int(value)))
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        return self.memory_limit_mb * 2**20 if self.memory_limit_mb else None
+
+    @property
+    def scheduler(self) -> str:
+        """A Dask scheduler address (``tcp://host:8786``) for block-wise runs; empty: restore here."""
+        return self.get_str("large/scheduler", "").strip()
+
+    @scheduler.setter
+    def scheduler(self, value: str) -> None:
+        self.set_str("large/scheduler", (value or "").strip())
+
     def timing(self, key: str) -> dict | None:
         """Measured seconds per step / per output voxel of an earlier run (see ``estimate``)."""
         value = self.get_json(f"timing/{key}", None)

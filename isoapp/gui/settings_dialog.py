@@ -1,4 +1,4 @@
-"""Preferences: the Fiji.app folder, the folder for run checkpoints, and the Fiji doctor report."""
+"""Preferences: the Fiji.app folder, run checkpoints, large stacks (memory limit, Dask scheduler), the Fiji doctor."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +31,17 @@ class SettingsDialog(QDialog):
         form = QFormLayout()
         form.addRow("Fiji.app folder", self._with_browse(self.fiji, "Fiji.app folder"))
         form.addRow("Checkpoint folder", self._with_browse(self.work, "Folder for run checkpoints"))
+        self.memory = QSpinBox(self)
+        self.memory.setRange(0, 1 << 30)
+        self.memory.setSuffix(" MiB")
+        self.memory.setSpecialValueText("half the free memory")
+        self.memory.setValue(settings.memory_limit_mb)
+        self.memory.setToolTip("a stack whose restoration needs more memory than this is viewed from its file and "
+                               "restored block by block into an OME-Zarr or OME-TIFF file")
+        form.addRow("Restore in memory up to", self.memory)
+        self.scheduler = QLineEdit(settings.scheduler, self)
+        self.scheduler.setPlaceholderText("empty: restore blocks on this computer; tcp://host:8786 for a Dask cluster")
+        form.addRow("Dask scheduler (block-wise runs)", self.scheduler)
         self.report = QPlainTextEdit(self)
         self.report.setReadOnly(True)
         check = QPushButton("Check Fiji setup", self)
@@ -60,6 +72,8 @@ class SettingsDialog(QDialog):
 
     def accept(self) -> None:
         self.settings.fiji_dir = self.fiji.text().strip()
+        self.settings.memory_limit_mb = self.memory.value()
+        self.settings.scheduler = self.scheduler.text()
         if self.work.text().strip():
             self.settings.work_root = self.work.text().strip()
         super().accept()

@@ -129,6 +129,9 @@ class DisplayMixin:
     def _mip_image(self) -> np.ndarray:
         if self._mip is None:
             mip = self.data.max(axis=0)
+            n, nz = getattr(self.data, "mip_planes", 0), self.data.shape[0]  # a lazy stack projects a subset
+            self.mip.set_titles(f"MIP of {n} of {nz} z planes" if 0 < n < nz else "MIP along z",
+                                f"MIP {n}/{nz}" if 0 < n < nz else "MIP")
             if self._wipe is not None:
                 cut = int(round(self._wipe_fraction * self.data.shape[2]))
                 mip = mip.copy()

@@ -333,6 +333,12 @@ class Plane:
         self.label.setToolTip(title)
         self.box.sigResized.connect(self.fit_title)
 
+    def set_titles(self, title: str, short_title: str) -> None:
+        """Change the title (and its short form)."""
+        self.titles = (title, short_title)
+        self.label.setToolTip(title)
+        self.fit_title()
+
     def fit_title(self, *_args) -> None:
         """The longest title that fits the view's width, or none."""
         room = self.box.width() - 4

@@ -71,7 +71,8 @@ def restore_accepts(name: str) -> bool:
 
 
 class RestoreWorker(QObject):
-    """Runs one ``restore()`` call; lives in a worker thread.
+    """Runs one ``restore()`` call (``restore_to_file()`` when the options name an ``output``); lives in a
+    worker thread.
 
     Signals
     -------
@@ -116,9 +117,15 @@ class RestoreWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from ..run.restore import restore
+        from ..run.restore import restore, restore_to_file
 
         try:
+            if self.options.get("output"):  # a stack too large for memory: block by block into a file
+                opts = {k: v for k, v in self.options.items() if k != "output"}
+                result = restore_to_file(self.volume, self.options["output"], opts.pop("method", None),
+                                         emit=self._emit, should_stop=self.should_stop, **opts)
+                self.finished.emit(result)
+                return
             result = restore(self.volume, emit=self._emit, should_stop=self.should_stop, **self.options)
         except Cancelled as exc:
             log.info("run cancelled: %s", exc)

@@ -1,0 +1,135 @@
+"""The GUI on a stack larger than the memory it may use: open time, plane reads, a block-wise run, peak RSS.
+
+Usage (the stack from ``benchmarks/large_stack.py``)::
+
+    QT_QPA_PLATFORM=offscreen python benchmarks/gui_large.py /data/big.tif /data/out.zarr \\
+        [--method linear] [--stop-after 0]
+
+In one process, as a user would: the main window opens the stack (timed; it stays in its file when
+its in-memory restoration needs more than half the free memory), the cursor is moved to five places
+(each view's plane read, timed), the chosen method restores block by block into ``out`` (a 10 ms
+QTimer in the GUI thread measures the longest event-loop stall; ``--stop-after S`` cancels after S
+seconds, as a user would, since an IsoNet restore of 4 GiB takes hours on 2 cores), and the result
+is shown from its file. Peak RSS is the whole GUI process's (``ru_maxrss``), not a worker's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+T0 = time.perf_counter()
+
+
+def note(what: str) -> None:
+    """A progress line on stderr (time since start, peak RSS so far): where the time and memory go."""
+    import sys
+
+    print(f"[{time.perf_counter() - T0:7.1f} s, peak {rss_gb():.2f} GB] {what}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stack")
+    ap.add_argument("output")
+    ap.add_argument("--method", default="linear")
+    ap.add_argument("--steps", type=int, default=0, help="training steps (0: the preset's)")
+    ap.add_argument("--stop-after", type=float, default=0.0, help="cancel the run after this many seconds")
+    args = ap.parse_args()
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from isoapp.core.memory import keep_freed_memory
+    from isoapp.gui import create_main_window, dialogs
+    from isoapp.gui.settings import AppSettings
+
+    keep_freed_memory()
+    app = QApplication.instance() or QApplication([])
+    work = Path(args.output).with_suffix(".gui-bench")
+    work.mkdir(exist_ok=True)
+    settings = AppSettings.at_path(work / "settings.ini")
+    settings.work_root = work / "runs"
+    dialogs.set_hook("error", lambda *a: print("ERROR", a[1:]))
+    w = create_main_window(settings)
+    w.resize(1600, 1000)
+    w.show()
+    app.processEvents()
+    rss0 = rss_gb()
+    t0 = time.perf_counter()
+    assert w.open_path(args.stack)
+    app.processEvents()
+    t_open = time.perf_counter() - t0
+    note(f"opened in {t_open:.1f} s")
+    out = {"stack": args.stack, "shape": list(w.input.shape), "lazy": w.input.is_lazy, "open_s": round(t_open, 2),
+           "rss_before_open_gb": round(rss0, 2), "rss_after_open_gb": round(rss_gb(), 2)}
+    nz, ny, nx = w.input.spatial_shape
+    reads = []
+    for frac in (0.1, 0.3, 0.5, 0.7, 0.9):
+        t = time.perf_counter()
+        w.ortho.set_cursor(int(frac * nz), int(frac * ny), int((1 - frac) * nx))
+        app.processEvents()
+        reads.append(time.perf_counter() - t)
+    note(f"cursor moves {[round(r, 2) for r in reads]}")
+    out.update(cursor_move_s_max=round(max(reads), 2), cursor_move_s_median=round(sorted(reads)[2], 2),
+               rss_after_views_gb=round(rss_gb(), 2))
+    mp = w.method_panel
+    mp.set_method(args.method)
+    if args.steps:
+        mp.steps.setValue(args.steps)
+    mp.device.setCurrentText("cpu")
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    ended: list[str] = []
+    w.run_finished.connect(lambda r: ended.append("finished"))
+    w.run_started.connect(lambda wk: wk.stage.connect(lambda st, d: note(f"stage {st}: {d}")))
+    w.run_cancelled.connect(lambda m: ended.append("cancelled"))
+    w.run_failed.connect(lambda m: ended.append("failed: " + m))
+    timer.start()
+    t0 = time.perf_counter()
+    w.start_run(output=args.output)
+    while not ended:
+        app.processEvents()
+        time.sleep(0.002)
+        if args.stop_after and time.perf_counter() - t0 > args.stop_after and w.runner.is_running():
+            w.cancel_run()
+    while w.runner.is_running():
+        app.processEvents()
+    timer.stop()
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    out.update(run=ended[0], run_s=round(time.perf_counter() - t0, 1), longest_stall_ms=round(1e3 * max(gaps), 1),
+               stalls_over_100ms=sum(g > 0.1 for g in gaps), rss_after_run_gb=round(rss_gb(), 2))
+    note(f"run {ended[0]}")
+    if ended[0] == "finished":
+        t = time.perf_counter()
+        right = w.compare.right
+        while right.data is None or w.compare.left.data is None:  # each view is shown in its own event-loop turn
+            app.processEvents()
+        out["result_shown_s"] = round(time.perf_counter() - t, 2)
+        note("result shown")
+        reads = []
+        for frac in (0.2, 0.5, 0.8):
+            t = time.perf_counter()
+            right.set_cursor(int(frac * right.data.shape[0]), int(frac * ny), int(frac * nx))
+            app.processEvents()
+            reads.append(time.perf_counter() - t)
+        note(f"result cursor moves {[round(r, 2) for r in reads]}")
+        out.update(result_cursor_move_s_max=round(max(reads), 2), rss_after_result_views_gb=round(rss_gb(), 2))
+    out["peak_rss_gb"] = round(rss_gb(), 2)
+    print(json.dumps(out))
+    w.close()
+
+
+if __name__ == "__main__":
+    main()
