@@ -24,6 +24,7 @@ class Estimate:
     gpu_bytes: int
     measured: bool = False
     train_loops: int = 0  # training-loop iterations of the whole run (all stages and channels)
+    blockwise: bool = False  # restored block by block into a file: memory is bounded, not the stack's
 
     @property
     def total_s(self) -> float:
@@ -31,7 +32,8 @@ class Estimate:
 
     def text(self) -> str:
         src = "from your last run" if self.measured else "from the method's time model"
-        mem = f"RAM ~{fmt_bytes(self.ram_bytes)}"
+        mem = ("RAM bounded (block by block into a file)" if self.blockwise
+               else f"RAM ~{fmt_bytes(self.ram_bytes)}")
         if self.gpu_bytes:
             mem += f", GPU ~{fmt_bytes(self.gpu_bytes)}"
         train = f"train {fmt_s(self.train_s)}, " if self.train_loops else ""

@@ -345,10 +345,14 @@ class MethodPanel(PsfFieldsMixin, QWidget):
         if device == "auto":
             device = "cuda" if cuda_status()[0] else "cpu"
         if opts["method"] == "auto":
-            return estimate_auto(cfg, self.volume.shape, device=device, timings=self.timings)
-        key = timing_key(opts["method"], opts["preset"], device)
-        return estimate(cfg, self.volume.shape, cls=get_method(opts["method"]), device=device,
-                        measured=self.timings.get(key))
+            est = estimate_auto(cfg, self.volume.shape, device=device, timings=self.timings)
+        else:
+            key = timing_key(opts["method"], opts["preset"], device)
+            est = estimate(cfg, self.volume.shape, cls=get_method(opts["method"]), device=device,
+                           measured=self.timings.get(key))
+        if est is not None and self.volume.is_lazy:
+            est.blockwise = True
+        return est
 
     def estimate_text(self) -> str:
         problem = self.problem()

@@ -130,8 +130,10 @@ def open_bounded(path: Path, dataset: str | None, limit_bytes: int | None) -> Vo
     vol = read_volume(path, dataset=dataset, lazy=True)
     if fits_in_memory(vol, limit_bytes=limit_bytes):
         return vol.load()
-    log.info("%s: restoring it in memory would need %.0f MiB; it stays in its file (the views read the planes "
-             "they show) and a run restores it block by block into a file", vol.name, in_memory_need(vol) / 2**20)
+    need = in_memory_need(vol)
+    log.info("%s: restoring it in memory would need %s; it stays in its file (the views read the planes they show) "
+             "and a run restores it block by block into a file", vol.name,
+             f"{need / 2**30:.1f} GiB" if need >= 2**30 else f"{need / 2**20:.0f} MiB")
     return vol
 
 

@@ -29,6 +29,13 @@ from .worker import RestoreWorker, restore_accepts
 
 log = logging.getLogger(__name__)
 
+#: the training region of a block-wise run from the GUI: half the CLI's (TRAIN_BUDGET_BYTES). Fitting
+#: held up to 3.7x its region in numpy arrays (1.41 GB for the 384 MiB region of the 4 GiB benchmark
+#: stack, linear with its checks), and the GUI process itself holds about 0.6 GB (Qt, torch, views):
+#: 192 MiB keeps the whole process near the 2 GB the app aims for (benchmarks/gui_large.py). The fast
+#: and balanced presets sample far fewer patches than such a region holds.
+GUI_TRAIN_BUDGET_BYTES = 192 * 2**20
+
 
 class RunMixin:
     """Run actions of the main window (uses its widgets; no state of its own but ``last_run``)."""
@@ -125,6 +132,7 @@ class RunMixin:
                 opts["dtype"] = self.input.dtype.name if self.input.dtype.name in ("uint8", "uint16") else "float32"
                 if self.settings.scheduler:
                     opts["scheduler"] = self.settings.scheduler
+                opts["train_budget_bytes"] = GUI_TRAIN_BUDGET_BYTES
             self.settings.work_root.mkdir(parents=True, exist_ok=True)
             work = tempfile.mkdtemp(prefix=f"{self.input.name}-{opts['method']}-", dir=self.settings.work_root)
             opts.update(work_dir=work, resume=False)

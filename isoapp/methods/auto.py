@@ -198,9 +198,10 @@ class Auto(Method):
     def _widefield(self, vol: np.ndarray) -> bool:
         """Choose ``deconv`` for a widefield stack whose 3D PSF the user gave (:mod:`isoapp.quality.haze`).
 
-        No network that learns from the lateral planes can remove their haze, and neither check can
-        judge a deconvolution (docs/QUALITY.md), so the physics decides: the data-consistency report
-        of the result (chi2/N through the PSF) then says whether it fits the recorded planes.
+        No network that learns from the lateral planes can remove their haze, and the held-out check
+        degrades those planes by a model without it (docs/QUALITY.md), so the physics decides here.
+        The axial check and the data-consistency report then judge the result through deconv's own
+        3D model (``Method.model_planes``): withheld planes predicted, chi2/N against the recorded ones.
         """
         if not self.params.widefield or self.degradation.blur_source not in ("file", "optical"):
             return False

@@ -175,6 +175,7 @@ class Restorer:
             region = np.asarray(bounded(zyx.data)[box], np.float32)
             zyx.with_data(region).check_finite()
             xn = norm.before(region)
+            del region  # one region-sized copy fewer for the rest of the fit (its checks peak here)
             deg = resolve_degradation(xn, self.spec, self.user_psf, F, volume.voxel_size, seed=self.seed,
                                       name=f"{volume.name} {tag}".strip(), required=cls.trainable or cls.uses_psf)
             psf_m = self.user_psf if self.user_psf is not None else (deg.psf() if deg is not None else None)

@@ -59,6 +59,7 @@ def test_large_stack_opens_lazily_and_views_read_only_shown_planes(small_limit, 
     lo, hi = view.levels()
     assert ref.min() <= lo < hi <= ref.max(), "auto contrast from a sample of planes"
     assert "block by block" in window.info.text()
+    assert "RAM bounded (block by block" in window.method_panel.estimate_text(), "not the in-memory RAM figure"
     # methods that need the whole stack in memory are refused before a run, with what to do
     window.method_panel.set_method("rl")
     problem = window.method_panel.problem()
