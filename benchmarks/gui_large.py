@@ -88,12 +88,22 @@ def main() -> None:
         mp.steps.setValue(args.steps)
     mp.device.setCurrentText("cpu")
     ticks: list[float] = []
+    stalls: list[str] = []
+    stage = ["start"]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        if ticks and now - ticks[-1] > 0.1:
+            stalls.append(f"{1e3 * (now - ticks[-1]):.0f} ms at {now - t0:.1f} s ({stage[0]})")
+        ticks.append(now)
+
     timer = QTimer()
     timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.timeout.connect(tick)
     ended: list[str] = []
     w.run_finished.connect(lambda r: ended.append("finished"))
-    w.run_started.connect(lambda wk: wk.stage.connect(lambda st, d: note(f"stage {st}: {d}")))
+    w.run_started.connect(lambda wk: wk.stage.connect(lambda st, d: (note(f"stage {st}: {d}"),
+                                                                    stage.__setitem__(0, f"{st}: {d}"))))
     w.run_cancelled.connect(lambda m: ended.append("cancelled"))
     w.run_failed.connect(lambda m: ended.append("failed: " + m))
     timer.start()
@@ -109,7 +119,7 @@ def main() -> None:
     timer.stop()
     gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
     out.update(run=ended[0], run_s=round(time.perf_counter() - t0, 1), longest_stall_ms=round(1e3 * max(gaps), 1),
-               stalls_over_100ms=sum(g > 0.1 for g in gaps), rss_after_run_gb=round(rss_gb(), 2))
+               stalls_over_100ms=sum(g > 0.1 for g in gaps), stalls=stalls, rss_after_run_gb=round(rss_gb(), 2))
     note(f"run {ended[0]}")
     if ended[0] == "finished":
         t = time.perf_counter()
