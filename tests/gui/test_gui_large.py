@@ -187,3 +187,29 @@ def test_virtual_stack_macro_opens_the_file_in_real_imagej(tmp_path):
                           text=True, timeout=120)
     ref = tifffile.imread(path)
     assert f"OPENED 5 1 {ref[0, 2, 3]}" in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_blockwise_run_goes_to_the_dask_scheduler_named_in_settings(small_limit, big_tif, qtbot, tmp_path,
+                                                                    dialog_calls):
+    """A real Dask scheduler and one worker process on loopback (``LocalCluster``), its address in Settings."""
+    distributed = pytest.importorskip("distributed")
+    from isoapp.run.cluster import worker_model_loads
+
+    window = small_limit
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        window.settings.scheduler = cluster.scheduler_address
+        window.open_path(big_tif)
+        set_tiny_run(window, steps=0, method="linear")
+        out = tmp_path / "dask.zarr"
+        with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT_MS) as blocker:
+            window.start_run(output=str(out))
+        _wait_idle(qtbot, window)
+        assert window.last_run is None and blocker.args[0].run.computed == blocker.args[0].run.total >= 1
+        loads = client.run(worker_model_loads)
+    assert sum(loads.values()) == 1, f"the blocks ran on the cluster's worker: {loads}"
+    from isoapp.data.io import read_volume
+
+    ref = tifffile.imread(big_tif).astype(np.float32)
+    assert np.abs(read_volume(out).data - upsample(ref, 4.0, axis=0)).max() <= 0.5
