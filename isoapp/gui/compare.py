@@ -34,7 +34,9 @@ from .orthoview import OrthoView
 
 log = logging.getLogger(__name__)
 
-MODES = ("Side by side", "Wipe", "Toggle", "Uncertainty")
+MODES = ("Side by side", "Wipe", "Toggle", "Uncertainty", "Residual")
+#: the residual view's display range, in noise sigmas (a consistent restoration stays mostly within it)
+RESIDUAL_RANGE = 3.0
 METRIC_KEYS = ("psnr", "ssim", "ms_ssim", "nrmse")
 
 
@@ -78,6 +80,7 @@ class ComparePanel(QWidget):
         super().__init__(parent)
         self.before: Volume | None = None
         self.results: dict[str, Volume] = {}
+        self.residuals: dict[str, Volume] = {}  # data-consistency residual per result, where the run gave one
         self.reference: Volume | None = None
         self.metrics: dict[str, dict] = {}
 
@@ -86,8 +89,9 @@ class ComparePanel(QWidget):
         self.result_box.currentIndexChanged.connect(self._refresh)
         self.mode = QComboBox(self)
         self.mode.addItems(MODES)
-        self.mode.setToolTip("side by side (linked), a wipe, a toggle, or the uncertainty view: where the "
-                             "methods run on this stack disagree")
+        self.mode.setToolTip("side by side (linked), a wipe, a toggle, the uncertainty view (where the "
+                             "methods run on this stack disagree) or the residual (where the result, put through "
+                             "the acquisition model, misses the recorded planes)")
         self.mode.currentIndexChanged.connect(self._refresh)
         self.wipe = QSlider(Qt.Orientation.Horizontal, self)
         self.wipe.setRange(0, 100)
@@ -167,18 +171,25 @@ class ComparePanel(QWidget):
         self._input = volume
         self.before = None
         self.results.clear()
+        self.residuals.clear()
         self.metrics.clear()
         with_block = self.result_box.blockSignals(True)
         self.result_box.clear()
         self.result_box.blockSignals(with_block)
         self._refresh()
 
-    def add_result(self, label: str, result: Volume, factor: float, before: Volume | None = None) -> None:
-        """Show ``result``; ``before`` is the input on its grid when already made (by the worker)."""
+    def add_result(self, label: str, result: Volume, factor: float, before: Volume | None = None,
+                   residual: Volume | None = None) -> None:
+        """Show ``result``; ``before`` is the input on its grid when already made (by the worker);
+        ``residual`` its data-consistency residual (noise sigmas, recorded planes) when the run made one."""
         if self.before is None or self.before.shape != result.shape:
             ok = before is not None and before.shape == result.shape
             self.before = before if ok else interpolated_input(self._input, factor)
         self.results[label] = result
+        if residual is not None:
+            self.residuals[label] = residual
+        else:
+            self.residuals.pop(label, None)
         with QSignalBlocker(self.result_box):  # one refresh below, with the right view deferred
             if self.result_box.findText(label) < 0:
                 self.result_box.addItem(label)
@@ -235,6 +246,8 @@ class ComparePanel(QWidget):
             else:
                 self._show_left()
                 self._show_right(res, cursor)
+        elif mode == "Residual":
+            self._show_residual(self.result_box.currentText())
         elif mode == "Uncertainty":
             labels = self.comparable()
             if len(labels) < 2:
@@ -254,11 +267,27 @@ class ComparePanel(QWidget):
             self.diff.title.setText(f"<b>Uncertainty: disagreement (std of normalised results) between "
                                     f"{', '.join(labels)}</b>")
             self.diff.set_volume(res.with_data(data, name="disagreement"))
+            self.diff.set_lut("inferno")
             self.stack.setCurrentIndex(2)
         else:
             self.single.set_volume(res)
             self.stack.setCurrentIndex(1)
             self._refresh_single()
+
+    def _show_residual(self, label: str) -> None:
+        """The residual in noise sigmas on the recorded planes, signed, at a fixed range of ±3 sigma."""
+        res = self.residuals.get(label)
+        if res is None:
+            self.empty.setText(f"{label} has no data-consistency residual: the run had no noise model, restored "
+                               "onto the input grid,\nor wrote its result block by block into a file (use "
+                               "`isoapp restore --residual-map` on a crop).")
+            self.stack.setCurrentWidget(self.empty)
+            return
+        self.diff.title.setText(f"<b>Residual ({label}): (recorded − result through the acquisition model) / "
+                                f"noise sigma, ±{RESIDUAL_RANGE:g}</b>")
+        self.diff.set_volume(res, levels=(-RESIDUAL_RANGE, RESIDUAL_RANGE))
+        self.diff.set_lut("diverging")
+        self.stack.setCurrentIndex(2)
 
     def reset_views(self) -> None:
         """Fit every view of the comparison (zoom and pan reset)."""

@@ -133,7 +133,8 @@ def report_html(info: dict[str, Any], method_label: str = "") -> str:
                      "sufficient: it is measured under the same model the method trained on.")
     con = info.get("consistency")
     if isinstance(con, dict):
-        parts.append("<br>".join(consistency_lines(con)))
+        parts.append("<br>".join(consistency_lines(con))
+                     + ("; where: Compare &gt; View &gt; Residual" if "skipped" not in con else ""))
     if not parts:
         return ""
     head = f"<b>Quality report</b>{' — ' + method_label if method_label else ''}<br>"

@@ -16,6 +16,7 @@ import numpy as np
 from PySide6.QtCore import QTimer
 
 from ..core.errors import InputError, IsoappError
+from ..core.volume import Volume
 from ..data.io import registry
 from ..data.levels import stats_sample
 from ..data.normalize import NORM_PERCENTILES
@@ -133,6 +134,8 @@ class RunMixin:
                 if self.settings.scheduler:
                     opts["scheduler"] = self.settings.scheduler
                 opts["train_budget_bytes"] = GUI_TRAIN_BUDGET_BYTES
+            elif restore_accepts("residual_map"):
+                opts["residual_map"] = True  # the Compare tab's residual view (channel 0, input grid)
             self.settings.work_root.mkdir(parents=True, exist_ok=True)
             work = tempfile.mkdtemp(prefix=f"{self.input.name}-{opts['method']}-", dir=self.settings.work_root)
             opts.update(work_dir=work, resume=False)
@@ -227,7 +230,9 @@ class RunMixin:
         channels = max(self.input.n_channels, 1)
         QTimer.singleShot(0, lambda: self._record_timing(result, channels))
         label = result_label(result.info, vol.name)  # for auto, the method it chose
-        self.compare.add_result(label, vol, factor, getattr(result, "before", None))
+        resid = getattr(result, "residual", None)
+        resid = None if resid is None else Volume(resid, "ZYX", self.input.voxel_size, name=f"{vol.name}_residual")
+        self.compare.add_result(label, vol, factor, getattr(result, "before", None), resid)
         self.results_info[label] = dict(result.info)
         self.report.show_info(result.info, label)
         self._show_result_preview(vol, label)

@@ -15,7 +15,8 @@ from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QWidget
 
 from ..data.levels import AUTO_PERCENTILES, STATS_SAMPLE, auto_levels, stats_sample  # noqa: F401 - re-exported
 
-LUTS = ("gray", "fire", "viridis", "magma", "inferno", "green", "magenta", "cyan", "red", "blue", "yellow")
+LUTS = ("gray", "fire", "viridis", "magma", "inferno", "diverging", "green", "magenta", "cyan", "red", "blue",
+        "yellow")
 #: colours of a channel composite, in channel order (Fiji's default composite colours)
 COMPOSITE_COLORS = ("green", "magenta", "cyan", "red", "blue", "yellow")
 _RGB = {"gray": (1, 1, 1), "green": (0, 1, 0), "magenta": (1, 0, 1), "cyan": (0, 1, 1), "red": (1, 0, 0),
@@ -29,8 +30,8 @@ def lookup_table(name: str, gamma: float = 1.0) -> np.ndarray:
         rgb = np.outer(ramp, _RGB[name])
     elif name == "fire":
         rgb = np.stack([np.clip(ramp * 1.5, 0, 1), np.clip(ramp * 2 - 0.6, 0, 1), np.clip(ramp * 3 - 2, 0, 1)], 1)
-    else:
-        cmap = pg.colormap.get(name)
+    else:  # "diverging": blue - white - red (colorcet CET-D1), for signed maps such as a residual
+        cmap = pg.colormap.get("CET-D1" if name == "diverging" else name)
         return (np.asarray(cmap.map(ramp, mode="float"))[:, :3] * 255).astype(np.uint8)
     return (rgb * 255).astype(np.uint8)
 

@@ -215,3 +215,29 @@ def test_compare_modes_disagreement_and_metrics(window, tmp_path, qtbot):
     assert set(cmp.metrics) == {"input (linear interpolation)", "Linear interpolation", "Cubic-spline interpolation"}
     assert cmp.table.rowCount() == 3 and cmp.table.isVisibleTo(window)
     assert all(np.isfinite(m["ssim"]) for m in cmp.metrics.values())
+
+
+def test_residual_view_shows_the_runs_data_consistency_in_noise_sigmas(window, stack_tif, qtbot):
+    """The in-memory run keeps channel 0's residual; Compare > Residual shows it signed, at ±3 sigma,
+    on the recorded planes, equal to what the CLI writes with --residual-map (the same core call)."""
+    from isoapp.gui.compare import RESIDUAL_RANGE
+
+    window.open_path(stack_tif)
+    set_tiny_run(window, steps=5)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT_MS) as blocker:
+        window.start_run()
+    _wait_idle(qtbot, window)
+    result = blocker.args[0]
+    assert result.residual is not None and result.residual.shape == window.input.shape
+    cmp = window.compare
+    cmp.mode.setCurrentText("Residual")
+    assert cmp.stack.currentWidget() is cmp.diff
+    assert np.array_equal(cmp.diff.data, result.residual) and cmp.diff.voxel == tuple(window.input.voxel_size)
+    assert cmp.diff.levels() == (-RESIDUAL_RANGE, RESIDUAL_RANGE) and cmp.diff.lut.currentText() == "diverging"
+    assert "noise sigma" in cmp.diff.title.text()
+    assert "Compare &gt; View &gt; Residual" in window.report.text.text()
+    # a result without a residual says why instead of showing another result's
+    cmp.add_result("no residual", result.volume, 4.0)
+    cmp.mode.setCurrentText("Side by side")
+    cmp.mode.setCurrentText("Residual")
+    assert cmp.stack.currentWidget() is cmp.empty and "no data-consistency residual" in cmp.empty.text()
