@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="isonet")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--shape", type=int, nargs=3, default=(24, 128, 128), metavar=("Z", "Y", "X"))
+    parser.add_argument("--stack", default=None, help="a stack file to run on instead of a tubes phantom of --shape")
     parser.add_argument("--profile", action="store_true", help="sample the GUI thread's stack during stalls")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="set sys.setswitchinterval (seconds) after the window is made (an experiment)")
@@ -122,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     from isoapp.gui.settings import AppSettings
     from isoapp.quality.phantoms import make_phantom
 
-    ph = make_phantom("tubes", (args.shape[0] * 4 - 3, *args.shape[1:]), factor=4)
-    stack = write_volume(ph.degraded, tmp / "phantom.tif")
+    if args.stack:
+        stack = args.stack
+    else:
+        ph = make_phantom("tubes", (args.shape[0] * 4 - 3, *args.shape[1:]), factor=4)
+        stack = write_volume(ph.degraded, tmp / "phantom.tif")
     settings = AppSettings()
     settings.work_root = tmp / "runs"
     t_start = time.perf_counter()
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     mp.set_method(args.method)
     mp.preset.setCurrentText("fast")
     mp.steps.setValue(args.steps)
-    mp.preview_every.setValue(max(1, args.steps // 6))
+    mp.preview_every.setValue(max(1, args.steps // 6) if args.steps else 25)  # --steps 0: the preset's
     mp.device.setCurrentText("cpu")
     est = mp.estimate()
     ticks: list[float] = []
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         print("run failed:", state["done"], file=sys.stderr)
         return 1
     gaps = np.diff(np.asarray(ticks)) * 1000
-    print(f"{args.method} fast, {args.steps} steps on {args.shape}: run {actual:.1f} s")
+    where = args.stack or args.shape
+    print(f"{args.method} fast, {args.steps or 'preset'} steps on {where}: run {actual:.1f} s")
     print(f"event loop: {len(ticks)} ticks, longest stall {gaps.max():.0f} ms, 99th percentile "
           f"{np.percentile(gaps, 99):.0f} ms, stalls > 100 ms: {int((gaps > 100).sum())}")
     cpu, wait = np.diff(cpu_ms), np.diff(wait_ms)
