@@ -195,7 +195,12 @@ class ComparePanel(QWidget):
                 self.result_box.addItem(label)
             self.result_box.setCurrentText(label)
         if self.reference is not None:
-            self.compute_metrics()
+            from ..core.errors import InputError
+
+            try:
+                self.compute_metrics()
+            except InputError as exc:  # e.g. a result that stays in its file: shown, without metrics
+                log.warning("no metrics for %s: %s", label, exc)
         self._refresh(defer=True)
 
     def current_result(self) -> Volume | None:

@@ -107,6 +107,14 @@ def test_large_stack_restores_block_by_block_into_a_file_and_shows_it_from_there
     assert np.abs(left.planes()["xz"] - right.planes()["xz"]).max() <= 0.5
     assert np.abs(left.planes()["xy"] - written[40]).max() <= 0.5
     assert "blocks" in window.statusBar().currentMessage() and out.name in window.statusBar().currentMessage()
+    # metrics against a reference need stacks in memory: refused in one line, the result still shown
+    from isoapp.core.volume import Volume
+
+    window.compare.reference = Volume(np.zeros(written.shape, np.float32), "ZYX", shown.voxel_size)
+    window.compare.add_result("again", shown, factor)
+    assert window.compare.current_result() is shown and not window.compare.metrics
+    with pytest.raises(Exception, match="in memory"):
+        window.compare.compute_metrics()
 
 
 def test_blockwise_run_cancelled_in_training_resumes_into_the_same_file(small_limit, big_tif, qtbot, tmp_path):
