@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any
 
@@ -43,12 +44,12 @@ def in_memory(data: Any) -> bool:
 
 def viewable(data: Any) -> Any:
     """``data`` as a viewer holds it: an ndarray when in memory, else a :class:`PlaneReader`."""
-    if isinstance(data, (PlaneReader, InterpolatedPlanes)) or in_memory(data):
+    if isinstance(data, _Planes) or in_memory(data):
         return data
     return PlaneReader(data)
 
 
-class _Planes:
+class _Planes(ABC):
     """What both readers share: shape, a small plane cache, a strided projection and sample."""
 
     shape: tuple[int, int, int]
@@ -72,8 +73,9 @@ class _Planes:
         raise TypeError(f"a {type(self).__name__} of {self.shape} is read plane by plane; index it instead of "
                         "converting the whole stack to an array")
 
+    @abstractmethod
     def _read(self, key: tuple) -> np.ndarray:
-        raise NotImplementedError
+        """The selection ``key`` (one int or slice per axis, z first) read from the source."""
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -81,9 +83,7 @@ class _Planes:
         hashable = tuple((k.start, k.stop, k.step) if isinstance(k, slice) else int(k) for k in key)
         hit = self._cache.get(hashable)
         if hit is None and all(isinstance(k, int) for k in hashable):  # a voxel of a plane already read
-            plane = self._cache.get((hashable[0], None, None, None, None, None, None))
-            if plane is None:
-                plane = self._cache.get((hashable[0], (None, None, None), (None, None, None)))
+            plane = self._cache.get((hashable[0], (None, None, None), (None, None, None)))
             if plane is not None:
                 return plane[hashable[1], hashable[2]]
         if hit is None:

@@ -20,6 +20,7 @@ from ..core.volume import Volume
 from ..methods.base import Method
 from ..training.config import PSFSpec
 from ..training.events import EventCallback, ignore_events
+from .blockwise import BlockwiseResult
 from .restorer import Restorer
 
 log = logging.getLogger(__name__)
@@ -149,17 +150,12 @@ def fits_in_memory(volume: Volume, factor: float | None = None, voxel_size: Sequ
 
 
 @dataclass
-class FileRestoreResult:
-    """A block-wise restoration written to a file: where, its grid, and what it took."""
+class FileRestoreResult(BlockwiseResult):
+    """A block-wise restoration written to a file (:class:`BlockwiseResult`) and the time and memory it took."""
 
-    path: Path
-    shape: tuple[int, ...]
-    voxel_size: tuple[float, float, float]
-    train_seconds: float
-    restore_seconds: float
-    peak_rss_bytes: int
-    info: dict[str, Any]
-    run: Any  # the block run's counts and time (isoapp.run.blocks.BlockRun)
+    train_seconds: float = 0.0
+    restore_seconds: float = 0.0
+    peak_rss_bytes: int = 0
 
 
 def restore_to_file(volume: Volume, output: str | Path, method: str | None = None, *, dtype: str = "float32",
@@ -184,5 +180,6 @@ def restore_to_file(volume: Volume, output: str | Path, method: str | None = Non
     res = r.ensure_fitted(volume, save_model).predict_to(
         volume, output, dtype=dtype, block=block, work_dir=blocks_dir, resume=bool(options.get("resume")),
         workers=workers, scheduler=scheduler, keep_work_dir=True)
-    return FileRestoreResult(res.path, tuple(res.shape), tuple(res.voxel_size), r.train_seconds, res.run.seconds,
-                             peak_rss_bytes(), res.info, res.run)
+    return FileRestoreResult(res.path, tuple(res.shape), tuple(res.voxel_size), res.run, res.info,
+                             train_seconds=r.train_seconds, restore_seconds=res.run.seconds,
+                             peak_rss_bytes=peak_rss_bytes())
