@@ -37,6 +37,38 @@ def note(what: str) -> None:
     print(f"[{time.perf_counter() - T0:7.1f} s, peak {rss_gb():.2f} GB] {what}", file=sys.stderr, flush=True)
 
 
+def watch_stalls(ticks: list[float], late: float = 0.06) -> None:
+    """Sample the threads' stacks whenever the GUI thread's 10 ms timer is ``late`` seconds overdue.
+
+    Printed on stderr, once per stall: the GUI thread's innermost frames (what it was doing) and the
+    other threads' (who may hold the GIL). A sampler, not a profiler: it shows the stall, not its cost.
+    """
+    import sys
+    import threading
+    import traceback
+
+    main_id = threading.main_thread().ident
+
+    def frames(frame, n: int = 6) -> str:
+        return " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                          for f in reversed(traceback.extract_stack(frame)[-n:]))
+
+    def watch() -> None:
+        reported = None
+        while True:
+            time.sleep(0.02)
+            if not ticks or time.perf_counter() - ticks[-1] < late or reported == ticks[-1]:
+                continue
+            reported = ticks[-1]
+            stacks = sys._current_frames()
+            lines = [f"STALL {1e3 * (time.perf_counter() - ticks[-1]):.0f} ms so far; GUI: {frames(stacks[main_id])}"]
+            lines += [f"    thread {tid}: {frames(fr, 8)}" for tid, fr in stacks.items()
+                      if tid not in (main_id, threading.get_ident())]
+            print("\n".join(lines), file=sys.stderr, flush=True)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stack")
@@ -44,6 +76,10 @@ def main() -> None:
     ap.add_argument("--method", default="linear")
     ap.add_argument("--steps", type=int, default=0, help="training steps (0: the preset's)")
     ap.add_argument("--stop-after", type=float, default=0.0, help="cancel the run after this many seconds")
+    ap.add_argument("--memory-limit-mb", type=int, default=0,
+                    help="Settings > 'Restore in memory up to' (0: half the free memory), to test smaller stacks")
+    ap.add_argument("--why", action="store_true",
+                    help="for each stall, print where the GUI thread and the run's thread were (a stack sampler)")
     args = ap.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QTimer
@@ -59,6 +95,7 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     settings = AppSettings.at_path(work / "settings.ini")
     settings.work_root = work / "runs"
+    settings.memory_limit_mb = args.memory_limit_mb
     dialogs.set_hook("error", lambda *a: print("ERROR", a[1:]))
     w = create_main_window(settings)
     w.resize(1600, 1000)
@@ -106,6 +143,8 @@ def main() -> None:
                                                                     stage.__setitem__(0, f"{st}: {d}"))))
     w.run_cancelled.connect(lambda m: ended.append("cancelled"))
     w.run_failed.connect(lambda m: ended.append("failed: " + m))
+    if args.why:
+        watch_stalls(ticks)
     timer.start()
     t0 = time.perf_counter()
     w.start_run(output=args.output)

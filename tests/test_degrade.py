@@ -104,6 +104,24 @@ def test_upsample_non_integer_positions_and_roundtrip():
     assert err3 < 1e-3 < err1
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_cubic_spline_slab_by_slab_equals_one_spline(monkeypatch, axis):
+    """The cubic path works in slabs (SciPy holds the GIL per call); the slabs must not change a value."""
+    from scipy.interpolate import CubicSpline
+
+    from isoapp.physics import forward
+
+    x = np.random.default_rng(3).random((9, 23, 31)).astype(np.float32)
+    pos = np.clip(np.arange(forward.output_length(x.shape[axis], 2.5)) / 2.5, 0, x.shape[axis] - 1)
+    one = CubicSpline(np.arange(x.shape[axis], dtype=np.float64), x.astype(np.float64), axis=axis)(pos)
+    monkeypatch.setattr(forward, "CUBIC_SLAB_ELEMENTS", 50)  # many slabs, a ragged last one
+    slabs = forward.sample_along(x, pos, axis=axis, order=3)
+    np.testing.assert_allclose(slabs, one.astype(np.float32), rtol=0, atol=1e-6)
+    exact = np.nonzero(np.abs(pos - np.round(pos)) < 1e-9)[0]
+    np.testing.assert_array_equal(np.take(slabs, exact, axis=axis),
+                                  np.take(x, np.round(pos[exact]).astype(int), axis=axis))
+
+
 def test_noise_statistics():
     rng = np.random.default_rng(5)
     a = np.full((64, 64, 64), 0.5, dtype=np.float32)
