@@ -37,38 +37,6 @@ def note(what: str) -> None:
     print(f"[{time.perf_counter() - T0:7.1f} s, peak {rss_gb():.2f} GB] {what}", file=sys.stderr, flush=True)
 
 
-def watch_stalls(ticks: list[float], late: float = 0.06) -> None:
-    """Sample the threads' stacks whenever the GUI thread's 10 ms timer is ``late`` seconds overdue.
-
-    Printed on stderr, once per stall: the GUI thread's innermost frames (what it was doing) and the
-    other threads' (who may hold the GIL). A sampler, not a profiler: it shows the stall, not its cost.
-    """
-    import sys
-    import threading
-    import traceback
-
-    main_id = threading.main_thread().ident
-
-    def frames(frame, n: int = 6) -> str:
-        return " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
-                          for f in reversed(traceback.extract_stack(frame)[-n:]))
-
-    def watch() -> None:
-        reported = None
-        while True:
-            time.sleep(0.02)
-            if not ticks or time.perf_counter() - ticks[-1] < late or reported == ticks[-1]:
-                continue
-            reported = ticks[-1]
-            stacks = sys._current_frames()
-            lines = [f"STALL {1e3 * (time.perf_counter() - ticks[-1]):.0f} ms so far; GUI: {frames(stacks[main_id])}"]
-            lines += [f"    thread {tid}: {frames(fr, 8)}" for tid, fr in stacks.items()
-                      if tid not in (main_id, threading.get_ident())]
-            print("\n".join(lines), file=sys.stderr, flush=True)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stack")
@@ -79,7 +47,8 @@ def main() -> None:
     ap.add_argument("--memory-limit-mb", type=int, default=0,
                     help="Settings > 'Restore in memory up to' (0: half the free memory), to test smaller stacks")
     ap.add_argument("--why", action="store_true",
-                    help="for each stall, print where the GUI thread and the run's thread were (a stack sampler)")
+                    help="for each stall, print where the GUI thread and the run's thread were "
+                         "(scripts/gui_responsiveness.py's stack sampler)")
     args = ap.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QTimer
@@ -133,6 +102,8 @@ def main() -> None:
         if ticks and now - ticks[-1] > 0.1:
             stalls.append(f"{1e3 * (now - ticks[-1]):.0f} ms at {now - t0:.1f} s ({stage[0]})")
         ticks.append(now)
+        if sampler is not None:
+            sampler.tick(now)
 
     timer = QTimer()
     timer.setInterval(10)
@@ -143,8 +114,15 @@ def main() -> None:
                                                                     stage.__setitem__(0, f"{st}: {d}"))))
     w.run_cancelled.connect(lambda m: ended.append("cancelled"))
     w.run_failed.connect(lambda m: ended.append("failed: " + m))
+    sampler = None
     if args.why:
-        watch_stalls(ticks)
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+        from gui_responsiveness import StallSampler
+
+        sampler = StallSampler()
+        sampler.start()
     timer.start()
     t0 = time.perf_counter()
     w.start_run(output=args.output)
@@ -156,6 +134,13 @@ def main() -> None:
     while w.runner.is_running():
         app.processEvents()
     timer.stop()
+    if sampler is not None:
+        import contextlib
+        import sys
+
+        sampler.stop()
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON
+            sampler.report(t0, 100.0)
     gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
     out.update(run=ended[0], run_s=round(time.perf_counter() - t0, 1), longest_stall_ms=round(1e3 * max(gaps), 1),
                stalls_over_100ms=sum(g > 0.1 for g in gaps), stalls=stalls, rss_after_run_gb=round(rss_gb(), 2))

@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from isoapp.data.io import write_volume
     from isoapp.gui import create_main_window
+    from isoapp.gui.estimate import is_training_step
     from isoapp.gui.settings import AppSettings
     from isoapp.quality.phantoms import make_phantom
 
@@ -162,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             sampler.tick(ticks[-1])
 
     timer.timeout.connect(on_tick)
-    state: dict = {"done": None, "eta20": None, "loops": 0}
+    state: dict = {"done": None, "eta20": None, "loops": 0, "totals": []}
 
     def on_progress(ev) -> None:
-        if ev.stage != "restore" and ev.loss is not None:
+        clock = w.progress.clock
+        if clock is not None:  # the whole-run total the ETA shown implies, at every progress event
+            state["totals"].append((time.perf_counter() - t0, time.perf_counter() - t0 + clock.eta()))
+        if is_training_step(ev):  # as the run's clock counts (the axial check's steps too)
             state["loops"] += 1
             if state["eta20"] is None and state["loops"] >= max(3, 0.2 * est.train_loops) and w.progress.clock:
                 state["eta20"] = (time.perf_counter() - t0, w.progress.clock.total())
@@ -211,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         at, total = state["eta20"]
         print(f"whole-run estimate at {at:.1f} s (20 % of training): {total:.1f} s "
               f"(actual / estimate = {actual / total:.2f})")
+    late = [(at, total) for at, total in state["totals"] if at >= 0.2 * actual]
+    if late:
+        worst = max(late, key=lambda p: abs(p[1] - actual))
+        print(f"from 20 % of the run on, the ETA's whole-run total was {min(p[1] for p in late):.1f}–"
+              f"{max(p[1] for p in late):.1f} s; worst {abs(worst[1] - actual) / actual:.0%} off (at {worst[0]:.0f} s)")
+    for trial in state["done"].info.get("candidates") or []:
+        print(f"  auto candidate {trial}")
     return 0
 
 

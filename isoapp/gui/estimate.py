@@ -144,6 +144,14 @@ def estimate_auto(cfg: RunConfig, shape: tuple[int, ...], *, device: str, timing
                     any(e.measured for e in parts), sum(e.train_loops for e in parts))
 
 
+def is_training_step(ev) -> bool:
+    """Whether a :class:`~isoapp.training.events.ProgressEvent` is one training-loop iteration: a step
+    with a loss, or a step of the axial check's training (relayed without its loss, flagged in ``extra``).
+    The estimate counts the check's loops, so the clock must too: without them the ETA stood still
+    through the checks, 45 % of an auto run on nuclei_aniso_4um."""
+    return ev.stage != "restore" and (ev.loss is not None or bool(ev.extra.get("training")))
+
+
 @dataclass
 class RunClock:
     """The whole-run ETA of a running job, refined from its own measured speed.

@@ -16,7 +16,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from ..training.events import PreviewEvent, ProgressEvent
-from .estimate import RunClock
+from .estimate import RunClock, is_training_step
 from .loss_axis import LossAxis
 from .orthoview import auto_levels
 
@@ -324,7 +324,7 @@ class ProgressPanel(QWidget):
         self.bar.setValue(int(round(100 * min(ev.step, total) / total)))
         self.bar.setFormat(f"{ev.stage} {ev.step}/{ev.total}")
         self.bar.setToolTip(f"progress of the current stage: {self.bar.full_text()}")
-        training = ev.stage != "restore" and ev.loss is not None
+        training = is_training_step(ev)
         if self.clock is not None:
             self.clock.update(ev.stage, int(ev.step), int(ev.total), training)
             eta = format_eta(self.clock.eta())

@@ -296,19 +296,37 @@ class RunMixin:
         return self.settings.get_json("timings", {}) or {}
 
     def _record_timing(self, result, channels: int = 1) -> None:
-        """Keep this machine's measured speed for the next estimate of the same method/preset/device."""
+        """Keep this machine's measured speed for the next estimate of the same method/preset/device.
+
+        Seconds per loop count every loop the estimate counts: the axial check trains the method a
+        second time (channel 0), and its time is in ``train_seconds``. Auto records each candidate
+        under the candidate's own key (its estimate adds the candidates up), its restore under the
+        chosen one's. A resumed run's training time covers only part of its loops: not recorded."""
         info = result.info
-        cls = get_method(str(info.get("method")))
-        out_vox = int(np.prod(result.volume.shape))
-        device = str(info.get("device", "cpu"))
+        device, preset = str(info.get("device", "cpu")), str(info.get("preset"))
+        resumed = getattr(self, "_run_resumed", False)
         timings = self._load_timings()
-        key = timing_key(cls.name, str(info.get("preset")), device)
-        entry = {**timings.get(key, {}), "s_per_voxel": result.restore_seconds / max(out_vox, 1)}
-        steps = int(info.get("steps") or 0)
-        if steps and result.train_seconds > 0 and not getattr(self, "_run_resumed", False):
-            loops = steps * cls.time_model.loops_per_step * channels
-            entry["s_per_loop"] = result.train_seconds / loops
-        timings[key] = entry
+
+        def learn(name: str, train_s: float, loops: float) -> None:
+            key = timing_key(name, preset, device)
+            if train_s > 0 and loops > 0 and not resumed:
+                timings[key] = {**timings.get(key, {}), "s_per_loop": train_s / loops}
+
+        name = str(info.get("method"))
+        if name == "auto":
+            for trial in info.get("candidates") or []:
+                lps = get_method(str(trial["method"])).time_model.loops_per_step
+                runs = 2 if "axial_gain_db" in trial else 1  # the candidate's training and its axial check
+                learn(str(trial["method"]), float(trial.get("train_s") or 0), int(trial.get("steps") or 0) * lps * runs)
+            name = str(info.get("chosen") or name)
+        else:
+            axial = info.get("axial")
+            runs = channels + (1 if isinstance(axial, dict) and "skipped" not in axial else 0)
+            learn(name, result.train_seconds, int(info.get("steps") or 0) * get_method(name).time_model.loops_per_step
+                  * runs)
+        key = timing_key(name, preset, device)
+        out_vox = int(np.prod(result.volume.shape))
+        timings[key] = {**timings.get(key, {}), "s_per_voxel": result.restore_seconds / max(out_vox, 1)}
         self.settings.set_json("timings", timings)
         self.method_panel.timings = timings
         self.method_panel.estimate_label.setText(self.method_panel.estimate_text())

@@ -143,7 +143,8 @@ class Auto(Method):
                 m.fitted = True
             ho = evaluate(m, planes, kernel, self.degradation, ctx, seed=self.config.seed) if len(planes) else None
             ax = self._axial(m, vol, ctx)
-            trial = {"method": name, "train_s": round(time.perf_counter() - ts, 1)}
+            trial = {"method": name, "train_s": round(time.perf_counter() - ts, 1),
+                     "steps": m.config.train.steps if m.trainable else 0}  # the GUI learns s/step from these
             if ho is not None:
                 trial.update(heldout_gain_db=ho["psnr_gain_db"], heldout_ssim_gain=ho["ssim_gain"])
             if ax is not None and "skipped" not in ax:

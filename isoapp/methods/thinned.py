@@ -30,11 +30,14 @@ AXIAL_STAGE = "axial check"
 
 def check_events(emit: EventCallback) -> EventCallback:
     """Relay the sub-run's events as the check's own: its progress under the stage ``axial check`` without
-    losses (its loss curve and its previews are not the run's, so a viewer does not mix them in)."""
+    losses (its loss curve and its previews are not the run's, so a viewer does not mix them in). Its
+    training steps carry ``extra["training"]``: they are a large part of the run's time (see
+    :func:`isoapp.gui.estimate.is_training_step`)."""
 
     def relay(ev: Event) -> None:
-        if isinstance(ev, ProgressEvent):
-            emit(replace(ev, stage=AXIAL_STAGE, loss=None, val_loss=None))
+        if isinstance(ev, ProgressEvent):  # a training step still says so: the run's clock counts it
+            emit(replace(ev, stage=AXIAL_STAGE, loss=None, val_loss=None,
+                         extra={**ev.extra, "training": ev.loss is not None}))
         elif isinstance(ev, StageEvent):
             emit(StageEvent(AXIAL_STAGE, f"axial check: {ev.description or ev.stage}"))
         elif not isinstance(ev, PreviewEvent):

@@ -8,6 +8,8 @@ import pytest
 import tifffile
 from PySide6.QtCore import QPointF, Qt
 
+RUN_TIMEOUT_MS = 240_000  # a tiny run on the shared CPU
+
 
 def _wheel(box, delta, mods=Qt.KeyboardModifier.NoModifier):
     from PySide6.QtWidgets import QGraphicsSceneWheelEvent
@@ -399,6 +401,71 @@ def test_a_resumed_run_does_not_teach_a_wrong_speed(window, stack_tif):
     window._run_resumed = True
     window._record_timing(result)
     assert window._load_timings()["isonet-fast-cpu"]["s_per_loop"] == pytest.approx(55.0 / 300)
+
+
+def test_the_axial_checks_training_steps_move_the_clock():
+    """The axial check's sub-run is relayed without losses (its curve is not the run's); its steps
+    were then not counted, and the whole-run ETA stood still through the checks (45 % of an auto
+    run on nuclei_aniso_4um). Its training steps count; its restore's progress does not."""
+    from isoapp.gui.estimate import is_training_step
+    from isoapp.methods.thinned import check_events
+    from isoapp.training.events import ProgressEvent
+
+    seen = []
+    relay = check_events(seen.append)
+    relay(ProgressEvent("stage1", 3, 200, loss=0.5))
+    relay(ProgressEvent("restore", 2, 10))
+    assert [ev.stage for ev in seen] == ["axial check", "axial check"] and seen[0].loss is None
+    assert [is_training_step(ev) for ev in seen] == [True, False]
+    assert is_training_step(ProgressEvent("isonet", 1, 600, loss=0.1))
+    assert not is_training_step(ProgressEvent("restore", 1, 10))
+
+
+def test_learnt_speed_counts_the_axial_checks_loops_and_autos_candidates(window, stack_tif):
+    """``train_seconds`` includes the axial check's second training: divided by the first run's
+    loops alone, the learnt speed (and the next estimate) was twice too slow. Auto learns each
+    candidate's speed under the candidate's own key, which its estimate adds up."""
+    from types import SimpleNamespace
+
+    window.open_path(stack_tif)
+    info = {"method": "isonet", "preset": "fast", "device": "cpu", "steps": 300, "axial": {"psnr_gain_db": 1.0}}
+    window._record_timing(SimpleNamespace(volume=window.input, info=info, train_seconds=60.0, restore_seconds=1.0))
+    assert window._load_timings()["isonet-fast-cpu"]["s_per_loop"] == pytest.approx(60.0 / 600)
+    skipped = {**info, "axial": {"skipped": "too few planes"}}
+    window._record_timing(SimpleNamespace(volume=window.input, info=skipped, train_seconds=60.0, restore_seconds=1.0))
+    assert window._load_timings()["isonet-fast-cpu"]["s_per_loop"] == pytest.approx(60.0 / 300)
+    trials = [{"method": "isonet", "train_s": 83.4, "steps": 600, "axial_gain_db": 1.0},
+              {"method": "selfnet", "train_s": 258.6, "steps": 600, "axial_gain_db": 0.5}]
+    auto = {"method": "auto", "preset": "fast", "device": "cpu", "steps": 1000, "chosen": "isonet",
+            "candidates": trials}
+    window._record_timing(SimpleNamespace(volume=window.input, info=auto, train_seconds=342.0, restore_seconds=2.0))
+    t = window._load_timings()
+    assert t["isonet-fast-cpu"]["s_per_loop"] == pytest.approx(83.4 / 1200)
+    assert t["selfnet-fast-cpu"]["s_per_loop"] == pytest.approx(258.6 / 2400)  # two loops a step
+    assert "auto-fast-cpu" not in t
+    mp = window.method_panel
+    mp.set_method("auto")
+    mp.preset.setCurrentText("fast")
+    mp.steps.setValue(0)
+    mp.device.setCurrentText("cpu")
+    assert mp.estimate().train_s == pytest.approx(83.4 + 258.6)  # the next auto run: what this one took
+
+
+def test_a_real_run_teaches_the_estimate_its_own_training_time(window, stack_tif, qtbot):
+    """After a real run (IsoNet, with the GUI's axial check), the estimate for the same settings is
+    that run's measured training time, not twice it."""
+    from gui_helpers import set_tiny_run
+
+    window.open_path(stack_tif)
+    set_tiny_run(window, steps=4)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT_MS) as blocker:
+        window.start_run()
+    result = blocker.args[0]
+    axial = result.info.get("axial")
+    assert isinstance(axial, dict) and "skipped" not in axial, axial  # the check trained a second time
+    qtbot.waitUntil(lambda: "s_per_loop" in window._load_timings().get("isonet-fast-cpu", {}), timeout=5000)
+    est = window.method_panel.estimate()
+    assert est.measured and est.train_s == pytest.approx(result.train_seconds, rel=1e-6)
 
 
 def test_a_method_that_does_not_train_still_fills_the_previews_at_the_end(window, stack_tif, qtbot):
