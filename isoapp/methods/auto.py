@@ -79,9 +79,9 @@ class Auto(Method):
     napari_rank = 0
     uses_psf = True
     heldout_check = True
-    # the candidates' fast time models added up (IsoNet 600 x 0.1 s + Self-Net 600 x 2 x 0.065 s = 138 s)
+    # the candidates' fast time models added up (IsoNet 600 x 0.1 s + Self-Net 600 x 2 x 0.115 s = 198 s)
     # over auto's nominal 1000 configured steps; prediction as the slower candidate
-    time_model = TimeModel(s_per_step=0.138, s_per_voxel=1.35e-6)
+    time_model = TimeModel(s_per_step=0.198, s_per_voxel=1.35e-6)
     presets = {p: {"note": f"not a method of its own: trains the candidates' {p} presets (IsoNet, then Self-Net "
                            "while the time budget lasts) and keeps the best on held-out planes, else cubic"}
                for p in ("fast", "balanced", "quality")}
