@@ -13,9 +13,11 @@ about 390,000, which took 0.25–0.34 s here and froze the window that long ever
 run. So the objects alive when the first window opens (modules, classes, functions: they live as
 long as the process) are moved out of the collector's reach with :func:`gc.freeze`. A block-wise
 run imports OME-Zarr's writer, which brings xarray and pandas (143,000 objects, 1.9 s): collecting
-those young took the GUI thread 75 + 220 ms during a run. They are imported in a background thread
-when the window opens (:data:`WARM_UP`), then collected and frozen once in the GUI thread. Objects
-made later are collected as before; frozen ones go back to the collector when the last window closes.
+those young took the GUI thread 75 + 220 ms during a run. When a stack too large for memory opens
+(only those run block by block), :func:`warm_up` imports them in a background thread (:data:`WARM_UP`,
+0.1 GB), and they are collected and frozen once in the GUI thread, never while a run is going (its
+objects would be frozen too, and cyclic garbage among them kept). Objects made later are collected
+as before; frozen ones go back to the collector when the last window closes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ WARM_UP = ("ome_zarr.writer", "ome_zarr.format", "dask.array", "zarr")
 #: Seconds between the GUI thread's collection checks (pyqtgraph's GarbageCollector default).
 INTERVAL_S = 1.0
 
-_state: dict = {"count": 0, "collector": None, "was_enabled": True, "warm": "no"}
+_state: dict = {"count": 0, "collector": None, "was_enabled": True, "warm": "no", "busy": 0}
 
 
 class _Collector:
@@ -51,7 +53,7 @@ class _Collector:
         self.timer.start(int(INTERVAL_S * 1000))
 
     def check(self) -> None:
-        if _state["warm"] == "imported":
+        if _state["warm"] == "imported" and not _state["busy"]:
             _state["warm"] = "frozen"
             gc.collect()
             gc.freeze()
@@ -72,6 +74,18 @@ def _warm_up() -> None:
     _state["warm"] = "imported"
 
 
+def warm_up() -> None:
+    """Import :data:`WARM_UP` in a background thread (once per process); the GUI thread freezes them."""
+    if _state["warm"] == "no":
+        _state["warm"] = "importing"
+        threading.Thread(target=_warm_up, name="isoapp-warm-up", daemon=True).start()
+
+
+def set_busy(busy: bool) -> None:
+    """A run started (True) or ended (False): nothing is frozen meanwhile."""
+    _state["busy"] = max(0, _state["busy"] + (1 if busy else -1))
+
+
 def acquire() -> None:
     """A main window opened: collect in the GUI thread only (nested calls are counted)."""
     if _state["count"] == 0:
@@ -79,9 +93,6 @@ def acquire() -> None:
         _state["collector"] = _Collector()  # disables automatic collection
         gc.collect()  # freeze only what is alive, not garbage
         gc.freeze()
-        if _state["warm"] == "no":
-            _state["warm"] = "importing"
-            threading.Thread(target=_warm_up, name="isoapp-warm-up", daemon=True).start()
         log.debug("garbage collection moved to the GUI thread")
     _state["count"] += 1
 

@@ -52,6 +52,7 @@ class MainWindow(RunMixin, QMainWindow):
     run_failed = Signal(str)
     run_cancelled = Signal(str)
     result_saved = Signal(str)
+    result_planes_read = Signal(str, object)  # a file result's preview planes, read off the GUI thread
 
     def __init__(self, settings: AppSettings | None = None) -> None:
         super().__init__()
@@ -291,6 +292,8 @@ class MainWindow(RunMixin, QMainWindow):
         self.setWindowTitle(f"isoapp — {volume.name}")
         self.statusBar().showMessage(volume.describe(), 10000)
         log.info("opened %s", volume.describe())
+        if volume.is_lazy:
+            gcguard.warm_up()  # a block-wise run's modules, imported now rather than mid-run
         self._set_running(False)
         self.volume_opened.emit(volume)
 

@@ -17,6 +17,7 @@ import pytest
 import tifffile
 from gui_helpers import set_tiny_run, write_stack
 
+from isoapp.gui import gcguard
 from isoapp.physics.forward import upsample
 from isoapp.quality.planes import InterpolatedPlanes, PlaneReader
 
@@ -44,6 +45,7 @@ def test_large_stack_opens_lazily_and_views_read_only_shown_planes(small_limit, 
     assert window.open_path(big_tif)
     ref = tifffile.imread(big_tif)
     assert window.input.is_lazy, "a stack over the memory limit stays in its file"
+    assert gcguard._state["warm"] != "no", "a block-wise run's modules are imported early (isoapp.gui.gcguard)"
     view = window.ortho
     assert isinstance(view.data, PlaneReader)
     with pytest.raises(TypeError, match="plane by plane"):
@@ -107,6 +109,12 @@ def test_large_stack_restores_block_by_block_into_a_file_and_shows_it_from_there
     assert np.abs(left.planes()["xz"] - right.planes()["xz"]).max() <= 0.5
     assert np.abs(left.planes()["xy"] - written[40]).max() <= 0.5
     assert "blocks" in window.statusBar().currentMessage() and out.name in window.statusBar().currentMessage()
+    # the previews end on the result, its planes read from the file off the GUI thread
+    panel = window.progress
+    qtbot.waitUntil(lambda: panel.preview_label.text().startswith("Result at"), timeout=10_000)
+    y, x = window._preview_yx
+    lo, hi = window._preview_range()
+    np.testing.assert_allclose(panel.images["xz"].image, (written[:, y, :] - lo) / (hi - lo), atol=1e-5)
     # metrics against a reference need stacks in memory: refused in one line, the result still shown
     from isoapp.core.volume import Volume
 
