@@ -88,13 +88,6 @@ def main() -> None:
     note(f"cursor moves {[round(r, 2) for r in reads]}")
     out.update(cursor_move_s_max=round(max(reads), 2), cursor_move_s_median=round(sorted(reads)[2], 2),
                rss_after_views_gb=round(rss_gb(), 2))
-    from isoapp.gui import gcguard
-
-    t = time.perf_counter()  # a user picks the method and the output file: the warm-up imports end meanwhile
-    while gcguard._state["warm"] in ("importing", "imported") and time.perf_counter() - t < 15:
-        app.processEvents()
-        time.sleep(0.01)
-    note(f"warm-up imports done after {time.perf_counter() - t:.1f} s more ({gcguard._state['warm']})")
     mp = w.method_panel
     mp.set_method(args.method)
     if args.steps:

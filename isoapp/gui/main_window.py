@@ -292,8 +292,6 @@ class MainWindow(RunMixin, QMainWindow):
         self.setWindowTitle(f"isoapp — {volume.name}")
         self.statusBar().showMessage(volume.describe(), 10000)
         log.info("opened %s", volume.describe())
-        if volume.is_lazy:
-            gcguard.warm_up()  # a block-wise run's modules, imported now rather than mid-run
         self._set_running(False)
         self.volume_opened.emit(volume)
 

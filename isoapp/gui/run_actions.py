@@ -24,7 +24,7 @@ from ..data.normalize import NORM_PERCENTILES
 from ..methods import get_method, method_label
 from ..physics.forward import upsample
 from ..quality.planes import channel_view, interpolated_view
-from . import dialogs, gcguard, runs
+from . import dialogs, runs
 from .estimate import RunClock, timing_key
 from .report_panel import result_label
 from .worker import RestoreWorker, restore_accepts
@@ -46,8 +46,6 @@ class RunMixin:
 
     # ------------------------------------------------------------------ buttons
     def _set_running(self, running: bool) -> None:
-        if running != getattr(self, "_running", False):
-            gcguard.set_busy(running)
         self._running = running
         self.cancel_button.setEnabled(running)
         self.resume_button.setEnabled(not running and self.last_run is not None)
