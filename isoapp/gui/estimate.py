@@ -100,6 +100,16 @@ def work_scale(cfg: RunConfig, cls) -> tuple[float, float]:
 AXIAL_CHECKS = ("axial", "both")
 
 
+def training_loops(cls, steps: int, channels: int = 1, axial: bool = True) -> int:
+    """Training-loop iterations of a run of ``steps``: one model per channel, and with the axial
+    check (channel 0 only) the same steps once more. The estimate predicts these loops and the
+    learnt speed divides a run's measured training time by them, so both count alike."""
+    if not cls.trainable:
+        return 0
+    per_run = int(round(steps * cls.time_model.loops_per_step))
+    return per_run * (channels + (1 if axial else 0))
+
+
 def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measured: dict | None = None,
              check: str = "both") -> Estimate:
     """Estimate a run of ``cfg`` (method class ``cls``) on a stack of ``shape`` on ``device``.
@@ -116,9 +126,7 @@ def estimate(cfg: RunConfig, shape: tuple[int, ...], *, cls, device: str, measur
     speed = 1.0 / tm.gpu_speedup if device.startswith("cuda") else 1.0
     train_scale, restore_scale = work_scale(cfg, cls)
     n_train = int(shape[-4]) if len(shape) >= 4 else 1  # one model per channel; time points reuse it
-    loops = int(round(cfg.train.steps * tm.loops_per_step)) * n_train if cls.trainable else 0
-    if cls.trainable and check in AXIAL_CHECKS:
-        loops += int(round(cfg.train.steps * tm.loops_per_step))  # the axial check's run (channel 0 only)
+    loops = training_loops(cls, cfg.train.steps, n_train, check in AXIAL_CHECKS)
     train_s = loops * tm.s_per_step * train_scale * speed
     restore_s = out_vox * tm.s_per_voxel * restore_scale * speed
     is_measured = False

@@ -86,6 +86,7 @@ class MainWindow(RunMixin, QMainWindow):
         self.tabs.setTabToolTip(1, "before (interpolated) and after, side by side, wipe, toggle or uncertainty")
         self.setCentralWidget(self.tabs)
         self.progress = ProgressPanel(self)
+        self.result_planes_read.connect(self.progress.show_result)  # a file result's previews, read in a thread
         self.method_panel = MethodPanel(self)
         self.method_panel.timings = self._load_timings()
         self.method_panel.restore_state(self.settings.method_state)

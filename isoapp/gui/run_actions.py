@@ -25,7 +25,7 @@ from ..methods import get_method, method_label
 from ..physics.forward import upsample
 from ..quality.planes import channel_view, interpolated_view
 from . import dialogs, runs
-from .estimate import RunClock, timing_key
+from .estimate import RunClock, timing_key, training_loops
 from .report_panel import result_label
 from .worker import RestoreWorker, restore_accepts
 
@@ -297,9 +297,6 @@ class RunMixin:
             except RuntimeError:  # the window closed meanwhile
                 pass
 
-        if not getattr(self, "_result_planes_connected", False):
-            self.result_planes_read.connect(self.progress.show_result)
-            self._result_planes_connected = True
         threading.Thread(target=read_in_background, name="isoapp-result-preview", daemon=True).start()
 
     def _run_failed(self, message: str, details: str) -> None:
@@ -340,16 +337,16 @@ class RunMixin:
 
         name = str(info.get("method"))
         if name == "auto":
-            for trial in info.get("candidates") or []:
-                lps = get_method(str(trial["method"])).time_model.loops_per_step
-                runs = 2 if "axial_gain_db" in trial else 1  # the candidate's training and its axial check
-                learn(str(trial["method"]), float(trial.get("train_s") or 0), int(trial.get("steps") or 0) * lps * runs)
+            for trial in info.get("candidates") or []:  # its training and, when it ran, its axial check
+                cand = str(trial["method"])
+                learn(cand, float(trial.get("train_s") or 0), training_loops(
+                    get_method(cand), int(trial.get("steps") or 0), axial="axial_gain_db" in trial))
             name = str(info.get("chosen") or name)
         else:
             axial = info.get("axial")
-            runs = channels + (1 if isinstance(axial, dict) and "skipped" not in axial else 0)
-            learn(name, result.train_seconds, int(info.get("steps") or 0) * get_method(name).time_model.loops_per_step
-                  * runs)
+            learn(name, result.train_seconds, training_loops(
+                get_method(name), int(info.get("steps") or 0), channels,
+                axial=isinstance(axial, dict) and "skipped" not in axial))
         key = timing_key(name, preset, device)
         out_vox = int(np.prod(result.volume.shape))
         timings[key] = {**timings.get(key, {}), "s_per_voxel": result.restore_seconds / max(out_vox, 1)}
