@@ -52,7 +52,7 @@ class MainWindow(RunMixin, QMainWindow):
     run_failed = Signal(str)
     run_cancelled = Signal(str)
     result_saved = Signal(str)
-    result_planes_read = Signal(str, object)  # a file result's preview planes, read off the GUI thread
+    preview_planes_read = Signal(str, object, object)  # (inputs or result label, run, planes) read off the GUI thread
 
     def __init__(self, settings: AppSettings | None = None) -> None:
         super().__init__()
@@ -86,7 +86,7 @@ class MainWindow(RunMixin, QMainWindow):
         self.tabs.setTabToolTip(1, "before (interpolated) and after, side by side, wipe, toggle or uncertainty")
         self.setCentralWidget(self.tabs)
         self.progress = ProgressPanel(self)
-        self.result_planes_read.connect(self.progress.show_result)  # a file result's previews, read in a thread
+        self.preview_planes_read.connect(self._preview_planes_read)  # previews of a stack in its file (a thread)
         self.method_panel = MethodPanel(self)
         self.method_panel.timings = self._load_timings()
         self.method_panel.restore_state(self.settings.method_state)

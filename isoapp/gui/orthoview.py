@@ -246,6 +246,7 @@ class OrthoView(DisplayMixin, QWidget):
         self._wipe = None if other is None else viewable(other)
         self._wipe_fraction = float(np.clip(fraction, 0.0, 1.0))
         self._mip = None
+        self._new_planes()
         self._update_images()
 
     # ------------------------------------------------------------------ cursor
@@ -320,11 +321,14 @@ class OrthoView(DisplayMixin, QWidget):
             self.hover_text = ""
         else:
             if plane == "mip":
-                value, what = float(self._mip_image()[y, x]), "max"
+                mip = self._mip_image()
+                if mip is None:  # still being made
+                    return ""
+                value, what = float(mip[y, x]), "max"
                 zt = "z=all"
-            else:
-                src = self.planes()
-                value = float({"xy": src["xy"][y, x], "xz": src["xz"][z, x], "yz": src["yz"][y, z]}[plane])
+            else:  # the voxel as shown (right of the wipe: the wiped-in stack); a plane read is kept
+                cut = int(round(self._wipe_fraction * nx))
+                value = float((self._wipe if self._wipe is not None and x >= cut else self.data)[z, y, x])
                 what, zt = "value", f"z={z}"
             self.hover_text = (f"{zt} y={y} x={x} px  {what} {value:.5g}  ({(z + 0.5) * dz:.2f}, "
                                f"{(y + 0.5) * dy:.2f}, {(x + 0.5) * dx:.2f} µm)")
@@ -337,7 +341,9 @@ class OrthoView(DisplayMixin, QWidget):
         z, y, x = self.cursor
         # two lines, each fitted to the label's width (the µm positions always show whole); the line
         # count never changes, so moving the mouse never re-lays out the views
-        self.status.setText(status_text(self.status, self.cursor, float(self.data[z, y, x]),
+        # a stack in its file: the value once its planes are read (reading a voxel of a Zarr decodes a chunk)
+        value = self.data.cached((z, y, x)) if hasattr(self.data, "cached") else self.data[z, y, x]
+        self.status.setText(status_text(self.status, self.cursor, None if value is None else float(value),
                                         self.cursor_physical(), self.voxel, self.hover_text))
 
     # ------------------------------------------------------------------ keys, fitting

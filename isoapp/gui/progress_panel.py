@@ -184,11 +184,10 @@ class ProgressPanel(QWidget):
         self.bar.setFormat("%p%")
         self.eta.setText("")
 
-    def start(self, voxel_out: tuple[float, float, float], input_planes: dict[str, np.ndarray] | None,
-              position_text: str, *, keep_history: bool = False, clock: RunClock | None = None,
-              live: bool = True) -> None:
-        """Reset for a new run; ``input_planes`` ('xz' (Z', X), 'yz' (Z', Y)) on the output grid;
-        ``live=False``: a method that does not train (its result shows at the end).
+    def start(self, voxel_out: tuple[float, float, float], position_text: str, *, keep_history: bool = False,
+              clock: RunClock | None = None, live: bool = True) -> None:
+        """Reset for a new run (the input's planes follow: :meth:`show_inputs`); ``live=False``: a method
+        that does not train (its result shows at the end).
 
         ``keep_history`` (a resumed run) keeps the loss curves of the run it continues.
         """
@@ -197,22 +196,27 @@ class ProgressPanel(QWidget):
         self.clock = clock
         self.preview_count = 0
         self.voxel_out = tuple(float(v) for v in voxel_out)
+        self.levels = None
         for img in self.images.values():
             img.clear()
-        if input_planes is not None:
-            self.levels = auto_levels(np.concatenate([input_planes["xz"].ravel(), input_planes["yz"].ravel()]))
-            for key in ("xz", "yz"):
-                self._show(f"in_{key}", input_planes[key])
-                self._show(key, np.zeros_like(input_planes[key]))
-            self._columns = 0
-            self.arrange()
         self._set_method("")
-        self.preview_label.setText(f"Live preview at {position_text}: waiting for the first preview"
-                                   if input_planes is not None and live else
+        self.preview_label.setText(f"Live preview at {position_text}: waiting for the first preview" if live else
                                    "No live preview: this method does not train (its result shows at the end)")
         self.position_text = position_text
         self.stage_label.setText("Starting…")
         self._reset_bar()
+
+    def show_inputs(self, input_planes: dict[str, np.ndarray]) -> None:
+        """The input's planes ('xz' (Z', X), 'yz' (Z', Y)) on the output grid; they set the display range."""
+        self.levels = auto_levels(np.concatenate([input_planes["xz"].ravel(), input_planes["yz"].ravel()]))
+        for key in ("xz", "yz"):
+            self._show(f"in_{key}", input_planes[key])
+            if self.images[key].image is None:
+                self._show(key, np.zeros_like(input_planes[key]))
+            else:  # a live preview came first: shown now with the input's range
+                self.images[key].setLevels(self.levels)
+        self._columns = 0
+        self.arrange()
 
     def _show(self, key: str, plane: np.ndarray) -> None:
         dz, dy, dx = self.voxel_out

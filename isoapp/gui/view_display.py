@@ -12,6 +12,7 @@ import numpy as np
 from PySide6.QtCore import QRectF, QSignalBlocker, Qt
 from PySide6.QtWidgets import QComboBox, QLabel, QToolButton
 
+from .plane_loader import PlaneLoader
 from .view_tools import AUTO_PERCENTILES, LUTS, ContrastBar, auto_levels, composite_rgb, lookup_table
 
 
@@ -25,13 +26,14 @@ def fit_line(label: QLabel, variants: list[str]) -> str:
     return fm.elidedText(variants[-1], Qt.TextElideMode.ElideLeft, room)
 
 
-def status_text(label: QLabel, cursor, value: float, phys, voxel, hover: str) -> str:
-    """The view's two status lines: the cursor (value and µm position) and the mouse readout (or the
-    voxel size), each shortened to fit ``label`` rather than clipped ("(72.51, 49.30, 55.10 µ")."""
+def status_text(label: QLabel, cursor, value: float | None, phys, voxel, hover: str) -> str:
+    """The view's two status lines: the cursor (value, "…" while being read, and µm position) and the mouse
+    readout (or the voxel size), each shortened to fit ``label`` rather than clipped ("(72.51, 49.30, 55.10 µ")."""
     z, y, x = cursor
     um = f"({phys[0]:.2f}, {phys[1]:.2f}, {phys[2]:.2f} µm)"
-    first = fit_line(label, [f"cursor z={z} y={y} x={x} = {value:.4g}  {um}", f"z={z} y={y} x={x} = {value:.4g}  {um}",
-                             f"= {value:.4g} {um}", um])
+    v = "…" if value is None else f"{value:.4g}"
+    first = fit_line(label, [f"cursor z={z} y={y} x={x} = {v}  {um}", f"z={z} y={y} x={x} = {v}  {um}",
+                             f"= {v} {um}", um])
     vox = f"voxel {voxel[0]:g} x {voxel[1]:g} x {voxel[2]:g} µm"
     if not hover:
         return f"{first}\n{fit_line(label, [vox])}"
@@ -86,9 +88,11 @@ class DisplayMixin:
             return
         table = lookup_table(self.lut.currentText(), self.gamma())
         levels = self.levels()
-        for p in self.plane_items():
-            p.image.setLookupTable(table)
-            p.image.setLevels(levels)
+        for p in self.plane_items():  # only what changed: pyqtgraph renders the whole image again on each call
+            if p.image.lut is not table:
+                p.image.setLookupTable(table)
+            if p.image.levels is None or not np.array_equal(np.asarray(p.image.levels, float), levels):
+                p.image.setLevels(levels)
 
     def _apply_display(self, *_args) -> None:
         self._apply_lut()
@@ -111,14 +115,24 @@ class DisplayMixin:
 
     # ------------------------------------------------------------------ the displayed planes
     def planes(self) -> dict[str, np.ndarray]:
-        """The three planes at the cursor as displayed: ``xy`` (Y, X), ``xz`` (Z, X), ``yz`` (Y, Z)."""
+        """The three planes at the cursor as displayed: ``xy`` (Y, X), ``xz`` (Z, X), ``yz`` (Y, Z).
+
+        Read now, in the calling thread; the view itself reads a file-backed stack's planes in the
+        background (:meth:`planes_pending`)."""
         if self.data is None:
             return {}
         return self._planes_of(self.data, self._wipe)
 
-    def _planes_of(self, data: np.ndarray, wipe: np.ndarray | None) -> dict[str, np.ndarray]:
-        z, y, x = self.cursor
-        out = {"xy": data[z], "xz": data[:, y, :], "yz": data[:, :, x].T}
+    def _planes_of(self, data: np.ndarray, wipe: np.ndarray | None, cursor: tuple[int, int, int] | None = None,
+                   stop=None) -> dict[str, np.ndarray] | None:
+        """The planes at ``cursor``; None if ``stop()`` turns true between two plane reads."""
+        z, y, x = cursor or self.cursor
+        out = {}
+        for key, cut in (("xy", (z,)), ("xz", (slice(None), y)), ("yz", (slice(None), slice(None), x))):
+            out[key] = data[cut]
+            if stop is not None and stop():
+                return None
+        out["yz"] = out["yz"].T
         if wipe is not None:
             cut = int(round(self._wipe_fraction * data.shape[2]))
             xy, xz = out["xy"].copy(), out["xz"].copy()
@@ -126,22 +140,103 @@ class DisplayMixin:
             out.update(xy=xy, xz=xz, yz=(wipe[:, :, x].T if x >= cut else out["yz"]))
         return out
 
-    def _mip_image(self) -> np.ndarray:
+    # ------------------------------------------------------------------ reading off the GUI thread
+    def _in_file(self) -> bool:
+        """True when the shown stack (or the wiped-in one) is read from its file (a plane reader)."""
+        return any(hasattr(a, "cached") for a in (self.data, self._wipe) if a is not None)
+
+    def _cached(self, cursor: tuple[int, int, int]) -> bool:
+        z, y, x = cursor
+        keys = ((z,), (slice(None), y), (slice(None), slice(None), x))
+        return all(a.cached(k) is not None for a in (self.data, self._wipe) if hasattr(a, "cached") for k in keys)
+
+    def _plane_token(self) -> tuple:
+        return (getattr(self, "_plane_generation", 0), self.cursor)
+
+    def _new_planes(self) -> None:
+        """The data (or the wipe) changed: planes read for the old one are not shown."""
+        self._plane_generation = getattr(self, "_plane_generation", 0) + 1
+        self._arrived = None
+
+    def _shown_planes(self) -> dict[str, np.ndarray] | None:
+        """The planes at the cursor, or None while a file-backed stack's are read in the background."""
+        if not self._in_file() or self._cached(self.cursor):
+            return self.planes()
+        if min(self.cursor) < 0:
+            return None  # a stack being placed: its cursor is set next
+        token = self._plane_token()
+        arrived = getattr(self, "_arrived", None)
+        if arrived is not None and arrived[0] == token:
+            return arrived[1]
+        if getattr(self, "_loader", None) is None:
+            self._loader = PlaneLoader(self)
+            self._loader.done.connect(self._planes_arrived)
+            self._loader.failed.connect(self._planes_failed)
+        data, wipe, cursor = self.data, self._wipe, self.cursor
+        self._loader.request(token, lambda: self._planes_of(data, wipe, cursor, stop=self._loader.superseded))
+        return None
+
+    def _planes_arrived(self, token: tuple, planes: dict[str, np.ndarray]) -> None:
+        if token[0] != getattr(self, "_plane_generation", 0):
+            return  # read for data no longer shown
+        self._arrived = (token, planes)
+        if token == self._plane_token():
+            self._update_images()
+
+    def _planes_failed(self, token: tuple, _message: str) -> None:
+        self._settled = token  # the old planes stay (the loader logged why)
+
+    def planes_pending(self) -> bool:
+        """True until the planes at the cursor and the projection are shown (or their reads have failed)."""
+        return self.data is not None and self.composite is None and (
+            getattr(self, "_settled", None) != self._plane_token() or self._mip is None)
+
+    def _projection(self, data, wipe, fraction: float) -> np.ndarray:
+        """The maximum along z (right of the wipe: the wiped-in stack's); may run in a background thread."""
+        mip = data.max(axis=0)
+        if wipe is not None:
+            cut = int(round(fraction * data.shape[2]))
+            mip = mip.copy()
+            mip[:, cut:] = wipe.max(axis=0)[:, cut:]
+        return mip
+
+    def _mip_image(self) -> np.ndarray | None:
+        """The projection shown; None while a file-backed stack's is made in the background (up to
+        :data:`isoapp.quality.planes.MIP_SECONDS` of reads, which froze the window as a result was shown)."""
         if self._mip is None:
-            mip = self.data.max(axis=0)
-            n, nz = getattr(self.data, "mip_planes", 0), self.data.shape[0]  # a lazy stack projects a subset
-            self.mip.set_titles(f"MIP of {n} of {nz} z planes" if 0 < n < nz else "MIP along z",
-                                f"MIP {n}/{nz}" if 0 < n < nz else "MIP")
-            if self._wipe is not None:
-                cut = int(round(self._wipe_fraction * self.data.shape[2]))
-                mip = mip.copy()
-                mip[:, cut:] = self._wipe.max(axis=0)[:, cut:]
-            self._mip = mip
+            if self._in_file():
+                if getattr(self, "_mip_loader", None) is None:
+                    self._mip_loader = PlaneLoader(self)
+                    self._mip_loader.done.connect(self._mip_arrived)
+                    self._mip_loader.failed.connect(lambda token, _msg: self._mip_arrived(token, None))
+                data, wipe, fraction = self.data, self._wipe, self._wipe_fraction
+                self._mip_loader.request(getattr(self, "_plane_generation", 0),
+                                         lambda: self._projection(data, wipe, fraction))
+                return None
+            self._mip = self._projection(self.data, self._wipe, self._wipe_fraction)
+            self._mip_titles()
         return self._mip
+
+    def _mip_arrived(self, token: int, mip: np.ndarray | None) -> None:
+        if token != getattr(self, "_plane_generation", 0):
+            return
+        self._mip = mip if mip is not None else np.zeros(self.data.shape[1:], np.float32)
+        self._mip_titles()
+        self._update_images()
+
+    def _mip_titles(self) -> None:
+        n, nz = getattr(self.data, "mip_planes", 0), self.data.shape[0]  # a lazy stack projects a subset
+        self.mip.set_titles(f"MIP of {n} of {nz} z planes" if 0 < n < nz else "MIP along z",
+                            f"MIP {n}/{nz}" if 0 < n < nz else "MIP")
 
     def _place_images(self) -> None:
         nz, ny, nx = self.data.shape
         dz, dy, dx = self.voxel
+        self._new_planes()
+        if self.composite is None and self._in_file():
+            # blank planes of the right shapes for now: the cursor's planes are read in the background
+            for p, shape in ((self.xy, (ny, nx)), (self.xz, (nz, nx)), (self.yz, (ny, nz)), (self.mip, (ny, nx))):
+                p.image.setImage(np.zeros(shape, np.float32), autoLevels=False, levels=self.levels())
         self._update_images()  # set the images first: setRect scales from the current image size
         self.xy.image.setRect(QRectF(0, 0, nx * dx, ny * dy))
         self.xz.image.setRect(QRectF(0, 0, nx * dx, nz * dz))
@@ -166,11 +261,17 @@ class DisplayMixin:
                 p.image.setLookupTable(None)
                 p.image.setImage(self._rgb(key), autoLevels=False, levels=(0, 255))
             self.mip.image.clear()
+            self._mip_shown = None
         else:
-            planes = self.planes()
-            for key, p in (("xy", self.xy), ("xz", self.xz), ("yz", self.yz)):
-                p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=levels)
-            self.mip.image.setImage(np.asarray(self._mip_image(), np.float32), autoLevels=False, levels=levels)
+            planes = self._shown_planes()  # None: read in the background, shown when read
+            if planes is not None:
+                for key, p in (("xy", self.xy), ("xz", self.xz), ("yz", self.yz)):
+                    p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=levels)
+                self._settled = self._plane_token()
+            mip = self._mip_image()
+            if mip is not None and getattr(self, "_mip_shown", None) is not mip:  # set again, the 2048^2 image is rendered again
+                self.mip.image.setImage(np.asarray(mip, np.float32), autoLevels=False, levels=levels)
+                self._mip_shown = mip
             self._apply_lut()
         zc, yc, xc = self.cursor_physical()
         self.xy.vline.setPos(xc)

@@ -6,6 +6,7 @@ Kept apart from :mod:`.orthoview` so each module stays small; nothing here knows
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -23,8 +24,19 @@ _RGB = {"gray": (1, 1, 1), "green": (0, 1, 0), "magenta": (1, 0, 1), "cyan": (0,
         "blue": (0, 0, 1), "yellow": (1, 1, 0)}
 
 
+@functools.lru_cache(maxsize=64)
 def lookup_table(name: str, gamma: float = 1.0) -> np.ndarray:
-    """A 256x3 uint8 lookup table for ``name`` (one of :data:`LUTS`), with display ``gamma``."""
+    """A 256x3 uint8 lookup table for ``name`` (one of :data:`LUTS`), with display ``gamma``; read-only.
+
+    The same table object for the same arguments: pyqtgraph re-renders an image whenever it is given
+    a different table object, which made every cursor move re-render all four 2048^2 images (0.2 s).
+    """
+    table = _lookup_table(name, float(gamma))
+    table.setflags(write=False)
+    return table
+
+
+def _lookup_table(name: str, gamma: float) -> np.ndarray:
     ramp = np.linspace(0, 1, 256) ** max(float(gamma), 1e-3)
     if name in _RGB:
         rgb = np.outer(ramp, _RGB[name])

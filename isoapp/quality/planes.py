@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -57,6 +58,7 @@ class _Planes(ABC):
 
     def __init__(self) -> None:
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # a viewer reads in a background thread and looks up in the GUI thread
         self.mip_step = 1
         self.mip_planes = 0  # how many planes the last projection took
         self.mip_z: list[int] = []
@@ -77,22 +79,41 @@ class _Planes(ABC):
     def _read(self, key: tuple) -> np.ndarray:
         """The selection ``key`` (one int or slice per axis, z first) read from the source."""
 
-    def __getitem__(self, key: Any) -> np.ndarray:
+    @staticmethod
+    def _hashable(key: Any) -> tuple:
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (3 - len(key))
-        hashable = tuple((k.start, k.stop, k.step) if isinstance(k, slice) else int(k) for k in key)
-        hit = self._cache.get(hashable)
-        if hit is None and all(isinstance(k, int) for k in hashable):  # a voxel of a plane already read
-            plane = self._cache.get((hashable[0], (None, None, None), (None, None, None)))
-            if plane is not None:
-                return plane[hashable[1], hashable[2]]
-        if hit is None:
-            hit = np.asarray(self._read(key))
-            self._cache[hashable] = hit
+        return tuple((k.start, k.stop, k.step) if isinstance(k, slice) else int(k) for k in key)
+
+    def cached(self, key: Any) -> np.ndarray | None:
+        """The selection ``key`` if it can be had without reading (a plane kept, or a voxel of one), else None."""
+        hashable = self._hashable(key)
+        every = (None, None, None)
+        with self._lock:
+            hit = self._cache.get(hashable)
+            if hit is not None:
+                self._cache.move_to_end(hashable)
+                return hit
+            if all(isinstance(k, int) for k in hashable):  # a voxel of an xy, xz or yz plane already read
+                z, y, x = hashable
+                for plane_key, at in (((z, every, every), (y, x)), ((every, y, every), (z, x)),
+                                      ((every, every, x), (z, y))):
+                    plane = self._cache.get(plane_key)
+                    if plane is not None:
+                        return plane[at]
+        return None
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        hit = self.cached(key)
+        if hit is not None:
+            return hit
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        hit = np.asarray(self._read(key))  # outside the lock: a slow read must not block lookups
+        with self._lock:
+            self._cache[self._hashable(key)] = hit
             while len(self._cache) > CACHE_PLANES:
                 self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(hashable)
         return hit
 
     def max(self, axis: int = 0) -> np.ndarray:
@@ -119,7 +140,15 @@ class _Planes(ABC):
         return out
 
     def stats_sample(self, n: int) -> np.ndarray:
-        """About ``n`` values from evenly spaced planes (read within :data:`SAMPLE_SECONDS`), strided in y and x."""
+        """About ``n`` values from evenly spaced planes (read within :data:`SAMPLE_SECONDS`), strided in y and x.
+
+        Kept: a viewer's auto contrast and histogram take the same sample, not two seconds of reads."""
+        kept = getattr(self, "_samples", {})
+        if n not in kept:
+            self._samples = {**kept, n: self._stats_sample(n)}
+        return self._samples[n]
+
+    def _stats_sample(self, n: int) -> np.ndarray:
         nz, ny, nx = self.shape
         planes = min(nz, 16)
         step = max(1, int(math.ceil(math.sqrt(planes * ny * nx / max(n, 1)))))

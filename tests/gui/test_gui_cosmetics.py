@@ -40,7 +40,7 @@ def test_loss_plots_keep_their_height_and_tick_labels_do_not_overlap(qtbot):
     qtbot.addWidget(panel)
     panel.resize(280, 820)  # a side dock on a laptop screen
     panel.show()
-    panel.start((0.1, 0.1, 0.1), None, "here")
+    panel.start((0.1, 0.1, 0.1), "here")
     _feed_three_stage_groups(panel)
     qtbot.wait(50)
     assert len(panel.plots) == 3
@@ -56,7 +56,7 @@ def test_loss_plots_keep_their_height_and_tick_labels_do_not_overlap(qtbot):
     # a decade of loss still gets more than one number, in plain notation
     stage1 = [t for _r, t in _tick_label_rects(panel.plots["selfnet_stage1"].getAxis("left"))]
     assert len(stage1) >= 2 and "10" in stage1, stage1
-    panel.start((0.1, 0.1, 0.1), None, "here")  # a new run: no room kept for the old plots
+    panel.start((0.1, 0.1, 0.1), "here")  # a new run: no room kept for the old plots
     assert panel.plots == {} and panel.loss_view.minimumHeight() == 0
 
 
@@ -65,7 +65,7 @@ def test_progress_text_fits_its_bar(window):
 
     window.resize(1366 - 16, 768 - 64)  # the dock at its narrowest
     panel = window.progress
-    panel.start((0.1, 0.1, 0.1), None, "here")
+    panel.start((0.1, 0.1, 0.1), "here")
     bar = panel.bar
     for text_of in (lambda: panel.on_progress(ProgressEvent("selfnet_e12_stage2", 1234, 6000, loss=0.01)),
                     lambda: panel.finish("Cancelled", "cancelled")):
@@ -181,7 +181,7 @@ def test_one_validation_point_per_validation(qtbot):
 
     panel = ProgressPanel()
     qtbot.addWidget(panel)
-    panel.start((0.1, 0.1, 0.1), None, "here")
+    panel.start((0.1, 0.1, 0.1), "here")
     val = None
     for step in range(1, 301):
         if step % 100 == 0:

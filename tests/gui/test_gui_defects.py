@@ -202,7 +202,8 @@ def test_loss_panel_stages_history_and_bar(window, stack_tif):
 
     panel = window.progress
     planes = {"xz": np.zeros((9, 8), np.float32), "yz": np.zeros((9, 8), np.float32)}
-    panel.start((0.2, 0.2, 0.2), planes, "here")
+    panel.start((0.2, 0.2, 0.2), "here")
+    panel.show_inputs(planes)
     for e in range(2):
         for s in range(1, 4):
             panel.on_progress(ProgressEvent(f"selfnet_e{e}_stage1", s, 3, loss=10.0 + s))
@@ -214,13 +215,15 @@ def test_loss_panel_stages_history_and_bar(window, stack_tif):
     panel.on_progress(ProgressEvent("restore", 5, 5))
     assert panel.bar.value() == 100
     # a resumed run keeps the history; a new run starts from an empty plot and bar
-    panel.start((0.2, 0.2, 0.2), planes, "here", keep_history=True)
+    panel.start((0.2, 0.2, 0.2), "here", keep_history=True)
+    panel.show_inputs(planes)
     assert len(panel.series["selfnet_stage1"]["x"]) == 6 and panel.bar.value() == 0
     panel.on_progress(ProgressEvent("selfnet_e1_stage1", 3, 3, loss=9.0))
     assert len(panel.series["selfnet_stage1"]["x"]) == 7
     panel.finish("Failed", "failed")
     assert panel.bar.value() == 0 and panel.bar.format() == "failed"
-    panel.start((0.2, 0.2, 0.2), planes, "here", clock=RunClock(Estimate(10, 2, 0, 0, False, 100)))
+    panel.start((0.2, 0.2, 0.2), "here", clock=RunClock(Estimate(10, 2, 0, 0, False, 100)))
+    panel.show_inputs(planes)
     assert panel.plots == {} and panel.bar.value() == 0 and panel.bar.format() == "%p%"
     panel.on_progress(ProgressEvent("isonet", 1, 100, loss=1.0))
     assert "whole run" in panel.eta.text()

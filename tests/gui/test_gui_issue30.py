@@ -267,7 +267,8 @@ def test_previews_fill_their_panel_at_the_data_aspect(qtbot):
     qtbot.addWidget(panel)
     panel.resize(320, 760)
     panel.show()
-    panel.start((0.83, 0.83, 0.83), _nuclei_planes(), "the cursor")
+    panel.start((0.83, 0.83, 0.83), "the cursor")
+    panel.show_inputs(_nuclei_planes())
     _settle(qtbot)
     assert abs(panel.preview.width() - 310) < 40 and panel.preview.height() > 380, panel.preview.size()
     w, h = panel.preview.width(), panel.preview.height()
@@ -285,7 +286,8 @@ def test_previews_are_labelled_with_the_method_and_show_autos_choice(window, sta
     window.open_path(stack_tif)
     panel = window.progress
     planes = {"xz": np.zeros((36, 48), np.float32), "yz": np.zeros((36, 48), np.float32)}
-    panel.start((0.2, 0.2, 0.2), planes, "the cursor")
+    panel.start((0.2, 0.2, 0.2), "the cursor")
+    panel.show_inputs(planes)
     window._preview_yx = (24, 24)
     panel.on_preview(PreviewEvent("selfnet_e0_stage1", 5, {"xz": planes["xz"] + 1, "yz": planes["yz"] + 1}))
     assert "Self-Net" in panel.titles["xz"].text and "Self-Net" in panel.preview_label.text()

@@ -52,6 +52,7 @@ def test_large_stack_opens_lazily_and_views_read_only_shown_planes(small_limit, 
     planes = view.planes()
     assert np.array_equal(planes["xy"], ref[7]) and np.array_equal(planes["xz"], ref[:, 50, :])
     assert np.array_equal(planes["yz"], ref[:, :, 90].T)
+    qtbot.waitUntil(lambda: not view.planes_pending(), timeout=10_000)  # the projection is made in the background
     mip = view._mip_image()
     n = view.data.mip_planes
     assert 0 < n < SHAPE[0] and view.mip.titles[0] == f"MIP of {n} of {SHAPE[0]} z planes"
