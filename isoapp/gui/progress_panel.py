@@ -15,10 +15,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
+from ..data.levels import joint_levels
 from ..training.events import PreviewEvent, ProgressEvent
 from .estimate import RunClock, is_training_step
 from .loss_axis import LossAxis
-from .orthoview import auto_levels
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,9 @@ class ProgressPanel(QWidget):
         self._reset_bar()
 
     def show_inputs(self, input_planes: dict[str, np.ndarray]) -> None:
-        """The input's planes ('xz' (Z', X), 'yz' (Z', Y)) on the output grid; they set the display range."""
-        self.levels = auto_levels(np.concatenate([input_planes["xz"].ravel(), input_planes["yz"].ravel()]))
+        """The input's planes ('xz' (Z', X), 'yz' (Z', Y)) on the output grid; they set the display range
+        (``levels`` where given: the planes' joint auto levels)."""
+        self.levels = input_planes.get("levels") or joint_levels(input_planes["xz"], input_planes["yz"])
         for key in ("xz", "yz"):
             self._show(f"in_{key}", input_planes[key])
             if self.images[key].image is None:

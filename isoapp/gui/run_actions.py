@@ -17,9 +17,10 @@ import numpy as np
 from PySide6.QtCore import QTimer
 
 from ..core.errors import InputError, IsoappError
+from ..core.memory import release_freed_memory
 from ..core.volume import Volume
 from ..data.io import registry
-from ..data.levels import stats_sample
+from ..data.levels import joint_levels, stats_sample
 from ..data.normalize import NORM_PERCENTILES
 from ..methods import get_method, method_label
 from ..physics.forward import upsample
@@ -78,8 +79,9 @@ class RunMixin:
         data = channel_view(self.input, 0, 0)
         lo, hi = self._preview_norm = self._preview_range()
         scale = 1.0 / max(hi - lo, 1e-12)
-        return {"xz": (upsample(np.asarray(data[:, y, :], np.float32), factor, axis=0) - lo) * scale,
-                "yz": (upsample(np.asarray(data[:, :, x], np.float32), factor, axis=0) - lo) * scale}
+        planes = {"xz": (upsample(np.asarray(data[:, y, :], np.float32), factor, axis=0) - lo) * scale,
+                  "yz": (upsample(np.asarray(data[:, :, x], np.float32), factor, axis=0) - lo) * scale}
+        return {**planes, "levels": joint_levels(planes["xz"], planes["yz"])}  # here, not in the GUI thread
 
     def _read_previews(self, kind: str, read, in_file: bool) -> None:
         """Show the planes ``read()`` gives as the previews' ``kind`` ("inputs" or a result's label).
@@ -259,6 +261,7 @@ class RunMixin:
         self.last_run = None
 
     def _run_finished(self, result) -> None:
+        release_freed_memory()  # the run's buffers: not kept resident while the result is viewed
         if not hasattr(result, "volume"):  # a block-wise run: the result is in its file
             self._file_run_finished(result)
             return
@@ -335,6 +338,7 @@ class RunMixin:
         self.run_cancelled.emit(message)
 
     def _thread_finished(self) -> None:
+        release_freed_memory()  # also after a cancelled or failed run
         self._set_running(False)
 
     def _load_timings(self) -> dict[str, dict]:
