@@ -52,7 +52,10 @@ def note(what: str) -> None:
     """A progress line on stderr (time since start, peak RSS so far): where the time and memory go."""
     import sys
 
-    print(f"[{time.perf_counter() - T0:7.1f} s, peak {rss_gb():.2f} GB] {what}", file=sys.stderr, flush=True)
+    from isoapp.core.memory import current_rss_bytes
+
+    print(f"[{time.perf_counter() - T0:7.1f} s, peak {rss_gb():.2f} GB, now {current_rss_bytes() / 2**30:.2f}] {what}",
+          file=sys.stderr, flush=True)
 
 
 def main() -> None:
