@@ -202,14 +202,10 @@ def keep_freed_memory(trim_bytes: int = 2**30, top_pad_bytes: int = 2**26, arena
     """
     if _ALLOCATOR.get("done"):
         return True
-    if not sys.platform.startswith("linux"):
+    libc = _glibc("mallopt")
+    if libc is None:
         return False
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
-            return False
         ok = all(libc.mallopt(p, int(v)) == 1 for p, v in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, trim_bytes),
                                                           (_M_TOP_PAD, top_pad_bytes), (_M_ARENA_MAX, arenas)))
     except (OSError, AttributeError, ValueError):
@@ -228,15 +224,21 @@ def release_freed_memory() -> bool:
     the 4 GiB GUI benchmark went from 1.92 GB after the run to 2.30 GB. ``malloc_trim`` trims every
     arena. A no-op (False) where the C library is not glibc.
     """
-    if not sys.platform.startswith("linux"):
+    libc = _glibc("malloc_trim")
+    if libc is None:
         return False
+    libc.malloc_trim(0)
+    return True
+
+
+def _glibc(symbol: str) -> Any:
+    """This process's C library if it is glibc and has ``symbol``, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
         libc = ctypes.CDLL(None)
-        if not hasattr(libc, "malloc_trim") or not hasattr(libc, "gnu_get_libc_version"):
-            return False
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
+    except OSError:
+        return None
+    return libc if hasattr(libc, symbol) and hasattr(libc, "gnu_get_libc_version") else None
