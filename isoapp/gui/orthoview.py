@@ -321,11 +321,9 @@ class OrthoView(DisplayMixin, QWidget):
             self.hover_text = ""
         else:
             if plane == "mip":
-                mip = self._mip_image()
-                if mip is None:  # still being made
+                if (mip := self._mip_image()) is None:  # still being made
                     return ""
-                value, what = float(mip[y, x]), "max"
-                zt = "z=all"
+                value, what, zt = float(mip[y, x]), "max", "z=all"
             else:  # the voxel as shown (right of the wipe: the wiped-in stack); a plane read is kept
                 cut = int(round(self._wipe_fraction * nx))
                 value = float((self._wipe if self._wipe is not None and x >= cut else self.data)[z, y, x])
@@ -339,9 +337,8 @@ class OrthoView(DisplayMixin, QWidget):
         if self.data is None:
             return
         z, y, x = self.cursor
-        # two lines, each fitted to the label's width (the µm positions always show whole); the line
-        # count never changes, so moving the mouse never re-lays out the views
-        # a stack in its file: the value once its planes are read (reading a voxel of a Zarr decodes a chunk)
+        # two lines, each fitted to the label's width (the µm positions always show whole), so moving the mouse
+        # never re-lays out the views; a stack in its file: the value once its planes are read (not a Zarr chunk)
         value = self.data.cached((z, y, x)) if hasattr(self.data, "cached") else self.data[z, y, x]
         self.status.setText(status_text(self.status, self.cursor, None if value is None else float(value),
                                         self.cursor_physical(), self.voxel, self.hover_text))
