@@ -40,13 +40,21 @@ class PlaneLoader(QObject):
         self._wake = threading.Event()
         self._pending: tuple[Hashable, Callable[[], Any]] | None = None
         self._busy: Hashable | None = None
+        self._latest: Hashable | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def request(self, token: Hashable, read: Callable[[], Any]) -> None:
-        """Read with ``read()`` in the background; a request not started yet is replaced."""
+        """Read with ``read()`` in the background; a request not started yet is replaced, and asking again
+        for the read under way drops the waiting one."""
         with self._lock:
-            if self._closed or token in (self._busy, self._pending and self._pending[0]):
+            if self._closed:
+                return
+            self._latest = token
+            if token == self._busy:
+                self._pending = None  # the read under way is the one wanted (again)
+                return
+            if self._pending is not None and self._pending[0] == token:
                 return
             self._pending = (token, read)
             if self._thread is None:
@@ -55,9 +63,9 @@ class PlaneLoader(QObject):
         self._wake.set()
 
     def superseded(self) -> bool:
-        """True when a newer request waits (a read under way may stop early: its result would not be shown)."""
+        """True when another read is wanted than the one under way (it may stop: it would not be shown)."""
         with self._lock:
-            return self._pending is not None
+            return self._latest != self._busy
 
     def pending(self) -> bool:
         """True while a request waits or is being read."""
@@ -86,16 +94,18 @@ class PlaneLoader(QObject):
             except Exception as exc:  # noqa: BLE001 - a display read: reported, the view keeps its planes
                 result, error = None, f"{type(exc).__name__}: {exc}"
                 log.warning("could not read the planes to show: %s", error)
+            gave_up = result is None and error is None  # stopped early for a newer request
             try:
-                if self._closed or (result is None and error is None):
-                    pass  # closed, or a read that stopped early for a newer request
-                elif error is None:
-                    self.done.emit(token, result)
-                else:
-                    self.failed.emit(token, error)
+                if not (self._closed or gave_up):
+                    if error is None:
+                        self.done.emit(token, result)
+                    else:
+                        self.failed.emit(token, error)
             except RuntimeError:  # the view was deleted meanwhile
                 self.close()
             with self._lock:  # busy until reported: pending() covers the whole request
                 self._busy = None
+                if gave_up and self._pending is None and self._latest == token and not self._closed:
+                    self._pending = (token, read)  # asked for again while it was giving up
                 if self._pending is not None:
                     self._wake.set()

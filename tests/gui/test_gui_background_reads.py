@@ -170,3 +170,29 @@ def test_a_cursor_move_does_not_render_unchanged_images_again(qtbot):
     view.grab()
     assert view.mip.image.qimage is rendered, "the unchanged projection was rendered again"
     np.testing.assert_array_equal(view.xy.image.image, ref[3])
+
+
+def test_moving_back_to_the_position_being_read_shows_it(qtbot):
+    """A -> B -> A while A is still being read: A's read goes on (or is made again) and A is shown; the
+    view never waits for planes that no one reads."""
+    ref = np.random.default_rng(3).random((16, 24, 32)).astype(np.float32)
+    stack = GatedStack(ref)
+    view = OrthoView()
+    qtbot.addWidget(view)
+    view.set_volume(Volume(stack, voxel_size=(1.0, 1.0, 1.0)))
+    _wait_shown(view, qtbot)
+    for release_after in (False, True):  # the gate opens after the moves, or between them
+        stack.gate.clear()
+        view.set_cursor(3, 4, 5)  # A: its read waits behind the gate
+        view.set_cursor(9, 10, 11)  # B
+        if release_after:
+            stack.gate.set()
+            qtbot.wait(20)  # A may give up for B here
+        view.set_cursor(3, 4, 5)  # A again
+        stack.gate.set()
+        _wait_shown(view, qtbot)
+        np.testing.assert_array_equal(view.xy.image.image, ref[3])
+        np.testing.assert_array_equal(view.xz.image.image, ref[:, 4, :])
+        np.testing.assert_array_equal(view.yz.image.image, ref[:, :, 5].T)
+        view.set_cursor(8, 8, 8)
+        _wait_shown(view, qtbot)
