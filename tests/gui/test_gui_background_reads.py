@@ -43,6 +43,13 @@ def _plane_reads_in_gui_thread(stack: GatedStack) -> list[tuple]:
     return [key for main, key in stack.reads if main and not all(isinstance(k, int | np.integer) for k in key)]
 
 
+def _view_of(stack: GatedStack, qtbot, voxel=(1.0, 1.0, 1.0)) -> OrthoView:
+    view = OrthoView()
+    qtbot.addWidget(view)
+    view.set_volume(Volume(stack, voxel_size=voxel))
+    return view
+
+
 def _wait_shown(view, qtbot) -> None:
     qtbot.waitUntil(lambda: not getattr(view, "planes_pending", lambda: False)(), timeout=10_000)
 
@@ -50,9 +57,7 @@ def _wait_shown(view, qtbot) -> None:
 def test_a_moved_cursor_reads_a_file_backed_stack_in_the_background_and_shows_the_last_position(qtbot):
     ref = np.random.default_rng(0).random((20, 40, 50)).astype(np.float32)
     stack = GatedStack(ref)
-    view = OrthoView()
-    qtbot.addWidget(view)
-    view.set_volume(Volume(stack, voxel_size=(2.0, 0.5, 0.5)))
+    view = _view_of(stack, qtbot, (2.0, 0.5, 0.5))
     _wait_shown(view, qtbot)
     assert view.cursor == (10, 20, 25)
     np.testing.assert_array_equal(view.xz.image.image, ref[:, 20, :])  # (the display range's sample and
@@ -89,9 +94,7 @@ def test_the_hover_readout_while_planes_are_read_reads_one_voxel(qtbot):
     a = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
     b = -a
     stack = GatedStack(a)
-    view = OrthoView()
-    qtbot.addWidget(view)
-    view.set_volume(Volume(stack, voxel_size=(1.0, 1.0, 1.0)))
+    view = _view_of(stack, qtbot)
     view.set_wipe(b, 0.5)
     _wait_shown(view, qtbot)
     stack.gate.clear()
@@ -140,9 +143,7 @@ def test_the_projection_of_a_file_backed_stack_is_made_in_the_background(qtbot):
     ref = np.random.default_rng(1).random((24, 30, 40)).astype(np.float32)
     stack = GatedStack(ref)
     stack.gate.clear()  # reads off the GUI thread wait: what the GUI thread did is done when set_volume returns
-    view = OrthoView()
-    qtbot.addWidget(view)
-    view.set_volume(Volume(stack, voxel_size=(1.0, 1.0, 1.0)))
+    view = _view_of(stack, qtbot)
     assert view._mip is None and view.planes_pending(), "the projection was made in the GUI thread"
     assert view.hover("mip", 3.5, 4.5) == "", "no readout of a projection not made yet"
     stack.gate.set()
@@ -177,9 +178,7 @@ def test_moving_back_to_the_position_being_read_shows_it(qtbot):
     view never waits for planes that no one reads."""
     ref = np.random.default_rng(3).random((16, 24, 32)).astype(np.float32)
     stack = GatedStack(ref)
-    view = OrthoView()
-    qtbot.addWidget(view)
-    view.set_volume(Volume(stack, voxel_size=(1.0, 1.0, 1.0)))
+    view = _view_of(stack, qtbot)
     _wait_shown(view, qtbot)
     for release_after in (False, True):  # the gate opens after the moves, or between them
         stack.gate.clear()
