@@ -81,7 +81,7 @@ class OrthoView(DisplayMixin, QWidget):
         self.cursor = (0, 0, 0)
         self.active_axis = "z"
         self.hover_text = ""
-        self._mip: np.ndarray | None = None
+        self._init_planes()
         self._wipe: np.ndarray | None = None
         self._wipe_fraction = 0.5
         self._fit_pending = False

@@ -141,6 +141,16 @@ class DisplayMixin:
         return out
 
     # ------------------------------------------------------------------ reading off the GUI thread
+    def _init_planes(self) -> None:
+        """What the view keeps about the planes and projection it shows (and reads in the background)."""
+        self._mip: np.ndarray | None = None
+        self._mip_shown: np.ndarray | None = None  # the projection array last given to its image
+        self._plane_generation = 0  # bumped when the data or the wipe changes
+        self._arrived: tuple | None = None  # (token, planes) from the loader
+        self._settled: tuple | None = None  # token of the planes on screen (or whose read failed)
+        self._loader: PlaneLoader | None = None
+        self._mip_loader: PlaneLoader | None = None
+
     def _in_file(self) -> bool:
         """True when the shown stack (or the wiped-in one) is read from its file (a plane reader)."""
         return any(hasattr(a, "cached") for a in (self.data, self._wipe) if a is not None)
@@ -151,11 +161,11 @@ class DisplayMixin:
         return all(a.cached(k) is not None for a in (self.data, self._wipe) if hasattr(a, "cached") for k in keys)
 
     def _plane_token(self) -> tuple:
-        return (getattr(self, "_plane_generation", 0), self.cursor)
+        return (self._plane_generation, self.cursor)
 
     def _new_planes(self) -> None:
         """The data (or the wipe) changed: planes read for the old one are not shown."""
-        self._plane_generation = getattr(self, "_plane_generation", 0) + 1
+        self._plane_generation = self._plane_generation + 1
         self._arrived = None
 
     def _shown_planes(self) -> dict[str, np.ndarray] | None:
@@ -165,10 +175,10 @@ class DisplayMixin:
         if min(self.cursor) < 0:
             return None  # a stack being placed: its cursor is set next
         token = self._plane_token()
-        arrived = getattr(self, "_arrived", None)
+        arrived = self._arrived
         if arrived is not None and arrived[0] == token:
             return arrived[1]
-        if getattr(self, "_loader", None) is None:
+        if self._loader is None:
             self._loader = PlaneLoader(self)
             self._loader.done.connect(self._planes_arrived)
             self._loader.failed.connect(self._planes_failed)
@@ -177,7 +187,7 @@ class DisplayMixin:
         return None
 
     def _planes_arrived(self, token: tuple, planes: dict[str, np.ndarray]) -> None:
-        if token[0] != getattr(self, "_plane_generation", 0):
+        if token[0] != self._plane_generation:
             return  # read for data no longer shown
         self._arrived = (token, planes)
         if token == self._plane_token():
@@ -189,7 +199,7 @@ class DisplayMixin:
     def planes_pending(self) -> bool:
         """True until the planes at the cursor and the projection are shown (or their reads have failed)."""
         return self.data is not None and self.composite is None and (
-            getattr(self, "_settled", None) != self._plane_token() or self._mip is None)
+            self._settled != self._plane_token() or self._mip is None)
 
     def _projection(self, data, wipe, fraction: float) -> np.ndarray:
         """The maximum along z (right of the wipe: the wiped-in stack's); may run in a background thread."""
@@ -205,12 +215,12 @@ class DisplayMixin:
         :data:`isoapp.quality.planes.MIP_SECONDS` of reads, which froze the window as a result was shown)."""
         if self._mip is None:
             if self._in_file():
-                if getattr(self, "_mip_loader", None) is None:
+                if self._mip_loader is None:
                     self._mip_loader = PlaneLoader(self)
                     self._mip_loader.done.connect(self._mip_arrived)
                     self._mip_loader.failed.connect(lambda token, _msg: self._mip_arrived(token, None))
                 data, wipe, fraction = self.data, self._wipe, self._wipe_fraction
-                self._mip_loader.request(getattr(self, "_plane_generation", 0),
+                self._mip_loader.request(self._plane_generation,
                                          lambda: self._projection(data, wipe, fraction))
                 return None
             self._mip = self._projection(self.data, self._wipe, self._wipe_fraction)
@@ -218,7 +228,7 @@ class DisplayMixin:
         return self._mip
 
     def _mip_arrived(self, token: int, mip: np.ndarray | None) -> None:
-        if token != getattr(self, "_plane_generation", 0):
+        if token != self._plane_generation:
             return
         self._mip = mip if mip is not None else np.zeros(self.data.shape[1:], np.float32)
         self._mip_titles()
@@ -269,7 +279,7 @@ class DisplayMixin:
                     p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=levels)
                 self._settled = self._plane_token()
             mip = self._mip_image()
-            if mip is not None and getattr(self, "_mip_shown", None) is not mip:  # set again, the 2048^2 image is rendered again
+            if mip is not None and self._mip_shown is not mip:  # set again, the 2048^2 image is rendered again
                 self.mip.image.setImage(np.asarray(mip, np.float32), autoLevels=False, levels=levels)
                 self._mip_shown = mip
             self._apply_lut()
