@@ -9,7 +9,11 @@ instance listener"). :class:`Handoff` uses exactly that, so
 * otherwise the launch starts ImageJ (Fiji when one is found) as a separate process, detached from
   isoapp (its own session), with its main window;
 * every image is a calibrated TIFF written once per result in a per-user folder, and the macro
-  selects the window already showing it instead of opening it again, so there are no duplicates.
+  selects the window already showing it instead of opening it again, so there are no duplicates;
+* a stack too large to copy is opened from its own file as a virtual stack (:meth:`Handoff.show_file`):
+  a classic TIFF by ImageJ itself, a BigTIFF/OME-TIFF or other microscope file by Bio-Formats, an
+  OME-Zarr by Fiji's N5 plugin (n5-ij). Plain ImageJ gets Bio-Formats from the jar the installer
+  extracts (``-Dplugins.dir``); it cannot read OME-Zarr.
 
 No JVM runs inside isoapp for this; imports no torch and no Qt.
 """
@@ -34,7 +38,10 @@ log = logging.getLogger(__name__)
 FIJI_LAUNCHERS = ("fiji-linux-x64", "ImageJ-linux64", "fiji-windows-x64.exe", "ImageJ-win64.exe",
                   "Contents/MacOS/fiji-macos", "Contents/MacOS/ImageJ-macosx", "fiji", "ImageJ")
 #: plugins some actions need, as file-name prefixes in Fiji.app/jars or Fiji.app/plugins
-PLUGIN_JARS = {"SNT": ("SNT-", "SNT_", "snt-"), "DeconvolutionLab2": ("DeconvolutionLab_2", "DeconvolutionLab2")}
+PLUGIN_JARS = {"SNT": ("SNT-", "SNT_", "snt-"), "DeconvolutionLab2": ("DeconvolutionLab_2", "DeconvolutionLab2"),
+               "Bio-Formats": ("bio-formats_plugins", "bioformats_package"), "N5": ("n5-ij",)}
+#: the Fiji command of n5-ij that opens HDF5/N5/Zarr/OME-NGFF (note its trailing space)
+N5_COMMAND = "HDF5/N5/Zarr/OME-NGFF ... "
 
 
 def handoff_dir() -> Path:
@@ -60,14 +67,16 @@ class Launcher:
     argv: list[str]
     kind: str  # "fiji" or "imagej"
     fiji_dir: Path | None = None
+    plugins_home: Path | None = None  # plain ImageJ: its -Dplugins.dir (a ``plugins`` folder inside)
 
     def has_plugin(self, name: str) -> bool:
-        """Whether Fiji has the plugin ``name`` (a key of :data:`PLUGIN_JARS`); plain ImageJ has none."""
-        if self.fiji_dir is None:
+        """Whether this Fiji (or plain ImageJ's plugins folder) has the plugin ``name`` (a key of :data:`PLUGIN_JARS`)."""
+        home = self.fiji_dir or self.plugins_home
+        if home is None:
             return False
         prefixes = PLUGIN_JARS[name]
         for sub in ("jars", "plugins"):
-            folder = self.fiji_dir / sub
+            folder = home / sub
             if folder.is_dir() and any(p.name.startswith(prefixes) for p in folder.rglob("*.jar")):
                 return True
         return False
@@ -93,7 +102,66 @@ def find_launcher(fiji_dir: str | os.PathLike | None = None) -> Launcher:
     if jar is None or java is None:
         raise NoBackendError("no ImageJ or Fiji to send images to: install Fiji (https://fiji.sc) and set its "
                              "folder (FIJI_DIR), or install Java and ImageJ (apt-get install default-jre libij-java)")
-    return Launcher([str(java), "-jar", str(jar)], "fiji" if fiji else "imagej", fiji)
+    if fiji is not None:
+        return Launcher([str(java), "-jar", str(jar)], "fiji", fiji)
+    home = bioformats_plugins_home()
+    argv = [str(java), *([f"-Dplugins.dir={home}"] if home else []), "-jar", str(jar)]
+    return Launcher(argv, "imagej", None, home)
+
+
+def bioformats_plugins_home() -> Path | None:
+    """A plugins home for plain ImageJ whose ``plugins`` folder holds the installer's Bio-Formats jar.
+
+    With it, plain ImageJ has File > Import > Bio-Formats, which opens BigTIFF and OME-TIFF files
+    (ImageJ 1.x reads classic TIFF only) as virtual stacks. None when the jar is not installed.
+    """
+    jar = locate.find_bioformats_jar()
+    if jar is None:
+        return None
+    home = handoff_dir().parent / "imagej"
+    link = home / "plugins" / jar.name
+    try:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            try:
+                link.symlink_to(jar)
+            except OSError:  # no symlinks (Windows without the privilege): a copy
+                shutil.copyfile(jar, link)
+    except OSError as exc:
+        log.warning("cannot give plain ImageJ Bio-Formats (%s); it will open classic TIFFs only", exc)
+        return None
+    return home
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """How ImageJ opens ``path`` in place: ``"tiff"`` (a classic TIFF: ImageJ itself), ``"zarr"``
+    (an OME-Zarr folder: Fiji's n5-ij) or ``"bioformats"`` (BigTIFF, OME-TIFF over 4 GB, other formats)."""
+    p = Path(path)
+    if p.is_dir():
+        return "zarr" if (p / ".zattrs").is_file() or (p / "zarr.json").is_file() else "bioformats"
+    if p.suffix.lower() in (".tif", ".tiff"):
+        with open(p, "rb") as f:
+            head = f.read(4)
+        if head in (b"II*\0", b"MM\0*"):  # BigTIFF has 43 ("+") here
+            return "tiff"
+    return "bioformats"
+
+
+def zarr_dataset(path: Path) -> str:
+    """The full-resolution array of an OME-Zarr: the first dataset of its multiscales (default ``0``)."""
+    import json
+
+    for name in (".zattrs", "zarr.json"):
+        try:
+            attrs = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = attrs.get("attributes", {}).get("ome", attrs) if name == "zarr.json" else attrs
+        try:
+            return str(attrs["multiscales"][0]["datasets"][0]["path"])
+        except (KeyError, IndexError, TypeError):
+            pass
+    return "0"
 
 
 @dataclass
@@ -136,10 +204,32 @@ class Handoff:
 
     def show_virtual(self, path: str | os.PathLike, extra_macro: str = "") -> subprocess.Popen:
         """Open a TIFF larger than memory as an ImageJ virtual stack (planes read as they are shown)."""
-        title = Path(path).name
-        code = (f"if (isOpen({macro_string(title)})) selectWindow({macro_string(title)}); "
-                f"else run(\"TIFF Virtual Stack...\", \"open=[\" + {macro_string(Path(path).resolve())} + \"]\"); "
-                f"{extra_macro}")
+        return self.show_file(path, extra_macro)
+
+    def show_file(self, path: str | os.PathLike, extra_macro: str = "",
+                  levels: tuple[float, float] | None = None) -> subprocess.Popen:
+        """Open a stack too large to copy from its own file, as a virtual stack titled with the file's name.
+
+        A second call selects that window. ``levels`` sets the display range (ImageJ otherwise takes it
+        from the first plane). Raises :class:`PluginMissingError`, launching nothing, when this ImageJ
+        cannot read the file (OME-Zarr needs Fiji's n5-ij; BigTIFF needs Bio-Formats).
+        """
+        p = Path(path).resolve()
+        title = macro_string(p.name)
+        kind = file_kind(p)
+        if kind == "zarr":
+            self.require("N5", f"Opening the OME-Zarr {p.name} in ImageJ")
+            url = macro_string(p / zarr_dataset(p))
+            opener = f'run("{N5_COMMAND}", "url=[" + {url} + "] virtual"); rename({title});'
+        elif kind == "tiff":
+            opener = f'run("TIFF Virtual Stack...", "open=[" + {macro_string(p)} + "]");'
+        else:
+            self.require("Bio-Formats", f"Opening {p.name} in ImageJ")
+            opener = (f'run("Bio-Formats Importer", "open=[" + {macro_string(p)} + "] color_mode=Default '
+                      f'view=Hyperstack stack_order=XYCZT use_virtual_stack"); rename({title});')
+        if levels is not None:
+            opener += f" if (bitDepth() != 8) setMinAndMax({float(levels[0])!r}, {float(levels[1])!r});"
+        code = f"if (isOpen({title})) selectWindow({title}); else {{ {opener} }} {extra_macro}"
         return self.launch(["-eval", code])
 
     def launch(self, args: Sequence[str]) -> subprocess.Popen:
@@ -167,7 +257,11 @@ class Handoff:
             where = (f"your Fiji ({self.launcher.fiji_dir})" if self.launcher.fiji_dir else
                      "plain ImageJ (no Fiji.app found; set its folder in the settings)")
             hint = {"SNT": "in Fiji: Help > Update... > Manage Update Sites > 'Neuroanatomy', then restart Fiji",
-                    "DeconvolutionLab2": "in Fiji: Help > Update... > Manage Update Sites > 'DeconvolutionLab2'"}
+                    "DeconvolutionLab2": "in Fiji: Help > Update... > Manage Update Sites > 'DeconvolutionLab2'",
+                    "N5": "(it comes with Fiji: install Fiji from https://fiji.sc and set its folder in the settings), "
+                          "or restore into a .ome.tif instead",
+                    "Bio-Formats": "(it comes with Fiji; for plain ImageJ run installer/install.sh, which extracts "
+                                   "bioformats_package.jar), or restore into a classic .tif"}
             raise PluginMissingError(f"{action} needs {plugin}, which {where} does not have; nothing was sent. "
                                      f"Install it {hint.get(plugin, '')}".rstrip())
 

@@ -171,7 +171,7 @@ class FijiActions(QObject):
 
         handoff = self.get_handoff()
         if vol.is_lazy:  # too large to copy into a TIFF: ImageJ reads the file itself, plane by plane
-            return self._send_file(handoff, vol, extra_macro)
+            return self._send_file(handoff, vol, extra_macro, levels)
         path, new = handoff.file_for(self.result_key(vol), vol.name)
         if new:
             write_volume(vol, path)
@@ -185,14 +185,20 @@ class FijiActions(QObject):
         self.sent.emit(msg)
         return proc
 
-    def _send_file(self, handoff: Any, vol: Volume, extra_macro: str) -> Any:
-        """A stack left in its file goes to ImageJ as a virtual stack of that file (TIFF), never copied."""
+    def _send_file(self, handoff: Any, vol: Volume, extra_macro: str,
+                   levels: tuple[float, float] | None) -> Any:
+        """A stack left in its file goes to ImageJ as a virtual stack of that file, never copied: a classic
+        TIFF by ImageJ, a BigTIFF/OME-TIFF by Bio-Formats, an OME-Zarr by Fiji's n5-ij (see
+        :meth:`fiji_bridge.external.Handoff.show_file`), with isoapp's display range."""
+        from ..data.levels import auto_levels, stats_sample
+
         path = vol.path
-        if path is None or not path.name.lower().endswith((".tif", ".tiff")):
-            raise IsoappError(f"{vol.name} is too large to copy for ImageJ and stays in {path}; open it in Fiji "
-                              "with File > Import > HDF5/N5/Zarr/OME-NGFF (or Bio-Formats, virtual stack), or "
-                              "restore into a .tif to send it from here")
-        proc = handoff.show_virtual(path, extra_macro)
+        if path is None:
+            raise IsoappError(f"{vol.name} is too large to copy for ImageJ and has no file to open there; "
+                              "save it (File > Save result) and open that file in Fiji")
+        if levels is None and np.dtype(vol.dtype) != np.uint8:
+            levels = auto_levels(stats_sample(channel_view(vol)))
+        proc = handoff.show_file(path, extra_macro, levels)
         self.last_sent = path
         msg = f"sent {vol.name} to {handoff.launcher.kind} as a virtual stack of {path.name}"
         log.info("%s", msg)

@@ -181,6 +181,47 @@ def test_lazy_result_goes_to_imagej_as_a_virtual_stack_of_its_file(small_limit, 
     assert not (tmp_path / "handoff").exists() or not any((tmp_path / "handoff").iterdir()), "nothing copied"
 
 
+@pytest.mark.parametrize("fmt", ["ome-tiff", "ome-zarr"])
+def test_block_wise_outputs_go_to_fiji_as_virtual_stacks_with_a_display_range(small_limit, tmp_path, fmt,
+                                                                               monkeypatch):
+    """The two formats a block-wise run writes, opened lazily (over the memory limit) and sent to Fiji:
+    BigTIFF through Bio-Formats, OME-Zarr through n5-ij, each with isoapp's display range instead of
+    ImageJ's first-plane one. A stand-in Fiji.app (a user's cannot exist here) holds the two plugins'
+    jar names; the recorder shows what would run. Before, both raised "too large to copy"."""
+    import os
+
+    from fiji_bridge.external import Handoff, Launcher
+    from isoapp.data.io.sinks import SinkSpec
+
+    data = np.zeros(SHAPE, np.float32)
+    data[:, 40:80, 40:80] = np.linspace(1, 300, SHAPE[0], dtype=np.float32)[:, None, None]  # first plane dim
+    name = "res.ome.tif" if fmt == "ome-tiff" else "res.zarr"
+    spec = SinkSpec(fmt, str(tmp_path / name), SHAPE, "ZYX", "float32", (12, 64, 64), (1.0, 0.5, 0.5))
+    spec.create()
+    spec.write(tuple(slice(0, n) for n in SHAPE), data)
+    if fmt == "ome-zarr":
+        spec.finalize(tmp_path / "done.zarr", pyramid=False)
+        name = "done.zarr"
+    fiji = tmp_path / "Fiji.app"
+    (fiji / "jars").mkdir(parents=True)
+    for jar in ("bio-formats_plugins-8.0.jar", "n5-ij-4.2.1.jar"):
+        (fiji / "jars" / jar).write_bytes(b"")
+    window = small_limit
+    monkeypatch.setenv("DISPLAY", os.environ.get("DISPLAY", ":0"))
+    assert window.open_path(tmp_path / name) and window.input.is_lazy
+    launched = []
+    window.fiji.handoff = Handoff(Launcher(["fiji"], "fiji", fiji), folder=tmp_path / "handoff",
+                                  popen=lambda argv, **kw: launched.append(argv) or type("D", (), {"poll": lambda s: 0})())
+    window.fiji.get_handoff = lambda: window.fiji.handoff
+    window.fiji.push_input()
+    code = launched[0][-1]
+    assert ("Bio-Formats Importer" if fmt == "ome-tiff" else "HDF5/N5/Zarr/OME-NGFF") in code
+    assert str((tmp_path / name).resolve()) in code and "virtual" in code
+    lo, hi = (float(v) for v in code.split("setMinAndMax(")[1].split(")")[0].split(","))
+    assert lo == 0 and 250 < hi <= 300, "the stack's range, not its first plane's (max 1)"
+    assert not (tmp_path / "handoff").exists() or not any((tmp_path / "handoff").iterdir()), "nothing copied"
+
+
 @pytest.mark.java
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (apt-get install xvfb xauth)")
 def test_virtual_stack_macro_opens_the_file_in_real_imagej(tmp_path):
