@@ -175,3 +175,32 @@ def test_block_chooser_cuts_the_halo_within_the_memory_budget():
     # the channels' geometries merge into one that stays plane-wise only if all are
     assert merged_geometry([plane, BlockGeometry(12, 20, 8, planewise=True)]) == BlockGeometry(12, 30, 8, planewise=True)
     assert not merged_geometry([plane, vol3d]).planewise
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_pyramid_levels_are_block_means_of_the_level_above(tmp_path, dtype):
+    """Each level is the 2x2x2 mean of the one above (skimage's block_reduce on the trimmed array), rounded
+    and clipped for integers; odd sides and chunks that do not divide the shape are handled."""
+    import zarr
+    from skimage.measure import block_reduce
+
+    from isoapp.data.io.sinks import SinkSpec
+
+    rng = np.random.default_rng(3)
+    shape = (37, 150, 133)
+    data = (rng.random(shape) * 60000).astype(dtype)
+    spec = SinkSpec("ome-zarr", str(tmp_path / "p.zarr"), shape, "ZYX", dtype, (8, 32, 48), (1.0, 1.0, 1.0))
+    spec.create()
+    spec.write(tuple(slice(0, n) for n in shape), data)
+    assert spec.build_pyramid(min_size=32) == 3
+    group = zarr.open_group(spec.path, mode="r")
+    above = data
+    for level in (1, 2):
+        got = np.asarray(group[str(level)])
+        trimmed = above[tuple(slice(0, 2 * (n // 2)) for n in above.shape)].astype(np.float64)
+        want = block_reduce(trimmed, (2, 2, 2), np.mean)
+        if dtype == "uint16":
+            want = np.clip(np.rint(want), 0, 65535)
+        assert got.shape == tuple(n // 2 for n in above.shape) and got.dtype == np.dtype(dtype)
+        assert np.abs(got.astype(np.float64) - want).max() <= (1 if dtype == "uint16" else 1e-2)
+        above = got

@@ -7,7 +7,7 @@ local loop, or a Dask worker) opens the store by path and writes whole, chunk-al
 pyramid (OME-Zarr) and moves the finished output into place.
 
 * OME-Zarr: NGFF 0.4 (Zarr format 2, ``/`` chunk keys), metadata written by ``ome-zarr``;
-  the pyramid halves z, y and x (the output is isotropic) with a block mean computed by dask.
+  the pyramid halves z, y and x (the output is isotropic) with a block mean, one output chunk at a time.
 * TIFF: a memory-mapped contiguous file created by ``tifffile`` (ImageJ hyperstack for ``.tif``,
   BigTIFF with OME metadata for ``.ome.tif``); every write maps, writes, flushes and unmaps, so
   the written pages do not stay in memory. The file's space is reserved when it is created
@@ -132,26 +132,48 @@ class SinkSpec:
         if self.attrs:
             group.attrs["isoapp"] = json.loads(json.dumps(self.attrs, default=float))
 
-    def build_pyramid(self, min_size: int = 256) -> int:
-        """Add halved scale levels (z, y and x) until the largest lateral side is below ``min_size``."""
-        import dask.array as da
+    def build_pyramid(self, min_size: int = 256, workers: int = 2) -> int:
+        """Add halved scale levels (z, y and x) until the largest lateral side is below ``min_size``.
+
+        Each level is the 2 x 2 x 2 block mean of the one above (rounded and clipped for integer
+        types; an odd last plane, row or column is dropped), made one output chunk at a time by
+        ``workers`` threads: memory stays at a few chunks. This replaced a Dask graph whose ~10^5
+        task objects, alive for the whole stage of a 17 GB result, made each full garbage collection
+        in the desktop app's GUI thread take 150-335 ms.
+        """
+        import itertools
+        from concurrent.futures import ThreadPoolExecutor
+
         import zarr
 
         group = zarr.open_group(str(self.path), mode="r+")
         shapes = [tuple(self.shape)]
-        level = 0
+        kind = np.dtype(self.dtype)
         while max(shapes[-1][-2:]) >= 2 * min_size and min(shapes[-1][-3:]) >= 2:
-            src = da.from_zarr(str(Path(self.path) / str(level)))
-            axes = {src.ndim - 3 + i: 2 for i in range(3)}
-            mean = da.coarsen(np.mean, src.astype(np.float32), axes, trim_excess=True)
-            out = mean if np.dtype(self.dtype).kind == "f" else da.clip(da.round(mean), 0, np.iinfo(self.dtype).max)
-            out = out.astype(self.dtype)
-            level += 1
-            chunks = tuple(min(c, s) for c, s in zip(self.chunks, out.shape, strict=True))
-            arr = group.create_array(str(level), shape=out.shape, dtype=self.dtype, chunks=chunks, fill_value=0,
+            src = group[str(len(shapes) - 1)]
+            shape = shapes[-1][:-3] + tuple(n // 2 for n in shapes[-1][-3:])
+            chunks = tuple(min(c, n) for c, n in zip(self.chunks, shape, strict=True))
+            dst = group.create_array(str(len(shapes)), shape=shape, dtype=self.dtype, chunks=chunks, fill_value=0,
                                      chunk_key_encoding={"name": "v2", "separator": "/"}, overwrite=True)
-            da.store(out.rechunk(chunks), arr, lock=False, scheduler="threads")
-            shapes.append(tuple(out.shape))
+
+            def one(index: tuple[int, ...], src=src, dst=dst, shape=shape, chunks=chunks) -> None:
+                out = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, chunks, shape, strict=True))
+                lead = len(shape) - 3
+                block = np.asarray(src[out[:lead] + tuple(slice(2 * k.start, 2 * k.stop) for k in out[lead:])])
+                b = block.shape
+                mean = block.reshape(b[:lead] + (b[-3] // 2, 2, b[-2] // 2, 2, b[-1] // 2, 2)).mean(
+                    axis=(-5, -3, -1), dtype=np.float32)  # converted on the fly: no float32 copy of the block
+                if kind.kind in "iu":
+                    info = np.iinfo(kind)
+                    mean = np.clip(np.rint(mean), info.min, info.max)
+                dst[out] = mean.astype(kind)
+
+            grid = itertools.product(*(range(-(-n // c)) for n, c in zip(shape, chunks, strict=True)))
+            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="isoapp-pyramid") as pool:
+                while batch := list(itertools.islice(grid, 32)):  # a few futures alive at a time, not thousands
+                    for _ in pool.map(one, batch):
+                        pass
+            shapes.append(shape)
         self._write_metadata(group, shapes)
         return len(shapes)
 
