@@ -210,31 +210,33 @@ class ProgressPanel(QWidget):
         """The input's planes ('xz' (Z', X), 'yz' (Z', Y)) on the output grid; they set the display range
         (``levels`` where given: the planes' joint auto levels)."""
         self.levels = input_planes.get("levels") or joint_levels(input_planes["xz"], input_planes["yz"])
+        step = input_planes.get("step", 1)
         for key in ("xz", "yz"):
-            self._show(f"in_{key}", input_planes[key])
+            self._show(f"in_{key}", input_planes[key], step)
             if self.images[key].image is None:
-                self._show(key, np.zeros_like(input_planes[key]))
+                self._show(key, np.zeros_like(input_planes[key]), step)
             else:  # a live preview came first: shown now with the input's range
                 self.images[key].setLevels(self.levels)
         self._columns = 0
         self.arrange()
 
-    def _show(self, key: str, plane: np.ndarray) -> None:
-        dz, dy, dx = self.voxel_out
+    def _show(self, key: str, plane: np.ndarray, step: int = 1) -> None:
+        """Draw ``plane`` (shrunk by ``step`` for display: :func:`shrink_for_display`) at its physical size."""
+        dz, dy, dx = (v * step for v in self.voxel_out)
         n_z, n_l = plane.shape  # planes are (Z', X) or (Z', Y); shown with z down
         lateral = dx if key.endswith("xz") else dy
         img = self.images[key]
         img.setImage(np.asarray(plane, np.float32), autoLevels=False, levels=self.levels or (0, 1))
         img.setRect(QRectF(0, 0, n_l * lateral, n_z * dz))
+        img.extent_um = (n_l * lateral, n_z * dz)
 
     # ------------------------------------------------------------------ preview layout
     def _plane_um(self) -> tuple[float, float]:
         """Width and height (µm) of the larger preview plane (XZ or YZ)."""
-        ims = [self.images[k].image for k in ("in_xz", "in_yz")]
-        if any(im is None for im in ims):
+        ims = [self.images[k] for k in ("in_xz", "in_yz")]
+        if any(im.image is None for im in ims):
             return 1.0, 1.0
-        dz, dy, dx = self.voxel_out
-        return max(ims[0].shape[1] * dx, ims[1].shape[1] * dy), ims[0].shape[0] * dz
+        return max(ims[0].extent_um[0], ims[1].extent_um[0]), ims[0].extent_um[1]
 
     def arrange(self) -> None:
         """1x4, 2x2 or 4x1 previews: whichever shows the planes largest in this canvas, at their aspect."""
@@ -272,7 +274,7 @@ class ProgressPanel(QWidget):
         """The run ended: the restored previews show the result it kept (auto: the chosen method)."""
         for key in ("xz", "yz"):
             if planes.get(key) is not None:
-                self._show(key, np.asarray(planes[key]))
+                self._show(key, np.asarray(planes[key]), planes.get("step", 1))
         name = label.replace("Auto: ", "")
         for key, what in (("xz", "XZ"), ("yz", "YZ")):
             self.titles[key].setText(f"{name} {what} (result)")
@@ -371,7 +373,7 @@ class ProgressPanel(QWidget):
         for key in ("xz", "yz"):
             plane = ev.planes.get(key)
             if plane is not None:
-                self._show(key, np.asarray(plane))
+                self._show(key, np.asarray(plane), ev.planes.get("step", 1))
         name = method_of(ev.stage)
         self._set_method(f"{name} (live)")
         self.preview_label.setText(f"Live preview at {self.position_text}: {name}, {ev.stage} step {ev.step}")

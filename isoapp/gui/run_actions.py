@@ -28,6 +28,7 @@ from ..quality.planes import channel_view, interpolated_view
 from . import dialogs, runs
 from .estimate import RunClock, timing_key, training_loops
 from .report_panel import result_label
+from .view_tools import shrink_for_display
 from .worker import RestoreWorker, restore_accepts
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class RunMixin:
         scale = 1.0 / max(hi - lo, 1e-12)
         planes = {"xz": (upsample(np.asarray(data[:, y, :], np.float32), factor, axis=0) - lo) * scale,
                   "yz": (upsample(np.asarray(data[:, :, x], np.float32), factor, axis=0) - lo) * scale}
-        return {**planes, "levels": joint_levels(planes["xz"], planes["yz"])}  # here, not in the GUI thread
+        # levels and the shrinking for display here, not in the GUI thread
+        return shrink_for_display({**planes, "levels": joint_levels(planes["xz"], planes["yz"])})
 
     def _read_previews(self, kind: str, read, in_file: bool) -> None:
         """Show the planes ``read()`` gives as the previews' ``kind`` ("inputs" or a result's label).
@@ -319,8 +321,8 @@ class RunMixin:
         def read() -> dict[str, np.ndarray]:
             lo, hi = getattr(self, "_preview_norm", None) or self._preview_range()
             scale = 1.0 / max(hi - lo, 1e-12)
-            return {"xz": (np.asarray(res[:, y, :], np.float32) - lo) * scale,
-                    "yz": (np.asarray(res[:, :, x], np.float32) - lo) * scale}
+            return shrink_for_display({"xz": (np.asarray(res[:, y, :], np.float32) - lo) * scale,
+                                       "yz": (np.asarray(res[:, :, x], np.float32) - lo) * scale})
 
         self._read_previews(label, read, in_file=vol.is_lazy or self.input.is_lazy)
 

@@ -16,6 +16,27 @@ from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QWidget
 
 from ..data.levels import AUTO_PERCENTILES, STATS_SAMPLE, auto_levels, stats_sample  # noqa: F401 - re-exported
 
+#: the longest side of a live-preview plane as drawn: the preview panel is a few hundred pixels wide, and a
+#: 2045 x 2048 plane (a 4 GiB stack's XZ at F 4) took 100-180 ms per image to draw in the GUI thread
+PREVIEW_MAX_PX = 768
+
+
+def shrink_for_display(planes: dict, max_px: int = PREVIEW_MAX_PX) -> dict:
+    """``planes`` ("xz", "yz": 2D arrays) block-averaged by one integer step so that no side exceeds ``max_px``.
+
+    Called off the GUI thread. The step is returned as ``planes["step"]`` (the pixel size grows by it; the
+    few pixels that do not fill a whole block at the far edges are dropped). Other entries pass through.
+    """
+    arrays = {k: np.asarray(v, np.float32) for k, v in planes.items() if k in ("xz", "yz") and v is not None}
+    step = max([1, *(math.ceil(max(a.shape) / max_px) for a in arrays.values())])
+    out = dict(planes, step=step)
+    if step > 1:
+        for key, a in arrays.items():
+            h, w = (a.shape[0] // step) * step, (a.shape[1] // step) * step
+            out[key] = a[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
+    return out
+
+
 LUTS = ("gray", "fire", "viridis", "magma", "inferno", "diverging", "green", "magenta", "cyan", "red", "blue",
         "yellow")
 #: colours of a channel composite, in channel order (Fiji's default composite colours)

@@ -19,6 +19,7 @@ from ..core.errors import Cancelled
 from ..core.volume import Volume
 from ..training.events import LogEvent, PreviewEvent, ProgressEvent, StageEvent
 from .dialogs import describe_exception
+from .view_tools import shrink_for_display
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ class RestoreWorker(QObject):
     def _emit(self, event: Any) -> None:
         if isinstance(event, ProgressEvent):
             self.progress.emit(event)
-        elif isinstance(event, PreviewEvent):
-            self.preview.emit(event)
+        elif isinstance(event, PreviewEvent):  # drawn small: shrunk here, not in the GUI thread
+            self.preview.emit(PreviewEvent(event.stage, event.step, shrink_for_display(event.planes)))
         elif isinstance(event, StageEvent):
             self.stage.emit(event.stage, event.description)
         elif isinstance(event, LogEvent):
