@@ -115,10 +115,37 @@ def main() -> None:
     stalls: list[str] = []
     stage = ["start"]
 
+    def gui_major_faults() -> int:
+        """The GUI thread's own major page faults (code or data read back from disk: a stall not caused by
+        the GIL), from /proc/thread-self/stat; 0 where that does not exist."""
+        try:
+            return int(Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()[9])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    faults = [gui_major_faults()]
+    collections: list[tuple[float, int, float]] = []  # (end time, generation, seconds) of each garbage collection
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            collections.append((time.perf_counter(), info["generation"], time.perf_counter() - gc_start[0]))
+
+    import gc
+
+    gc.callbacks.append(on_gc)
+
     def tick() -> None:
         now = time.perf_counter()
+        majflt = gui_major_faults()
         if ticks and now - ticks[-1] > 0.1:
-            stalls.append(f"{1e3 * (now - ticks[-1]):.0f} ms at {now - t0:.1f} s ({stage[0]})")
+            gcs = [f"gen {g} {1e3 * d:.0f} ms" for end, g, d in collections if end > ticks[-1] and d > 0.01]
+            stalls.append(f"{1e3 * (now - ticks[-1]):.0f} ms at {now - t0:.1f} s ({stage[0]}; "
+                          f"{majflt - faults[0]} major faults in the GUI thread; garbage collections "
+                          f"{', '.join(gcs) or 'none over 10 ms'})")
+        faults[0] = majflt
         ticks.append(now)
         if sampler is not None:
             sampler.tick(now)
