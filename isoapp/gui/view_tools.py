@@ -21,12 +21,14 @@ from ..data.levels import AUTO_PERCENTILES, STATS_SAMPLE, auto_levels, stats_sam
 PREVIEW_MAX_PX = 768
 
 
-def shrink_for_display(planes: dict, max_px: int = PREVIEW_MAX_PX) -> dict:
-    """``planes`` ("xz", "yz": 2D arrays) block-averaged by one integer step so that no side exceeds ``max_px``.
+def shrink_for_display(planes: dict, max_px: int | None = None) -> dict:
+    """``planes`` ("xz", "yz": 2D arrays) block-averaged by one integer step so that no side exceeds ``max_px``
+    (default :data:`PREVIEW_MAX_PX`).
 
     Called off the GUI thread. The step is returned as ``planes["step"]`` (the pixel size grows by it; the
     few pixels that do not fill a whole block at the far edges are dropped). Other entries pass through.
     """
+    max_px = max_px or PREVIEW_MAX_PX
     arrays = {k: np.asarray(v, np.float32) for k, v in planes.items() if k in ("xz", "yz") and v is not None}
     step = max([1, *(math.ceil(max(a.shape) / max_px) for a in arrays.values())])
     out = dict(planes, step=step)

@@ -489,3 +489,31 @@ def test_a_method_that_does_not_train_still_fills_the_previews_at_the_end(window
         img = panel.images[key].image
         assert img is not None and float(np.ptp(img)) > 0, key
     assert "Linear" in panel.titles["xz"].text and "does not train" not in panel.preview_label.text()
+
+
+def test_previews_are_drawn_small_at_their_physical_size(window, stack_tif, qtbot, monkeypatch):
+    """A 4 GiB stack's XZ plane at F 4 is 2045 x 2048: drawn at full size, each preview took 100-180 ms of
+    the GUI thread. The planes are shrunk before they reach it (here to 32 px, so that a small stack
+    shows it) and still cover the stack's physical extent."""
+    from gui_helpers import set_tiny_run
+
+    from isoapp.gui import view_tools
+
+    monkeypatch.setattr(view_tools, "PREVIEW_MAX_PX", 32)
+    window.open_path(stack_tif)
+    set_tiny_run(window, steps=1, method="linear")
+    with qtbot.waitSignal(window.run_finished, timeout=120_000):
+        window.start_run()
+    qtbot.waitUntil(lambda: not window.runner.is_running(), timeout=10_000)
+    from isoapp.physics.forward import upsample
+
+    nz, ny, nx = window.input.spatial_shape
+    dz_out, dy, dx = window.progress.voxel_out
+    height = upsample(np.zeros((nz, 1), np.float32), window.input.voxel_size[0] / dz_out, axis=0).shape[0] * dz_out
+    for key in ("in_xz", "xz", "in_yz", "yz"):
+        item = window.progress.images[key]
+        assert max(item.image.shape) <= 32, (key, item.image.shape)
+        rect = item.mapRectToParent(item.boundingRect())
+        lateral = nx * dx if key.endswith("xz") else ny * dy
+        assert abs(rect.width() - lateral) <= 0.1 * lateral and abs(rect.height() - height) <= 0.1 * height, (
+            key, rect, lateral, height)
