@@ -7,13 +7,6 @@ once a JVM runs in the process (Bio-Formats): every Java GC calls ``PyGC_Collect
 thread. Seen as a hang of the GUI tests in ``QComboBox::setCurrentIndex``. With automatic collection
 disabled, ``PyGC_Collect`` returns at once, and pyqtgraph's :class:`GarbageCollector` collects on a
 timer in the GUI thread instead (the remedy pyqtgraph documents for Qt).
-
-A full collection in the GUI thread walks every object Python tracks: about 300 000 once Qt,
-pyqtgraph and torch are imported, 160 ms on an idle core and 335 ms while a block-wise run loads
-both cores (the longest stall of a 4 GiB run's pyramid stage, benchmarks/gui_large.py). So the
-objects that exist when the first window opens (modules, classes, the window itself) are frozen
-(:func:`gc.freeze`) after one collection: later collections walk only what was made since, while
-reference counting still frees frozen objects as usual. The last window's close unfreezes them.
 """
 
 from __future__ import annotations
@@ -32,11 +25,8 @@ def acquire() -> None:
         from pyqtgraph.util.garbage_collector import GarbageCollector
 
         _state["was_enabled"] = gc.isenabled()
-        # every 0.25 s: a young generation gathered over 1 s of a run building a Dask graph took 73-96 ms to walk
-        _state["collector"] = GarbageCollector(interval=0.25)  # disables automatic collection
-        gc.collect()
-        gc.freeze()  # long-lived from here on: not walked by the GUI thread's collections
-        log.debug("garbage collection moved to the GUI thread; %d objects frozen", gc.get_freeze_count())
+        _state["collector"] = GarbageCollector(interval=1.0)  # disables automatic collection
+        log.debug("garbage collection moved to the GUI thread")
     _state["count"] += 1
 
 
@@ -50,7 +40,6 @@ def release() -> None:
         _state["collector"] = None
         if collector is not None:
             collector.timer.stop()
-        gc.unfreeze()
         gc.collect()
         if _state["was_enabled"]:
             gc.enable()
