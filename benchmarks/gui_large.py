@@ -94,11 +94,16 @@ def main() -> None:
     rss0 = rss_gb()
     t0 = time.perf_counter()
     assert w.open_path(args.stack)
-    app.processEvents()
-    wait_shown(app, w.ortho)
+    t_xy = None
+    while getattr(w.ortho, "planes_pending", lambda: False)():
+        if t_xy is None and "xy" in getattr(w.ortho, "_partial", ((), set()))[1]:
+            t_xy = time.perf_counter() - t0  # the XY plane on screen (XZ and YZ may still be read)
+        app.processEvents()
+        time.sleep(0.002)
     t_open = time.perf_counter() - t0
-    note(f"opened in {t_open:.1f} s")
+    note(f"opened in {t_open:.1f} s (XY plane shown after {t_xy if t_xy is not None else t_open:.1f} s)")
     out = {"stack": args.stack, "shape": list(w.input.shape), "lazy": w.input.is_lazy, "open_s": round(t_open, 2),
+           "open_xy_shown_s": round(t_xy if t_xy is not None else t_open, 2),
            "rss_before_open_gb": round(rss0, 2), "rss_after_open_gb": round(rss_gb(), 2)}
     nz, ny, nx = w.input.spatial_shape
     moves = [move_cursor(app, [w.ortho], (int(f * nz), int(f * ny), int((1 - f) * nx)))

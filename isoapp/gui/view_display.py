@@ -124,14 +124,17 @@ class DisplayMixin:
         return self._planes_of(self.data, self._wipe)
 
     def _planes_of(self, data: np.ndarray, wipe: np.ndarray | None, cursor: tuple[int, int, int] | None = None,
-                   stop=None) -> dict[str, np.ndarray] | None:
-        """The planes at ``cursor``; None if ``stop()`` turns true between two plane reads."""
+                   stop=None, report=None) -> dict[str, np.ndarray] | None:
+        """The planes at ``cursor``; None if ``stop()`` turns true between two plane reads. Without a wipe,
+        ``report(planes)`` is given the XY, then the XY and XZ planes as soon as they are read."""
         z, y, x = cursor or self.cursor
         out = {}
         for key, cut in (("xy", (z,)), ("xz", (slice(None), y)), ("yz", (slice(None), slice(None), x))):
             out[key] = data[cut]
             if stop is not None and stop():
                 return None
+            if report is not None and wipe is None and key != "yz":
+                report(dict(out))
         out["yz"] = out["yz"].T
         if wipe is not None:
             cut = int(round(self._wipe_fraction * data.shape[2]))
@@ -150,6 +153,7 @@ class DisplayMixin:
         self._settled: tuple | None = None  # token of the planes on screen (or whose read failed)
         self._loader: PlaneLoader | None = None
         self._mip_loader: PlaneLoader | None = None
+        self._partial: tuple[tuple, set] = ((), set())  # (token, planes of it already shown as they arrived)
 
     def _in_file(self) -> bool:
         """True when the shown stack (or the wiped-in one) is read from its file (a plane reader)."""
@@ -182,9 +186,22 @@ class DisplayMixin:
             self._loader = PlaneLoader(self)
             self._loader.done.connect(self._planes_arrived)
             self._loader.failed.connect(self._planes_failed)
-        data, wipe, cursor = self.data, self._wipe, self.cursor
-        self._loader.request(token, lambda: self._planes_of(data, wipe, cursor, stop=self._loader.superseded))
+            self._loader.partial.connect(self._planes_partial)
+        data, wipe, cursor, loader = self.data, self._wipe, self.cursor, self._loader
+        loader.request(token, lambda: self._planes_of(data, wipe, cursor, stop=loader.superseded,
+                                                      report=lambda part: loader.report(token, part)))
         return None
+
+    def _planes_partial(self, token: tuple, planes: dict[str, np.ndarray]) -> None:
+        """Show the planes read so far at the cursor (XY first: it is one contiguous read)."""
+        if token != self._plane_token() or self.composite is not None:
+            return
+        shown = self._partial[1] if self._partial[0] == token else set()
+        for key, p in (("xy", self.xy), ("xz", self.xz)):
+            if key in planes and key not in shown:
+                p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=self.levels())
+                shown.add(key)
+        self._partial = (token, shown)
 
     def _planes_arrived(self, token: tuple, planes: dict[str, np.ndarray]) -> None:
         if token[0] != self._plane_generation:
@@ -275,9 +292,12 @@ class DisplayMixin:
         else:
             planes = self._shown_planes()  # None: read in the background, shown when read
             if planes is not None:
+                token = self._plane_token()
+                early = self._partial[1] if self._partial[0] == token and self._settled != token else set()
                 for key, p in (("xy", self.xy), ("xz", self.xz), ("yz", self.yz)):
-                    p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=levels)
-                self._settled = self._plane_token()
+                    if key not in early:  # planes shown as they arrived are not drawn again
+                        p.image.setImage(np.asarray(planes[key], np.float32), autoLevels=False, levels=levels)
+                self._settled = token
             mip = self._mip_image()
             if mip is not None and self._mip_shown is not mip:  # set again, the 2048^2 image is rendered again
                 self.mip.image.setImage(np.asarray(mip, np.float32), autoLevels=False, levels=levels)

@@ -195,3 +195,31 @@ def test_moving_back_to_the_position_being_read_shows_it(qtbot):
         np.testing.assert_array_equal(view.yz.image.image, ref[:, :, 5].T)
         view.set_cursor(8, 8, 8)
         _wait_shown(view, qtbot)
+
+
+def test_xy_and_xz_show_while_the_yz_plane_is_still_being_read(qtbot):
+    """The YZ plane of a ZYX file touches every page of it (a cold 4 GiB TIFF: ~9 s), while XY is one
+    contiguous read. The planes were shown only when all three were read; XY and XZ now show as read."""
+    ref = np.random.default_rng(1).random((20, 40, 50)).astype(np.float32)
+    stack = GatedStack(ref)
+    view = _view_of(stack, qtbot)
+    _wait_shown(view, qtbot)
+    yz_gate = threading.Event()
+    plain = GatedStack.__getitem__
+
+    def slow_yz(self, key):
+        yz = isinstance(key, tuple) and len(key) == 3 and isinstance(key[2], int | np.integer)
+        if yz and threading.current_thread() is not threading.main_thread():
+            assert yz_gate.wait(20), "the YZ gate was never opened"
+        return plain(self, key)
+
+    stack.__class__ = type("SlowYZ", (GatedStack,), {"__getitem__": slow_yz})
+    view.set_cursor(3, 11, 17)
+    qtbot.waitUntil(lambda: np.array_equal(view.xz.image.image, ref[:, 11, :]), timeout=10_000)
+    np.testing.assert_array_equal(view.xy.image.image, ref[3])
+    assert view.planes_pending(), "YZ is still being read"
+    assert not np.array_equal(view.yz.image.image, ref[:, :, 17].T)
+    yz_gate.set()
+    _wait_shown(view, qtbot)
+    np.testing.assert_array_equal(view.yz.image.image, ref[:, :, 17].T)
+    np.testing.assert_array_equal(view.xy.image.image, ref[3])
