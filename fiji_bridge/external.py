@@ -134,11 +134,15 @@ def bioformats_plugins_home() -> Path | None:
 
 
 def file_kind(path: str | os.PathLike) -> str:
-    """How ImageJ opens ``path`` in place: ``"tiff"`` (a classic TIFF: ImageJ itself), ``"zarr"``
-    (an OME-Zarr folder: Fiji's n5-ij) or ``"bioformats"`` (BigTIFF, OME-TIFF over 4 GB, other formats)."""
+    """How ImageJ opens ``path`` in place: ``"tiff"`` (a classic TIFF: ImageJ itself), ``"n5"`` (an
+    OME-Zarr or N5 folder, or an HDF5 file: Fiji's n5-ij) or ``"bioformats"`` (BigTIFF, OME-TIFF over
+    4 GB, the other microscope formats)."""
     p = Path(path)
     if p.is_dir():
-        return "zarr" if (p / ".zattrs").is_file() or (p / "zarr.json").is_file() else "bioformats"
+        markers = (".zattrs", "zarr.json", "attributes.json")
+        return "n5" if any((p / m).is_file() for m in markers) else "bioformats"
+    if p.suffix.lower() in (".h5", ".hdf5", ".hdf"):
+        return "n5"
     if p.suffix.lower() in (".tif", ".tiff"):
         with open(p, "rb") as f:
             head = f.read(4)
@@ -206,20 +210,22 @@ class Handoff:
         """Open a TIFF larger than memory as an ImageJ virtual stack (planes read as they are shown)."""
         return self.show_file(path, extra_macro)
 
-    def show_file(self, path: str | os.PathLike, extra_macro: str = "",
-                  levels: tuple[float, float] | None = None) -> subprocess.Popen:
+    def show_file(self, path: str | os.PathLike, extra_macro: str = "", levels: tuple[float, float] | None = None,
+                  dataset: str | None = None) -> subprocess.Popen:
         """Open a stack too large to copy from its own file, as a virtual stack titled with the file's name.
 
         A second call selects that window. ``levels`` sets the display range (ImageJ otherwise takes it
-        from the first plane). Raises :class:`PluginMissingError`, launching nothing, when this ImageJ
-        cannot read the file (OME-Zarr needs Fiji's n5-ij; BigTIFF needs Bio-Formats).
+        from the first plane); ``dataset`` is the array inside an HDF5 file or N5 folder (an OME-Zarr's
+        comes from its metadata). Raises :class:`PluginMissingError`, launching nothing, when this
+        ImageJ cannot read the file (OME-Zarr, N5 and HDF5 need Fiji's n5-ij; BigTIFF needs Bio-Formats).
         """
         p = Path(path).resolve()
         title = macro_string(p.name)
         kind = file_kind(p)
-        if kind == "zarr":
-            self.require("N5", f"Opening the OME-Zarr {p.name} in ImageJ")
-            url = macro_string(p / zarr_dataset(p))
+        if kind == "n5":
+            self.require("N5", f"Opening {p.name} in ImageJ")
+            inner = zarr_dataset(p) if p.is_dir() and not (p / "attributes.json").is_file() else (dataset or "")
+            url = macro_string(f"{p}/{inner.strip('/')}" if inner.strip("/") else p)
             opener = f'run("{N5_COMMAND}", "url=[" + {url} + "] virtual"); rename({title});'
         elif kind == "tiff":
             opener = f'run("TIFF Virtual Stack...", "open=[" + {macro_string(p)} + "]");'

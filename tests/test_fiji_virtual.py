@@ -46,7 +46,9 @@ def test_file_kind_tells_classic_tiff_bigtiff_and_zarr(tmp_path):
     tifffile.imwrite(tmp_path / "c.tif", np.zeros((3, 4, 5), np.uint16), photometric="minisblack")
     big, _ = _block_output(tmp_path, "ome-tiff", "b.ome.tif")
     zarr_dir, _ = _block_output(tmp_path, "ome-zarr", "r.zarr")
-    assert [file_kind(tmp_path / "c.tif"), file_kind(big), file_kind(zarr_dir)] == ["tiff", "bioformats", "zarr"]
+    (tmp_path / "s.h5").write_bytes(b"")
+    assert [file_kind(tmp_path / "c.tif"), file_kind(big), file_kind(zarr_dir), file_kind(tmp_path / "s.h5")] == [
+        "tiff", "bioformats", "n5", "n5"]
     assert zarr_dataset(zarr_dir) == "0"
 
 
@@ -76,6 +78,10 @@ def test_fiji_opens_ome_zarr_with_n5_ij_as_a_virtual_stack(tmp_path):
     assert f'run("{N5_COMMAND}", "url=[" + "{zarr_dir.resolve()}/0" + "] virtual");' in code
     assert 'rename("my result.zarr")' in code and 'isOpen("my result.zarr")' in code
     assert "setMinAndMax(1.0, 9.0)" in code
+    h5 = tmp_path / "big.h5"
+    h5.write_bytes(b"")
+    Handoff(Launcher(["fiji"], "fiji", fiji), folder=tmp_path / "h", popen=rec).show_file(h5, dataset="/t0/s0")
+    assert f'"url=[" + "{h5.resolve()}/t0/s0" + "] virtual"' in rec.argv[1][-1], "HDF5: the file, then its dataset"
 
 
 @pytest.mark.java

@@ -198,7 +198,7 @@ class FijiActions(QObject):
                               "save it (File > Save result) and open that file in Fiji")
         if levels is None and np.dtype(vol.dtype) != np.uint8:
             levels = auto_levels(stats_sample(channel_view(vol)))
-        proc = handoff.show_file(path, extra_macro, levels)
+        proc = handoff.show_file(path, extra_macro, levels, dataset=vol.metadata.get("dataset"))
         self.last_sent = path
         msg = f"sent {vol.name} to {handoff.launcher.kind} as a virtual stack of {path.name}"
         log.info("%s", msg)
