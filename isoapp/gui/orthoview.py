@@ -233,8 +233,7 @@ class OrthoView(DisplayMixin, QWidget):
         old = self.cursor
         self.cursor = (-1, -1, -1)
         target = old if keep_cursor else (nz // 2, ny // 2, nx // 2)
-        self.contrast.set_histogram(self.data)
-        self.set_levels(*(levels or auto_levels(self.data)))
+        self._histogram_and_levels(levels)
         self._place_images()
         self.set_cursor(*target)
         self.volumeChanged.emit()

@@ -223,3 +223,21 @@ def test_xy_and_xz_show_while_the_yz_plane_is_still_being_read(qtbot):
     _wait_shown(view, qtbot)
     np.testing.assert_array_equal(view.yz.image.image, ref[:, :, 17].T)
     np.testing.assert_array_equal(view.xy.image.image, ref[3])
+
+
+def test_a_result_shown_with_given_levels_reads_its_histogram_sample_in_the_background(qtbot):
+    """The result beside its input gets the input's levels; its histogram's sample (up to 1 s of reads of
+    an OME-Zarr result) was read in the GUI thread as a block-wise run ended, a 0.3-0.55 s freeze."""
+    ref = np.random.default_rng(2).random((20, 40, 50)).astype(np.float32)
+    stack = GatedStack(ref)
+    stack.gate.clear()
+    view = OrthoView()
+    qtbot.addWidget(view)
+    view.set_volume(Volume(stack, voxel_size=(1.0, 1.0, 1.0)), levels=(0.1, 0.9))
+    assert _plane_reads_in_gui_thread(stack) == [], "the histogram's sample was read in the GUI thread"
+    assert view.levels() == pytest.approx((0.1, 0.9))
+    stack.gate.set()
+    qtbot.waitUntil(lambda: view.contrast.curve.getData()[0] is not None and len(view.contrast.curve.getData()[0]) > 0,
+                    timeout=10_000)
+    _wait_shown(view, qtbot)
+    assert _plane_reads_in_gui_thread(stack) == []
